@@ -1,0 +1,1 @@
+"""coder: a writer/reviewer agent pair that fixes failing tests through sandboxd (in progress)."""

@@ -1,0 +1,1 @@
+"""Sandbox backends: one `Backend` interface, one module per isolation technology."""

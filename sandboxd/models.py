@@ -1,0 +1,220 @@
+"""Wire models shared by the daemon, the Python client and coder.
+
+Units are in field names (`memory_mib`, `wall_time_s`); safe defaults live here, in the schema.
+Every request model forbids unknown fields, so a typo is an error instead of a silent default.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Language = Literal["python", "bash", "node"]
+RunStatus = Literal[
+    "ok", "failed", "timeout", "cpu_limit", "memory_limit", "output_limit", "killed", "error"
+]
+
+MAIN_FILE: dict[str, str] = {"python": "main.py", "bash": "main.sh", "node": "main.js"}
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_PATH_BYTES = 1024
+MAX_FILES = 1000
+MAX_ARGS = 256
+MAX_ENV = 128
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def normalise_relative_path(raw: str) -> str:
+    """Normalise a workspace-relative path; refuse absolute paths, `..`, NUL and empty names."""
+    if not raw or "\x00" in raw:
+        raise ValueError("path must be a non-empty string without NUL bytes")
+    if len(raw.encode()) > MAX_PATH_BYTES:
+        raise ValueError(f"path is longer than {MAX_PATH_BYTES} bytes")
+    if raw.startswith("/"):
+        raise ValueError("path must be relative to the workspace, not absolute")
+    parts = [p for p in PurePosixPath(raw).parts if p not in (".", "")]
+    if any(p == ".." for p in parts):
+        raise ValueError("path must not contain '..'")
+    if not parts:
+        raise ValueError("path names the workspace itself, not a file in it")
+    if any(len(p.encode()) > 255 for p in parts):
+        raise ValueError("a path component is longer than 255 bytes")
+    return "/".join(parts)
+
+
+class Limits(_Strict):
+    """Resource limits of one run. Every field has a safe default; the daemon caps each one."""
+
+    wall_time_s: float = Field(10.0, gt=0, description="Wall-clock time before the run is killed.")
+    cpu_time_s: float = Field(10.0, gt=0, description="CPU time of the whole process tree.")
+    memory_mib: int = Field(256, ge=16, description="Memory of the whole process tree (cgroup).")
+    pids: int = Field(64, ge=1, description="Processes and threads at once (cgroup).")
+    output_bytes: int = Field(1_048_576, ge=1, description="Bytes kept per stream; more kills it.")
+    file_size_mib: int = Field(16, ge=1, description="Largest file a process may write.")
+    disk_mib: int = Field(64, ge=1, description="Workspace plus /tmp (one tmpfs).")
+
+
+class FileIn(_Strict):
+    """A file written into the workspace before the run."""
+
+    path: str = Field(description="Relative path inside the workspace.")
+    content: str = ""
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+    executable: bool = False
+
+    _path = field_validator("path")(normalise_relative_path)
+
+    @model_validator(mode="after")
+    def _decodable(self) -> FileIn:
+        if self.encoding == "base64":
+            try:
+                base64.b64decode(self.content, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError(f"content is not valid base64: {exc}") from exc
+        return self
+
+    def data(self) -> bytes:
+        if self.encoding == "base64":
+            return base64.b64decode(self.content, validate=True)
+        return self.content.encode()
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL bytes")
+    return value
+
+
+NulFreeStr = Annotated[str, Field(max_length=65536)]
+
+
+class RunRequest(_Strict):
+    """`POST /v1/runs`: code to run once in a fresh sandbox."""
+
+    language: Language = "python"
+    code: str = Field("", description="Source of the main file (main.py / main.sh / main.js).")
+    files: list[FileIn] = Field(default_factory=list, max_length=MAX_FILES)
+    command: list[NulFreeStr] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_ARGS,
+        description="argv run in the workspace instead of the language default.",
+    )
+    stdin: str | None = None
+    env: dict[str, NulFreeStr] = Field(default_factory=dict, max_length=MAX_ENV)
+    limits: Limits = Field(default_factory=Limits)
+    collect: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Glob patterns of workspace files returned after the run.",
+    )
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            for arg in value:
+                _no_nul(arg)
+            if not value[0]:
+                raise ValueError("command[0] must name a program")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, val in value.items():
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"environment variable name {name[:64]!r} is not valid")
+            _no_nul(val)
+        return value
+
+    @field_validator("collect")
+    @classmethod
+    def _collect(cls, value: list[str]) -> list[str]:
+        return [normalise_relative_path(p) for p in value]
+
+    @model_validator(mode="after")
+    def _unique_paths(self) -> RunRequest:
+        seen: set[str] = set()
+        main = MAIN_FILE[self.language]
+        for i, f in enumerate(self.files):
+            if f.path in seen:
+                raise ValueError(f"files[{i}].path {f.path!r} is given twice")
+            if f.path == main and self.code:
+                raise ValueError(f"files[{i}].path {main!r} clashes with `code`")
+            seen.add(f.path)
+        return self
+
+
+class Usage(BaseModel):
+    wall_time_s: float = 0.0
+    cpu_time_s: float = 0.0
+    peak_memory_mib: float = 0.0
+
+
+class CollectedFile(BaseModel):
+    path: str
+    content: str = Field(description="base64")
+    size: int
+
+
+class RunResult(BaseModel):
+    """The outcome of one run. A failure of the code is a status, never an HTTP error."""
+
+    id: str
+    status: RunStatus
+    exit_code: int | None = None
+    signal: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    usage: Usage = Field(default_factory=Usage)
+    files: list[CollectedFile] = Field(default_factory=list)
+    message: str | None = Field(None, description="Why the run ended as it did, when not plain.")
+    backend: str = "nsjail"
+    limits: Limits = Field(default_factory=Limits)
+    created_at: datetime | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Capabilities(BaseModel):
+    languages: list[Language]
+    network_modes: list[str]
+    cgroup_version: int
+    limits_enforced: list[str]
+    seccomp: bool
+
+
+class Info(BaseModel):
+    version: str
+    backend: str
+    backend_version: str
+    default_limits: Limits
+    max_limits: Limits
+    max_concurrent_runs: int
+    max_queued_runs: int
+    max_request_bytes: int
+    capabilities: Capabilities

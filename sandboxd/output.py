@@ -1,0 +1,41 @@
+"""Bounded capture of a run's output streams."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+CHUNK = 65536
+
+
+class StreamCapture:
+    """Keeps the first `limit` bytes of a stream; says when more than that arrived."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buf = bytearray()
+        self.truncated = False
+
+    def feed(self, chunk: bytes) -> bool:
+        """Store what fits; True once the stream went over its limit."""
+        room = self.limit - len(self.buf)
+        if len(chunk) > room:
+            self.buf += chunk[: max(room, 0)]
+            self.truncated = True
+        else:
+            self.buf += chunk
+        return self.truncated
+
+    def text(self) -> str:
+        return self.buf.decode("utf-8", errors="replace")
+
+
+async def pump(
+    reader: asyncio.StreamReader, capture: StreamCapture, on_overflow: Callable[[], None]
+) -> None:
+    """Read `reader` to EOF into `capture`; call `on_overflow` once when it goes over."""
+    told = False
+    while chunk := await reader.read(CHUNK):
+        if capture.feed(chunk) and not told:
+            told = True
+            on_overflow()

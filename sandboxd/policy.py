@@ -1,0 +1,63 @@
+"""Request validation: JSON parsing, schema errors turned into wire errors, limits against caps."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from sandboxd.errors import InvalidRequest, LimitTooHigh
+from sandboxd.models import Limits
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str | None:
+    """('files', 0, 'path') -> 'files[0].path'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or None
+
+
+def validation_error(exc: ValidationError) -> InvalidRequest:
+    """The first schema error as an InvalidRequest naming its field."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    field = format_loc(tuple(first["loc"]))
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    if first["type"] == "extra_forbidden":
+        return InvalidRequest(f"unknown field {field!r}{more}", field=field, code="unknown_field")
+    msg = first["msg"].removeprefix("Value error, ")
+    where = f"{field}: " if field else ""
+    return InvalidRequest(f"{where}{msg}{more}", field=field)
+
+
+def parse_body(model: type[M], raw: bytes) -> M:
+    """Parse a JSON request body into `model`, or raise an InvalidRequest that says why."""
+    try:
+        data: Any = json.loads(raw) if raw.strip() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        message = f"request body is not valid JSON: {exc}"
+        raise InvalidRequest(message, code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object", code="invalid_json")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def check_limits(limits: Limits, caps: Limits) -> None:
+    """Refuse any limit above the daemon's cap (never silently lower it)."""
+    for name in Limits.model_fields:
+        asked, cap = getattr(limits, name), getattr(caps, name)
+        if asked > cap:
+            raise LimitTooHigh(
+                f"limits.{name} = {asked} is above this daemon's maximum of {cap}",
+                field=f"limits.{name}",
+            )

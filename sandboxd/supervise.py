@@ -1,0 +1,98 @@
+"""Supervising one sandboxed process tree from outside: wall time, cpu time, output, kill-all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from sandboxd.cgroups import RunCgroup
+from sandboxd.models import Limits
+from sandboxd.output import StreamCapture, pump
+
+CPU_POLL_S = 0.05
+DRAIN_S = 5.0
+
+
+@dataclass
+class Supervised:
+    """What the supervisor saw; the backend turns it into a RunResult."""
+
+    returncode: int
+    stdout: StreamCapture
+    stderr: StreamCapture
+    wall_time_s: float
+    killed_for: str | None  # "timeout" | "cpu_limit" | "output_limit" | None
+    cpu_time_s: float
+
+
+async def _feed_stdin(writer: asyncio.StreamWriter, data: bytes) -> None:
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        if data:
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+
+async def supervise(
+    proc: asyncio.subprocess.Process, cgroup: RunCgroup, limits: Limits, stdin: bytes | None
+) -> Supervised:
+    """Wait for `proc` while enforcing limits; at the end kill everything left in `cgroup`."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = StreamCapture(limits.output_bytes), StreamCapture(limits.output_bytes)
+    overflow = asyncio.Event()
+    pumps = [
+        asyncio.create_task(pump(proc.stdout, out, overflow.set)),
+        asyncio.create_task(pump(proc.stderr, err, overflow.set)),
+    ]
+    feeder = (
+        asyncio.create_task(_feed_stdin(proc.stdin, stdin))
+        if proc.stdin is not None and stdin is not None
+        else None
+    )
+    exited = asyncio.create_task(proc.wait())
+    overflowed = asyncio.create_task(overflow.wait())
+    deadline = start + limits.wall_time_s
+    killed_for: str | None = None
+    try:
+        while not exited.done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                killed_for = "timeout"
+                break
+            await asyncio.wait(
+                {exited, overflowed},
+                timeout=min(CPU_POLL_S, remaining),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if overflowed.done():
+                killed_for = "output_limit"
+                break
+            if cgroup.cpu_time_s() > limits.cpu_time_s:
+                killed_for = "cpu_limit"
+                break
+        wall = loop.time() - start
+        await cgroup.kill_all()
+        returncode = await exited
+        # Every writer of the pipes was in the cgroup, so EOF follows; bound it all the same.
+        _done, late = await asyncio.wait(pumps, timeout=DRAIN_S)
+        for task in late:
+            task.cancel()
+        cpu = cgroup.cpu_time_s()
+        if killed_for is None and cpu > limits.cpu_time_s:
+            killed_for = "cpu_limit"
+        return Supervised(returncode, out, err, wall, killed_for, cpu)
+    finally:
+        pending: list[asyncio.Future[Any]] = [*pumps, exited, overflowed]
+        if feeder is not None:
+            pending.append(feeder)
+        for fut in pending:
+            if not fut.done():
+                fut.cancel()
+        if not exited.done() or proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
