@@ -13,12 +13,14 @@ import errno
 import os
 import signal
 from abc import ABC, abstractmethod
+from collections.abc import Set
 from pathlib import Path
 
 from sandboxd.errors import BackendUnavailable
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "pids", "cpuacct")
+POLL_S = 0.005
 
 
 def _read(path: Path) -> str:
@@ -75,12 +77,16 @@ class RunCgroup(ABC):
     def pids_refused(self) -> int:
         """How many forks the pids limit refused."""
 
-    async def kill_all(self, deadline_s: float = 5.0) -> bool:
-        """SIGKILL every process in the cgroup until it is empty; True when it is."""
+    async def kill_all(self, deadline_s: float = 5.0, *, spare: Set[int] = frozenset()) -> bool:
+        """SIGKILL every process in the cgroup but `spare` until none is left; True then.
+
+        Sparing the supervisor (nsjail) at first lets it reap its jail, instead of leaving
+        zombies to the host's init; `terminate` then takes the supervisor too.
+        """
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline_s
         while True:
-            pids = self.pids()
+            pids = self.pids() - spare
             if not pids:
                 return True
             for pid in pids:
@@ -88,7 +94,25 @@ class RunCgroup(ABC):
                     os.kill(pid, signal.SIGKILL)
             if loop.time() > end:
                 return False
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(POLL_S)
+
+    async def terminate(self, supervisors: Set[int], grace_s: float = 2.0) -> bool:
+        """Kill the jail, give its supervisors `grace_s` to reap it and exit, then kill all."""
+        await self.kill_all(spare=supervisors)
+        for _ in range(int(grace_s / POLL_S)):  # cgroup v1 has no event to wait on
+            if not self.pids() & supervisors:
+                break
+            await asyncio.sleep(POLL_S)
+        return await self.kill_all()
+
+    def root_pids(self) -> set[int]:
+        """Processes of the cgroup that run as host root: the supervisors, never the jail."""
+        found = set()
+        for pid in self.pids():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                if os.stat(f"/proc/{pid}").st_uid == 0:
+                    found.add(pid)
+        return found
 
     def remove(self) -> None:
         for d in self.dirs:
@@ -137,10 +161,11 @@ class _V2Run(RunCgroup):
     def pids_refused(self) -> int:
         return _keyed(_read(self.path / "pids.events")).get("max", 0)
 
-    async def kill_all(self, deadline_s: float = 5.0) -> bool:
-        with contextlib.suppress(FileNotFoundError):
-            _write(self.path / "cgroup.kill", "1")
-        return await super().kill_all(deadline_s)
+    async def kill_all(self, deadline_s: float = 5.0, *, spare: Set[int] = frozenset()) -> bool:
+        if not spare:
+            with contextlib.suppress(FileNotFoundError):
+                _write(self.path / "cgroup.kill", "1")
+        return await super().kill_all(deadline_s, spare=spare)
 
 
 class CgroupManager(ABC):

@@ -217,4 +217,6 @@ class Info(BaseModel):
     max_concurrent_runs: int
     max_queued_runs: int
     max_request_bytes: int
+    active_runs: int = Field(description="Runs executing now.")
+    queued_runs: int = Field(description="Runs admitted and waiting for a slot.")
     capabilities: Capabilities

@@ -52,12 +52,18 @@ def parse_body(model: type[M], raw: bytes) -> M:
         raise validation_error(exc) from None
 
 
-def check_limits(limits: Limits, caps: Limits) -> None:
-    """Refuse any limit above the daemon's cap (never silently lower it)."""
+def apply_caps(limits: Limits, caps: Limits) -> Limits:
+    """Effective limits: a limit the caller set above its cap is refused (never silently
+    lowered); a default the caller left alone is lowered to the cap."""
+    effective = limits.model_copy()
     for name in Limits.model_fields:
         asked, cap = getattr(limits, name), getattr(caps, name)
-        if asked > cap:
+        if asked <= cap:
+            continue
+        if name in limits.model_fields_set:
             raise LimitTooHigh(
                 f"limits.{name} = {asked} is above this daemon's maximum of {cap}",
                 field=f"limits.{name}",
             )
+        setattr(effective, name, cap)
+    return effective

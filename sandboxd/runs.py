@@ -9,7 +9,7 @@ import secrets
 from sandboxd.backends.base import Backend
 from sandboxd.errors import Overloaded
 from sandboxd.models import RunRequest, RunResult
-from sandboxd.policy import check_limits
+from sandboxd.policy import apply_caps
 from sandboxd.settings import Settings
 
 log = logging.getLogger("sandboxd.runs")
@@ -30,7 +30,8 @@ class RunManager:
         self.queued = 0
 
     async def run(self, request: RunRequest) -> RunResult:
-        check_limits(request.limits, self.settings.max_limits)
+        limits = apply_caps(request.limits, self.settings.max_limits)
+        request = request.model_copy(update={"limits": limits})
         if self._slots.locked() and self.queued >= self.settings.max_queued_runs:
             raise Overloaded(
                 f"{self.active} runs are in progress and {self.queued} are queued; retry later"

@@ -89,6 +89,8 @@ async def info(request: web.Request) -> web.Response:
             max_concurrent_runs=settings.max_concurrent_runs,
             max_queued_runs=settings.max_queued_runs,
             max_request_bytes=settings.max_request_bytes,
+            active_runs=request.app[RUNS].active,
+            queued_runs=request.app[RUNS].queued,
             capabilities=backend.capabilities(),
         )
     )

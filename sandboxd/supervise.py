@@ -76,7 +76,7 @@ async def supervise(
                 killed_for = "cpu_limit"
                 break
         wall = loop.time() - start
-        await cgroup.kill_all()
+        await cgroup.terminate({proc.pid})
         returncode = await exited
         # Every writer of the pipes was in the cgroup, so EOF follows; bound it all the same.
         _done, late = await asyncio.wait(pumps, timeout=DRAIN_S)

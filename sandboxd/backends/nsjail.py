@@ -103,6 +103,13 @@ class NsjailBackend(Backend):
     def _prepare_host(self) -> None:
         assert self.cgroups is not None
         self.cgroups.setup()
+        for parent in self.state_dir.resolve().parents:
+            if parent.exists() and not parent.stat().st_mode & 0o001:
+                raise BackendUnavailable(
+                    f"state_dir {self.state_dir} is below {parent}, which others cannot "
+                    "traverse (no o+x); nsjail mounts from inside a user namespace and needs "
+                    "to. Choose another state_dir or `chmod o+x` that directory."
+                )
         # nsjail mounts from inside the user namespace, which needs search (x) permission along
         # every source path: directories are 0711 (traverse, never list); what is below is
         # owned by root or by the run's unmapped uid.
@@ -119,7 +126,7 @@ class NsjailBackend(Backend):
         reaped = self.cgroups.leftovers()
         for name in reaped:
             group = self.cgroups.open(name)
-            await group.kill_all()
+            await group.terminate(group.root_pids())
             group.remove()
         await asyncio.to_thread(self._reap_dirs)
         if reaped:
@@ -251,8 +258,9 @@ class NsjailBackend(Backend):
         ws.create(disk_mib=request.limits.disk_mib)
         for f in request.files:
             ws.write_file(f.path, f.data(), executable=f.executable)
-        if request.command is None and request.code:
-            ws.write_file(MAIN_FILE[request.language], request.code.encode())
+        main = MAIN_FILE[request.language]
+        if request.command is None and all(f.path != main for f in request.files):
+            ws.write_file(main, request.code.encode())
 
     async def run(self, run_id: str, request: RunRequest) -> RunResult:
         if self.cgroups is None:
@@ -293,7 +301,7 @@ class NsjailBackend(Backend):
 
     async def _cleanup(self, ws: Workspace, group: cgroups.RunCgroup | None) -> None:
         if group is not None:
-            if not await group.kill_all():
+            if not await group.terminate(group.root_pids()):
                 log.error("processes of %s survived SIGKILL", ws.root.name)
             group.remove()
         await asyncio.to_thread(ws.destroy)
@@ -388,15 +396,17 @@ class NsjailBackend(Backend):
             message = f"cannot execute {m.group(1)}: {m.group(2)}"
         else:
             status = "error"
-            errors = [ln for ln in log_text.splitlines() if ln.startswith(("[E]", "[F]"))]
+            errors = [ln for ln in log_text.splitlines() if ln.startswith(("[W]", "[E]", "[F]"))]
             message = "sandbox failed to start: " + (
-                " | ".join(errors[-3:]) or f"nsjail exited with {seen.returncode}"
+                " | ".join(errors[-4:]) or f"nsjail exited with {seen.returncode}"
             )
             log.error("run %s: %s", run_id, message)
-        refused = group.pids_refused()
-        if refused and status != "ok":
-            note = f"pids limit of {limits.pids} refused {refused} forks"
-            message = f"{message}; {note}" if message else note
+        notes = [message] if message else []
+        if oom and status != "memory_limit":
+            notes.append(f"memory limit of {limits.memory_mib} MiB killed {oom} processes")
+        if (refused := group.pids_refused()) and status != "ok":
+            notes.append(f"pids limit of {limits.pids} refused {refused} forks")
+        message = "; ".join(notes) or None
         try:
             peak = group.peak_memory_bytes() / (1024 * 1024)
         except OSError:

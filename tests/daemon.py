@@ -1,0 +1,101 @@
+"""Start a real sandboxd daemon (a subprocess, real HTTP on loopback) for tests and benches."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+STARTUP_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def write_toml(path: Path, settings: dict[str, Any]) -> None:
+    lines: list[str] = []
+    tables: list[str] = []
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            tables.append(f"[{key}]")
+            tables += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    path.write_text("\n".join(lines + tables) + "\n")
+
+
+class Daemon:
+    """A `sandboxd serve` process with its own state dir, port and cgroup parent."""
+
+    def __init__(self, workdir: Path, name: str = "d", **settings: Any) -> None:
+        self.workdir = workdir
+        self.state_dir = workdir / f"state-{name}"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        backend = {"cgroup_parent": f"sandboxd-test-{os.getpid()}-{name}"}
+        backend.update(settings.pop("backend", {}))
+        self.cgroup_parent = backend["cgroup_parent"]
+        self.settings = {"state_dir": str(self.state_dir), **settings, "backend": backend}
+        self.log = workdir / f"daemon-{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str] | None = None) -> Daemon:
+        config = self.workdir / f"config-{os.getpid()}-{self.port}.toml"
+        write_toml(config, self.settings)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sandboxd",
+                    "serve",
+                    "--config",
+                    str(config),
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+            )
+        deadline = time.monotonic() + STARTUP_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sandboxd exited at startup:\n{self.log.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"sandboxd did not become healthy:\n{self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout=timeout_s)
