@@ -54,6 +54,11 @@ class NsjailBackendConfig(BaseModel):
     supervisor_memory_mib: int = Field(
         8, ge=0, description="Memory allowed on top of memory_mib for nsjail itself."
     )
+    seccomp_policy: Path | None = Field(
+        None,
+        description="Kafel policy file for every jail; default: sandboxd's built-in policy "
+        "(seccomp/default.policy), written to the state dir at start.",
+    )
     python: str = "/usr/bin/python3"
     node: str = "/usr/bin/node"
     bash: str = "/bin/bash"

