@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from bench.machine import describe
-from sandboxd.client import SyncClient
 from tests.daemon import Daemon
 
 HELLO = 'print("hello")'
@@ -33,7 +32,7 @@ def measure(iterations: int, warmup: int = 5) -> dict[str, list[float]]:
     daemon = Daemon(workdir, "bench").start()
     samples: dict[str, list[float]] = {"bare": [], "api": []}
     try:
-        with SyncClient(daemon.url) as client:
+        with daemon.client() as client:
             for i in range(warmup + iterations):
                 t0 = time.perf_counter()
                 bare = subprocess.run([JAIL_PYTHON, "-c", HELLO], capture_output=True, text=True)

@@ -1,4 +1,5 @@
-"""The `sandboxd` command: `serve` the daemon, `run` a file through it.
+"""The `sandboxd` command: `serve` the daemon, `run` a file through it, manage `token`s and
+verify the `audit` trail.
 
 Exit codes of `sandboxd run`: the program's own exit code for `ok` and `failed`; 128+N when a
 signal N killed it; 121 output_limit, 122 memory_limit, 123 cpu_limit, 124 timeout; 125 when
@@ -8,16 +9,17 @@ sandboxd itself could not run it (daemon unreachable, request refused, sandbox e
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from sandboxd import cli_admin
 from sandboxd.client import SyncClient
 from sandboxd.errors import SandboxdError
 from sandboxd.models import FileIn, Language, Limits, RunRequest, RunResult
+from sandboxd.observability import configure_logging
 from sandboxd.policy import validation_error
 
 EXIT_BY_STATUS = {"output_limit": 121, "memory_limit": 122, "cpu_limit": 123, "timeout": 124}
@@ -38,9 +40,7 @@ def exit_code_for(result: RunResult) -> int:
     return result.exit_code if result.exit_code is not None else EXIT_SANDBOXD
 
 
-def _fail(message: str) -> int:
-    print(f"sandboxd: error: {message}", file=sys.stderr)
-    return EXIT_SANDBOXD
+_fail = cli_admin.fail
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -60,9 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, **overrides)
     except (ValidationError, FileNotFoundError, ValueError) as exc:
         return _fail(f"bad settings: {str(exc).splitlines()[0]}")
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     try:
         web.run_app(
             make_app(settings),
@@ -72,6 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"sandboxd listening on http://{settings.host}:{settings.port}", flush=True
             ),
             access_log=None,
+            shutdown_timeout=settings.shutdown_grace_s,
         )
     except SandboxdError as exc:
         return _fail(exc.message)
@@ -107,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     try:
-        with SyncClient(args.url) as client:
+        with SyncClient(args.url, token=args.token) as client:
             result = client.run(request)
     except SandboxdError as exc:
         where = f" ({exc.field})" if exc.field else ""
@@ -148,7 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
     run.add_argument("--url", help="daemon URL (default $SANDBOXD_URL or http://127.0.0.1:8765)")
+    run.add_argument(
+        "--token",
+        help="bearer token (default $SANDBOXD_TOKEN, else the local "
+        "daemon's admin token when this user may read it)",
+    )
     run.set_defaults(func=cmd_run)
+    cli_admin.add_parsers(sub)
     return parser
 
 

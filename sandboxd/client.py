@@ -1,7 +1,8 @@
 """Python client of the daemon: an async `Client` and a blocking `SyncClient` facade.
 
 Both return the wire models of `sandboxd.models` and raise the `sandboxd.errors` classes that
-the daemon's error codes map to.
+the daemon's error codes map to. The token comes from the argument, else `SANDBOXD_TOKEN`, else
+the admin token a local daemon leaves in its state directory (when this user may read it).
 """
 
 from __future__ import annotations
@@ -9,31 +10,70 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Awaitable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
+from sandboxd.auth import local_admin_token
 from sandboxd.errors import DaemonUnreachable, SandboxdError, error_from_wire
-from sandboxd.models import Health, Info, RunRequest, RunResult
+from sandboxd.models import (
+    AuditPage,
+    FileInfo,
+    Health,
+    Info,
+    RunRecord,
+    RunRequest,
+    RunResult,
+    Sandbox,
+    SandboxCreate,
+    SandboxList,
+)
 from sandboxd.policy import validation_error
 
 DEFAULT_URL = "http://127.0.0.1:8765"
+DEFAULT_STATE_DIR = Path("/var/lib/sandboxd")
 #: Time allowed on top of the run's own wall time limit for the HTTP exchange.
 HTTP_SLACK_S = 60.0
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def default_url() -> str:
     return os.environ.get("SANDBOXD_URL", DEFAULT_URL)
 
 
+def default_token() -> str | None:
+    if token := os.environ.get("SANDBOXD_TOKEN"):
+        return token
+    state_dir = Path(os.environ.get("SANDBOXD_STATE_DIR", DEFAULT_STATE_DIR))
+    return local_admin_token(state_dir)
+
+
+def _validated(model: type[M], fields: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
 class Client:
     """Async client. Use as `async with Client() as c: result = await c.run(code=...)`."""
 
-    def __init__(self, url: str | None = None, *, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        connect_timeout_s: float = 10.0,
+        traceparent: str | None = None,
+    ) -> None:
         self.url = (url or default_url()).rstrip("/")
+        self.token = token if token is not None else default_token()
+        self.traceparent = traceparent
         self._connect_timeout_s = connect_timeout_s
         self._session: aiohttp.ClientSession | None = None
 
@@ -57,16 +97,20 @@ class Client:
             )
         return self._session
 
-    async def _call(
+    async def _raw(
         self,
         method: str,
         path: str,
-        model: type[M],
         *,
-        body: str | None = None,
-        timeout_s: float | None = None,
-    ) -> M:
-        headers = {"content-type": "application/json"} if body is not None else {}
+        body: bytes | str | None = None,
+        content_type: str = "application/json",
+        timeout_s: float = HTTP_SLACK_S,
+    ) -> bytes:
+        headers = {"content-type": content_type} if body is not None else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.traceparent:
+            headers["traceparent"] = self.traceparent
         try:
             async with self._http().request(
                 method,
@@ -80,42 +124,102 @@ class Client:
                 retry_after = resp.headers.get("Retry-After", "1")
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise DaemonUnreachable(f"cannot reach sandboxd at {self.url}: {exc}") from exc
-        try:
-            data: Any = json.loads(raw)
-        except ValueError:
-            raise DaemonUnreachable(
-                f"sandboxd at {self.url} answered HTTP {status} with a non-JSON body"
-            ) from None
         if status >= 400:
+            try:
+                data: Any = json.loads(raw)
+            except ValueError:
+                raise DaemonUnreachable(
+                    f"sandboxd at {self.url} answered HTTP {status} with a non-JSON body"
+                ) from None
             retry = int(retry_after) if retry_after.isdigit() else 1
             raise error_from_wire(status, data, retry_after_s=retry)
-        return model.model_validate(data)
+        return raw
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        model: type[M],
+        *,
+        body: str | None = None,
+        timeout_s: float = HTTP_SLACK_S,
+    ) -> M:
+        raw = await self._raw(method, path, body=body, timeout_s=timeout_s)
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError:
+            raise DaemonUnreachable(f"sandboxd at {self.url} answered garbage") from None
 
     async def health(self) -> Health:
-        return await self._call("GET", "/healthz", Health, timeout_s=HTTP_SLACK_S)
+        return await self._call("GET", "/healthz", Health)
 
     async def info(self) -> Info:
-        return await self._call("GET", "/v1/info", Info, timeout_s=HTTP_SLACK_S)
+        return await self._call("GET", "/v1/info", Info)
 
     async def run(self, request: RunRequest | None = None, **fields: Any) -> RunResult:
         """Run code once. Pass a `RunRequest`, or its fields as keywords."""
-        if request is None:
-            try:
-                request = RunRequest.model_validate(fields)
-            except ValidationError as exc:
-                raise validation_error(exc) from None
-        req = request
-        body = req.model_dump_json(exclude_defaults=True)
+        req = request if request is not None else _validated(RunRequest, fields)
         timeout = req.limits.wall_time_s + HTTP_SLACK_S
+        body = req.model_dump_json(exclude_unset=True)
         return await self._call("POST", "/v1/runs", RunResult, body=body, timeout_s=timeout)
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        return await self._call("GET", f"/v1/runs/{run_id}", RunRecord)
+
+    async def create_sandbox(self, spec: SandboxCreate | None = None, **fields: Any) -> Sandbox:
+        spec = spec if spec is not None else _validated(SandboxCreate, fields)
+        body = spec.model_dump_json(exclude_unset=True)
+        return await self._call("POST", "/v1/sandboxes", Sandbox, body=body)
+
+    async def list_sandboxes(self) -> list[Sandbox]:
+        return (await self._call("GET", "/v1/sandboxes", SandboxList)).sandboxes
+
+    async def get_sandbox(self, sandbox_id: str) -> Sandbox:
+        return await self._call("GET", f"/v1/sandboxes/{sandbox_id}", Sandbox)
+
+    async def delete_sandbox(self, sandbox_id: str) -> None:
+        await self._raw("DELETE", f"/v1/sandboxes/{sandbox_id}")
+
+    async def run_in_sandbox(
+        self, sandbox_id: str, request: RunRequest | None = None, **fields: Any
+    ) -> RunResult:
+        req = request if request is not None else _validated(RunRequest, fields)
+        timeout = req.limits.wall_time_s + HTTP_SLACK_S
+        body = req.model_dump_json(exclude_unset=True)
+        path = f"/v1/sandboxes/{sandbox_id}/runs"
+        return await self._call("POST", path, RunResult, body=body, timeout_s=timeout)
+
+    async def put_file(self, sandbox_id: str, path: str, data: bytes) -> FileInfo:
+        raw = await self._raw(
+            "PUT",
+            f"/v1/sandboxes/{sandbox_id}/files/{path}",
+            body=data,
+            content_type="application/octet-stream",
+        )
+        return FileInfo.model_validate_json(raw)
+
+    async def get_file(self, sandbox_id: str, path: str) -> bytes:
+        return await self._raw("GET", f"/v1/sandboxes/{sandbox_id}/files/{path}")
+
+    async def delete_file(self, sandbox_id: str, path: str) -> None:
+        await self._raw("DELETE", f"/v1/sandboxes/{sandbox_id}/files/{path}")
+
+    async def archive(self, sandbox_id: str) -> bytes:
+        return await self._raw("GET", f"/v1/sandboxes/{sandbox_id}/archive")
+
+    async def audit(self, after: int = 0, limit: int = 100) -> AuditPage:
+        return await self._call("GET", f"/v1/audit?after={after}&limit={limit}", AuditPage)
+
+    async def metrics(self) -> str:
+        return (await self._raw("GET", "/metrics")).decode()
 
 
 class SyncClient:
     """Blocking facade over `Client` (for scripts; not for use inside a running event loop)."""
 
-    def __init__(self, url: str | None = None, *, connect_timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str | None = None, **kwargs: Any) -> None:
         self._loop = asyncio.new_event_loop()
-        self._client = Client(url, connect_timeout_s=connect_timeout_s)
+        self._client = Client(url, **kwargs)
         self.url = self._client.url
 
     def __enter__(self) -> SyncClient:
@@ -126,19 +230,60 @@ class SyncClient:
     ) -> None:
         self.close()
 
+    def _do(self, coro: Awaitable[T]) -> T:
+        return self._loop.run_until_complete(coro)
+
     def close(self) -> None:
         if not self._loop.is_closed():
             self._loop.run_until_complete(self._client.close())
             self._loop.close()
 
     def health(self) -> Health:
-        return self._loop.run_until_complete(self._client.health())
+        return self._do(self._client.health())
 
     def info(self) -> Info:
-        return self._loop.run_until_complete(self._client.info())
+        return self._do(self._client.info())
 
     def run(self, request: RunRequest | None = None, **fields: Any) -> RunResult:
-        return self._loop.run_until_complete(self._client.run(request, **fields))
+        return self._do(self._client.run(request, **fields))
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return self._do(self._client.get_run(run_id))
+
+    def create_sandbox(self, spec: SandboxCreate | None = None, **fields: Any) -> Sandbox:
+        return self._do(self._client.create_sandbox(spec, **fields))
+
+    def list_sandboxes(self) -> list[Sandbox]:
+        return self._do(self._client.list_sandboxes())
+
+    def get_sandbox(self, sandbox_id: str) -> Sandbox:
+        return self._do(self._client.get_sandbox(sandbox_id))
+
+    def delete_sandbox(self, sandbox_id: str) -> None:
+        self._do(self._client.delete_sandbox(sandbox_id))
+
+    def run_in_sandbox(
+        self, sandbox_id: str, request: RunRequest | None = None, **fields: Any
+    ) -> RunResult:
+        return self._do(self._client.run_in_sandbox(sandbox_id, request, **fields))
+
+    def put_file(self, sandbox_id: str, path: str, data: bytes) -> FileInfo:
+        return self._do(self._client.put_file(sandbox_id, path, data))
+
+    def get_file(self, sandbox_id: str, path: str) -> bytes:
+        return self._do(self._client.get_file(sandbox_id, path))
+
+    def delete_file(self, sandbox_id: str, path: str) -> None:
+        self._do(self._client.delete_file(sandbox_id, path))
+
+    def archive(self, sandbox_id: str) -> bytes:
+        return self._do(self._client.archive(sandbox_id))
+
+    def audit(self, after: int = 0, limit: int = 100) -> AuditPage:
+        return self._do(self._client.audit(after, limit))
+
+    def metrics(self) -> str:
+        return self._do(self._client.metrics())
 
 
 __all__ = ["Client", "SandboxdError", "SyncClient"]

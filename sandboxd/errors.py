@@ -62,6 +62,27 @@ class PayloadTooLarge(InvalidRequest):
     http_status = 413
 
 
+class Unauthorized(SandboxdError):
+    """No valid bearer token: missing, malformed, unknown or revoked."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(SandboxdError):
+    """The token is valid but lacks the scope this call needs."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class QuotaExceeded(SandboxdError):
+    """The tenant is at one of its quotas (concurrent runs, sandboxes, disk)."""
+
+    code = "quota_exceeded"
+    http_status = 429
+
+
 class NotFound(SandboxdError):
     """No such route or object (also used instead of 403 so that existence does not leak)."""
 
@@ -104,6 +125,9 @@ WIRE_CODES: dict[str, type[SandboxdError]] = {
     "limit_too_high": LimitTooHigh,
     "payload_too_large": PayloadTooLarge,
     "not_found": NotFound,
+    "unauthorized": Unauthorized,
+    "forbidden": Forbidden,
+    "quota_exceeded": QuotaExceeded,
     "overloaded": Overloaded,
     "backend_unavailable": BackendUnavailable,
     "daemon_unreachable": DaemonUnreachable,

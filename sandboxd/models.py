@@ -11,7 +11,7 @@ import binascii
 import re
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -155,6 +155,12 @@ class RunRequest(_Strict):
         return self
 
 
+class NetworkPolicy(_Strict):
+    """Network of a run or sandbox. Only `none` (loopback inside the jail) for now."""
+
+    mode: Literal["none"] = "none"
+
+
 class Usage(BaseModel):
     wall_time_s: float = 0.0
     cpu_time_s: float = 0.0
@@ -184,6 +190,86 @@ class RunResult(BaseModel):
     backend: str = "nsjail"
     limits: Limits = Field(default_factory=Limits)
     created_at: datetime | None = None
+    sandbox_id: str | None = None
+    trace_id: str | None = None
+
+
+class SandboxCreate(_Strict):
+    """`POST /v1/sandboxes`: a workspace that persists across runs until deleted or idle."""
+
+    language: Language = "python"
+    image: str | None = Field(None, description="Image (Docker backend); not for nsjail.")
+    limits: Limits = Field(
+        default_factory=Limits,
+        description="Defaults for its runs; `disk_mib` is the persistent workspace's quota.",
+    )
+    network: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    ttl_s: int = Field(3600, ge=1, description="Deleted after this long without activity.")
+
+
+class Sandbox(BaseModel):
+    id: str
+    tenant: str
+    language: Language
+    image: str | None = None
+    limits: Limits
+    network: NetworkPolicy
+    ttl_s: int
+    state: Literal["active", "deleted", "expired"]
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+
+
+class SandboxList(BaseModel):
+    sandboxes: list[Sandbox]
+
+
+class FileInfo(BaseModel):
+    path: str
+    size: int
+
+
+class RunRecord(BaseModel):
+    """A run as the daemon recorded it; `interrupted` when the daemon died during it."""
+
+    id: str
+    status: Literal[
+        "running",
+        "interrupted",
+        "ok",
+        "failed",
+        "timeout",
+        "cpu_limit",
+        "memory_limit",
+        "output_limit",
+        "killed",
+        "error",
+    ]
+    sandbox_id: str | None = None
+    trace_id: str
+    created_at: datetime
+    finished_at: datetime | None = None
+    result: RunResult | None = None
+
+
+class AuditRecord(BaseModel):
+    seq: int
+    time: float
+    tenant: str | None
+    token_id: str | None
+    action: str
+    target: str | None
+    request: dict[str, Any]
+    result: dict[str, Any]
+    trace_id: str | None
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    records: list[AuditRecord]
+    next_after: int | None = Field(None, description="Pass as `after` for the next page.")
 
 
 class ErrorDetail(BaseModel):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from sandboxd.errors import InvalidRequest, LimitTooHigh
-from sandboxd.models import Limits
+from sandboxd.models import Limits, RunRequest
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -50,6 +51,30 @@ def parse_body(model: type[M], raw: bytes) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc) from None
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def request_digest(request: RunRequest) -> dict[str, Any]:
+    """What the audit trail keeps of a run request: hashes and shapes, never secrets."""
+    return {
+        "language": request.language,
+        "code_sha256": _sha256(request.code.encode()),
+        "files": [
+            {"path": f.path, "sha256": _sha256(f.data()), "executable": f.executable}
+            for f in request.files
+        ],
+        "command_sha256": _sha256(json.dumps(request.command).encode())
+        if request.command is not None
+        else None,
+        "stdin_sha256": _sha256(request.stdin.encode()) if request.stdin is not None else None,
+        "env_names": sorted(request.env),
+        "limits": request.limits.model_dump(),
+        "network": {"mode": "none"},
+        "collect": request.collect,
+    }
 
 
 def apply_caps(limits: Limits, caps: Limits) -> Limits:

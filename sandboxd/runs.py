@@ -1,16 +1,21 @@
-"""Admission of runs: caps checked, a bounded number at once, a bounded queue, then 503."""
+"""Admission and bookkeeping of runs: caps and tenant quotas, a bounded number at once and a
+bounded queue (then 503), every run recorded in the store from start to end."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
+from collections import Counter
 
-from sandboxd.backends.base import Backend
-from sandboxd.errors import Overloaded
+from sandboxd.auth import Principal
+from sandboxd.backends.base import Backend, SandboxMount
+from sandboxd.errors import Overloaded, QuotaExceeded
 from sandboxd.models import RunRequest, RunResult
-from sandboxd.policy import apply_caps
+from sandboxd.observability import Metrics, Tracer
+from sandboxd.policy import apply_caps, request_digest
 from sandboxd.settings import Settings
+from sandboxd.store import Store
 
 log = logging.getLogger("sandboxd.runs")
 
@@ -22,37 +27,107 @@ def new_run_id() -> str:
 class RunManager:
     """Runs requests on the backend with at most `max_concurrent_runs` at once."""
 
-    def __init__(self, settings: Settings, backend: Backend) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend,
+        store: Store,
+        metrics: Metrics,
+        tracer: Tracer,
+    ) -> None:
         self.settings = settings
         self.backend = backend
+        self.store = store
+        self.metrics = metrics
+        self.tracer = tracer
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
+        self._tenant_load: Counter[str] = Counter()
         self.active = 0
         self.queued = 0
 
-    async def run(self, request: RunRequest) -> RunResult:
-        limits = apply_caps(request.limits, self.settings.max_limits)
-        request = request.model_copy(update={"limits": limits})
+    def _admit(self, tenant: str) -> None:
+        quota = self.settings.quota_for(tenant)
+        cap = quota.max_concurrent_runs
+        if cap is not None and self._tenant_load[tenant] >= cap:
+            raise QuotaExceeded(
+                f"tenant {tenant!r} already has {self._tenant_load[tenant]} runs in progress, "
+                "its maximum; retry later",
+                field="max_concurrent_runs",
+            )
         if self._slots.locked() and self.queued >= self.settings.max_queued_runs:
             raise Overloaded(
                 f"{self.active} runs are in progress and {self.queued} are queued; retry later"
             )
-        self.queued += 1
+
+    def _gauges(self) -> None:
+        self.metrics.active_runs.set(self.active)
+        self.metrics.queue_depth.set(self.queued)
+
+    async def run(
+        self,
+        request: RunRequest,
+        *,
+        principal: Principal,
+        trace_id: str,
+        sandbox: SandboxMount | None = None,
+        sandbox_id: str | None = None,
+    ) -> RunResult:
+        request = request.model_copy(
+            update={"limits": apply_caps(request.limits, self.settings.max_limits)}
+        )
+        tenant = principal.tenant
+        self._admit(tenant)
+        self._tenant_load[tenant] += 1
         try:
-            await self._slots.acquire()
+            self.queued += 1
+            self._gauges()
+            try:
+                await self._slots.acquire()
+            finally:
+                self.queued -= 1
+            self.active += 1
+            self._gauges()
+            try:
+                return await self._execute(request, tenant, trace_id, sandbox, sandbox_id)
+            finally:
+                self.active -= 1
+                self._slots.release()
+                self._gauges()
         finally:
-            self.queued -= 1
-        self.active += 1
+            self._tenant_load[tenant] -= 1
+
+    async def _execute(
+        self,
+        request: RunRequest,
+        tenant: str,
+        trace_id: str,
+        sandbox: SandboxMount | None,
+        sandbox_id: str | None,
+    ) -> RunResult:
         run_id = new_run_id()
+        await self.store.run_started(run_id, tenant, sandbox_id, request_digest(request), trace_id)
         try:
-            result = await self.backend.run(run_id, request)
-        finally:
-            self.active -= 1
-            self._slots.release()
+            with self.tracer.span(
+                "sandboxd.run", trace_id, run_id=run_id, tenant=tenant, language=request.language
+            ):
+                result = await self.backend.run(run_id, request, sandbox=sandbox)
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "error"
+            await asyncio.shield(self.store.run_finished(run_id, status, None))
+            raise
+        result.trace_id, result.sandbox_id = trace_id, sandbox_id
+        await self.store.run_finished(run_id, result.status, result.model_dump_json())
+        self.metrics.runs.labels(result.status, self.backend.name).inc()
+        self.metrics.run_duration.labels(self.backend.name).observe(result.usage.wall_time_s)
         log.info(
-            "run %s language=%s status=%s wall=%.3fs",
+            "run %s finished: %s",
             run_id,
-            request.language,
             result.status,
-            result.usage.wall_time_s,
+            extra={
+                "run_id": run_id,
+                "tenant": tenant,
+                "status": result.status,
+                "sandbox_id": sandbox_id,
+            },
         )
         return result

@@ -1,15 +1,35 @@
-"""The HTTP API: `make_app(settings)` builds the aiohttp application."""
+"""The HTTP API: `make_app(settings)` builds the aiohttp application.
+
+Middlewares, outermost first: trace id (W3C traceparent in, traceparent out), audit (one
+hash-chained record per /v1 call, failures included), errors (every failure is a JSON body),
+auth (bearer token to principal). Lifecycles run through `cleanup_ctx`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
-from pydantic import BaseModel
 
-from sandboxd import __version__
+from sandboxd import api, auth, sandbox_api
+from sandboxd.appstate import (
+    AUDIT_REQUEST,
+    AUDIT_RESULT,
+    AUDIT_TARGET,
+    BACKEND,
+    ERROR_CODE,
+    METRICS,
+    PRINCIPAL,
+    RUNS,
+    SANDBOXES,
+    SETTINGS,
+    STORE,
+    TRACE_ID,
+    TRACER,
+)
 from sandboxd.backends.base import Backend
 from sandboxd.backends.nsjail import NsjailBackend
 from sandboxd.errors import (
@@ -17,33 +37,28 @@ from sandboxd.errors import (
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    QuotaExceeded,
     SandboxdError,
+    Unauthorized,
 )
-from sandboxd.models import Health, Info, Limits, RunRequest
-from sandboxd.openapi import build_openapi
-from sandboxd.policy import parse_body
+from sandboxd.observability import Metrics, Tracer, new_trace_id, parse_traceparent, trace_id_var
+from sandboxd.observability import traceparent as make_traceparent
 from sandboxd.runs import RunManager
+from sandboxd.sandboxes import SandboxManager
 from sandboxd.settings import Settings
+from sandboxd.store import Store
 
 log = logging.getLogger("sandboxd.server")
-
-SETTINGS = web.AppKey("settings", Settings)
-BACKEND = web.AppKey("backend", Backend)
-RUNS = web.AppKey("runs", RunManager)
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def model_response(model: BaseModel, status: int = 200) -> web.Response:
-    return web.Response(
-        text=model.model_dump_json(), status=status, content_type="application/json"
-    )
+PUBLIC_PATHS = frozenset({"/healthz"})
 
 
 def error_response(exc: SandboxdError) -> web.Response:
     headers = {}
-    if isinstance(exc, Overloaded):
-        headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, Overloaded | QuotaExceeded):
+        headers["Retry-After"] = str(getattr(exc, "retry_after_s", 1))
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="sandboxd"'
     return web.json_response(exc.to_wire(), status=exc.http_status, headers=headers)
 
 
@@ -58,75 +73,177 @@ def _from_http_exception(exc: web.HTTPException) -> SandboxdError:
 
 
 @web.middleware
+async def trace_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    trace_id = parse_traceparent(request.headers.get("traceparent")) or new_trace_id()
+    request[TRACE_ID] = trace_id
+    token = trace_id_var.set(trace_id)
+    try:
+        response = await handler(request)
+    finally:
+        trace_id_var.reset(token)
+    if not response.prepared:
+        response.headers["traceparent"] = make_traceparent(trace_id)
+        response.headers["X-Trace-Id"] = trace_id
+    return response
+
+
+@web.middleware
+async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every /v1 call leaves one audit record, whatever its outcome."""
+    if not request.path.startswith("/v1/"):
+        return await handler(request)
+    response: web.StreamResponse | None = None
+    try:
+        response = await handler(request)
+        return response
+    finally:
+        principal = request.get(PRINCIPAL)
+        route = request.match_info.route
+        result = dict(request.get(AUDIT_RESULT, {}))
+        result["http_status"] = response.status if response is not None else 499
+        if code := request.get(ERROR_CODE):
+            result["error"] = code
+        record = request.app[STORE].record(
+            route.name or f"{request.method} {request.path}",
+            tenant=principal.tenant if principal else None,
+            token_id=principal.token_id if principal else None,
+            request={
+                "method": request.method,
+                "path": request.path,
+                **request.get(AUDIT_REQUEST, {}),
+            },
+            result=result,
+            target=request.get(AUDIT_TARGET),
+            trace_id=request.get(TRACE_ID),
+        )
+        await asyncio.shield(record)
+
+
+@web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure leaves as a JSON error body; never a traceback, never an HTML page."""
     try:
         return await handler(request)
     except SandboxdError as exc:
-        return error_response(exc)
+        err = exc
     except web.HTTPException as exc:
-        return error_response(_from_http_exception(exc))
+        err = _from_http_exception(exc)
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(SandboxdError("internal error; see the daemon's log"))
+        err = SandboxdError("internal error; see the daemon's log")
+    request[ERROR_CODE] = err.code
+    request.app[METRICS].rejected.labels(err.code).inc()
+    return error_response(err)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return model_response(Health())
-
-
-async def info(request: web.Request) -> web.Response:
-    settings, backend = request.app[SETTINGS], request.app[BACKEND]
-    return model_response(
-        Info(
-            version=__version__,
-            backend=backend.name,
-            backend_version=backend.version(),
-            default_limits=Limits(),
-            max_limits=Limits.model_validate(settings.max_limits.model_dump()),
-            max_concurrent_runs=settings.max_concurrent_runs,
-            max_queued_runs=settings.max_queued_runs,
-            max_request_bytes=settings.max_request_bytes,
-            active_runs=request.app[RUNS].active,
-            queued_runs=request.app[RUNS].queued,
-            capabilities=backend.capabilities(),
-        )
-    )
-
-
-async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(build_openapi())
-
-
-async def create_run(request: web.Request) -> web.Response:
-    run_request = parse_body(RunRequest, await request.read())
-    result = await request.app[RUNS].run(run_request)
-    return model_response(result)
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    found = await request.app[STORE].call(lambda db: auth.lookup(db, token.strip()))
+    if isinstance(found, str):
+        raise Unauthorized(found)
+    request[PRINCIPAL] = found
+    return await handler(request)
 
 
 def make_backend(settings: Settings) -> Backend:
     return NsjailBackend(settings)
 
 
+async def _state(app: web.Application) -> AsyncIterator[None]:
+    """Open the store; bootstrap the admin token; record runs a crash interrupted."""
+    settings, store = app[SETTINGS], app[STORE]
+    await asyncio.to_thread(settings.state_dir.mkdir, 0o711, True, True)
+    await store.call(lambda db: auth.ensure_admin_token(db, settings.state_dir))
+    for row in await store.call(store.mark_interrupted):
+        await store.record(
+            "run.interrupted",
+            tenant=row["tenant"],
+            token_id=None,
+            target=row["id"],
+            result={"status": "interrupted"},
+            trace_id=row["trace_id"],
+        )
+    yield
+    store.close()
+
+
+async def _backend(app: web.Application) -> AsyncIterator[None]:
+    await app[BACKEND].start()
+    yield
+    await app[BACKEND].close()
+
+
+async def _sandboxes(app: web.Application) -> AsyncIterator[None]:
+    manager, store, settings = app[SANDBOXES], app[STORE], app[SETTINGS]
+    app[METRICS].active_sandboxes.set(await manager.start())
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(settings.sandbox_sweep_s)
+            try:
+                for sandbox_id, tenant in await manager.expire_idle():
+                    app[METRICS].active_sandboxes.dec()
+                    await store.record(
+                        "sandbox.expire",
+                        tenant=tenant,
+                        token_id=None,
+                        target=sandbox_id,
+                        result={"state": "expired"},
+                    )
+            except Exception:
+                log.exception("sandbox expiry sweep failed")
+
+    task = asyncio.create_task(sweep())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _tracer(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await asyncio.to_thread(app[TRACER].shutdown)
+
+
 def make_app(settings: Settings, backend: Backend | None = None) -> web.Application:
-    """The daemon's application; the backend is started and stopped with it."""
+    """The daemon's application; state, backend and sandboxes start and stop with it."""
     app = web.Application(
-        client_max_size=settings.max_request_bytes, middlewares=[error_middleware]
+        client_max_size=settings.max_request_bytes,
+        middlewares=[trace_middleware, audit_middleware, error_middleware, auth_middleware],
     )
     app[SETTINGS] = settings
+    app[STORE] = Store(settings.state_dir / "sandboxd.db")
+    app[METRICS] = Metrics()
+    app[TRACER] = Tracer(settings.otlp_endpoint)
     app[BACKEND] = backend or make_backend(settings)
-    app[RUNS] = RunManager(settings, app[BACKEND])
+    app[RUNS] = RunManager(settings, app[BACKEND], app[STORE], app[METRICS], app[TRACER])
+    app[SANDBOXES] = SandboxManager(settings, app[STORE])
+    app.cleanup_ctx.extend([_tracer, _state, _backend, _sandboxes])
 
-    async def backend_lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await app[BACKEND].start()
-        yield
-        await app[BACKEND].close()
-
-    app.cleanup_ctx.append(backend_lifecycle)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/v1/info", info)
-    app.router.add_get("/openapi.json", openapi)
-    app.router.add_post("/v1/runs", create_run)
+    r = app.router
+    r.add_get("/healthz", api.healthz, name="healthz")
+    r.add_get("/metrics", api.metrics, name="metrics")
+    r.add_get("/openapi.json", api.openapi, name="openapi")
+    r.add_get("/v1/info", api.info, name="info")
+    r.add_post("/v1/runs", api.create_run, name="run.create")
+    r.add_get("/v1/runs/{run_id}", api.get_run, name="run.get")
+    r.add_get("/v1/audit", api.audit, name="audit.list")
+    r.add_post("/v1/sandboxes", sandbox_api.create, name="sandbox.create")
+    r.add_get("/v1/sandboxes", sandbox_api.list_sandboxes, name="sandbox.list")
+    r.add_get("/v1/sandboxes/{sandbox_id}", sandbox_api.get, name="sandbox.get")
+    r.add_delete("/v1/sandboxes/{sandbox_id}", sandbox_api.delete, name="sandbox.delete")
+    r.add_post("/v1/sandboxes/{sandbox_id}/runs", sandbox_api.run, name="sandbox.run")
+    r.add_get("/v1/sandboxes/{sandbox_id}/archive", sandbox_api.archive, name="sandbox.archive")
+    files = "/v1/sandboxes/{sandbox_id}/files/{path:.+}"
+    r.add_put(files, sandbox_api.put_file, name="file.put")
+    r.add_get(files, sandbox_api.get_file, name="file.get")
+    r.add_delete(files, sandbox_api.delete_file, name="file.delete")
     return app

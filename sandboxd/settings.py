@@ -76,6 +76,18 @@ class MaxLimits(Limits):
     disk_mib: int = Field(4096, ge=1)
 
 
+class TenantQuota(BaseModel):
+    """What one tenant may hold at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_concurrent_runs: int | None = Field(
+        None, ge=1, description="Runs in progress or queued at once; None: the daemon's caps."
+    )
+    max_sandboxes: int = Field(16, ge=0)
+    max_disk_mib: int = Field(16384, ge=0, description="Sum of its sandboxes' disk_mib.")
+
+
 def _default_concurrency() -> int:
     return max(4, 4 * (os.cpu_count() or 1))
 
@@ -96,8 +108,22 @@ class Settings(BaseSettings):
     max_collect_bytes: int = Field(16 * 1024 * 1024, ge=0)
     max_collect_files: int = Field(256, ge=0)
     max_limits: MaxLimits = Field(default_factory=MaxLimits)
+    tenant_quota: TenantQuota = Field(default_factory=TenantQuota)
+    tenants: dict[str, TenantQuota] = Field(
+        default_factory=dict, description="Quotas of named tenants, instead of tenant_quota."
+    )
+    max_sandbox_ttl_s: int = Field(7 * 86400, ge=1)
+    sandbox_sweep_s: float = Field(10.0, gt=0, description="How often idle sandboxes expire.")
+    max_file_bytes: int = Field(64 * 1024 * 1024, ge=1, description="File API size cap.")
+    shutdown_grace_s: float = Field(10.0, ge=0, description="Runs get this long on SIGTERM.")
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP traces endpoint (e.g. http://127.0.0.1:4318/v1/traces)."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     backend: NsjailBackendConfig = Field(default_factory=NsjailBackendConfig)
+
+    def quota_for(self, tenant: str) -> TenantQuota:
+        return self.tenants.get(tenant, self.tenant_quota)
 
     @classmethod
     def settings_customise_sources(

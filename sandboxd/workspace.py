@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import os
 import re
 import shutil
 import stat
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandboxd import linux
-from sandboxd.errors import InvalidRequest, PayloadTooLarge
+from sandboxd.errors import InvalidRequest, NotFound, PayloadTooLarge
 from sandboxd.models import CollectedFile
 
 SUBDIRS = ("work", "tmp", "shm")
@@ -55,42 +57,18 @@ class Collected:
     skipped: list[str] = field(default_factory=list)
 
 
-class Workspace:
-    """The host side of one run's (or sandbox's) files."""
+class WorkTree:
+    """A directory the sandbox writes, handled only through directory fds and O_NOFOLLOW."""
 
-    def __init__(self, root: Path, *, uid: int, gid: int) -> None:
-        self.root = root
-        self.fs = root / "fs"
+    def __init__(self, path: Path, *, uid: int, gid: int) -> None:
+        self.path = path
         self.uid = uid
         self.gid = gid
-
-    @property
-    def work(self) -> Path:
-        return self.fs / "work"
-
-    def create(self, *, disk_mib: int) -> None:
-        """Make the run directory and mount its tmpfs. Nothing of the sandbox exists yet."""
-        self.root.mkdir(mode=0o711)
-        self.fs.mkdir(mode=0o711)
-        size = disk_mib * 1024 * 1024
-        linux.mount_tmpfs(self.fs, size_bytes=size, nr_inodes=max(1024, disk_mib * 128))
-        for name in SUBDIRS:
-            d = self.fs / name
-            d.mkdir(mode=0o700)
-            os.chown(d, self.uid, self.gid)  # fresh directory on a fresh tmpfs: no link to follow
-
-    def destroy(self) -> None:
-        """Unmount the tmpfs (dropping everything the sandbox wrote), then remove our dirs."""
-        if self.fs.is_mount():
-            linux.umount(self.fs)
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    # -- writing -----------------------------------------------------------------------------
 
     def _open_parent(self, rel: str, *, create: bool) -> tuple[int, str]:
         """An fd of the directory that holds `rel`, walked without following any link."""
         parts = rel.split("/")
-        fd = os.open(self.work, _OPEN_DIR)
+        fd = os.open(self.path, _OPEN_DIR)
         try:
             for part in parts[:-1]:
                 if create:
@@ -101,7 +79,7 @@ class Workspace:
                     nxt = os.open(part, _OPEN_DIR, dir_fd=fd)
                 except OSError as exc:
                     raise InvalidRequest(
-                        f"{rel!r}: {part!r} is not a directory in the workspace"
+                        f"{rel!r}: {part!r} is not a directory in the workspace", field="path"
                     ) from exc
                 os.close(fd)
                 fd = nxt
@@ -118,10 +96,10 @@ class Workspace:
             try:
                 fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
             except OSError as exc:
-                raise InvalidRequest(f"cannot write {rel!r}: {exc.strerror}") from exc
+                raise InvalidRequest(f"cannot write {rel!r}: {exc.strerror}", field="path") from exc
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise InvalidRequest(f"cannot write {rel!r}: not a regular file")
+                    raise InvalidRequest(f"cannot write {rel!r}: not a regular file", field="path")
                 os.ftruncate(fd, 0)
                 view = memoryview(data)
                 while view:
@@ -129,20 +107,61 @@ class Workspace:
                 os.fchown(fd, self.uid, self.gid)
                 os.fchmod(fd, 0o755 if executable else 0o644)
             except OSError as exc:
-                if exc.errno in (28, 27):  # ENOSPC, EFBIG
-                    raise PayloadTooLarge(f"files do not fit in disk_mib: {exc.strerror}") from exc
+                if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                    raise PayloadTooLarge(f"{rel!r} does not fit: {exc.strerror}") from exc
                 raise
             finally:
                 os.close(fd)
         finally:
             os.close(dir_fd)
 
-    # -- reading -----------------------------------------------------------------------------
+    def read_file(self, rel: str, *, max_bytes: int) -> bytes:
+        """The content of a regular file; links, directories and specials are refused."""
+        try:
+            dir_fd, name = self._open_parent(rel, create=False)
+        except InvalidRequest as exc:
+            raise NotFound(f"no file {rel!r}") from exc
+        try:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+            except FileNotFoundError as exc:
+                raise NotFound(f"no file {rel!r}") from exc
+            except OSError as exc:
+                raise InvalidRequest(f"cannot read {rel!r}: {exc.strerror}", field="path") from exc
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise InvalidRequest(f"{rel!r} is not a regular file", field="path")
+                if st.st_size > max_bytes:
+                    raise PayloadTooLarge(f"{rel!r} is {st.st_size} bytes, over {max_bytes}")
+                return _read_all(fd, st.st_size)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dir_fd)
+
+    def delete(self, rel: str) -> None:
+        """Remove a file, a link (never its target) or a directory tree."""
+        try:
+            dir_fd, name = self._open_parent(rel, create=False)
+        except InvalidRequest as exc:
+            raise NotFound(f"no file {rel!r}") from exc
+        try:
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError as exc:
+                raise NotFound(f"no file {rel!r}") from exc
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=dir_fd)
+            else:
+                os.unlink(name, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def _walk(self) -> Iterator[tuple[str, str, int]]:
-        """(relative path, name, dir fd) of every regular-looking entry, links not followed."""
-        for dirpath, _dirs, files, dfd in os.fwalk(self.work, follow_symlinks=False):
-            rel_dir = os.path.relpath(dirpath, self.work)
+        """(relative path, name, dir fd) of every non-directory entry, links not followed."""
+        for dirpath, _dirs, files, dfd in os.fwalk(self.path, follow_symlinks=False):
+            rel_dir = os.path.relpath(dirpath, self.path)
             for name in sorted(files):
                 rel = name if rel_dir == "." else f"{rel_dir}/{name}"
                 yield rel, name, dfd
@@ -173,11 +192,83 @@ class Workspace:
                 if st.st_size > budget:
                     out.skipped.append(f"{rel} ({st.st_size} bytes, over the collect cap)")
                     continue
-                data = os.read(fd, st.st_size + 1) if st.st_size else b""
-                data = data[: st.st_size]
+                data = _read_all(fd, st.st_size)
                 budget -= len(data)
             finally:
                 os.close(fd)
             content = base64.b64encode(data).decode()
             out.files.append(CollectedFile(path=rel, content=content, size=len(data)))
         return out
+
+    def archive_to_fd(self, fd: int) -> None:
+        """Write a tar of the tree to `fd`: files, directories and links (as links)."""
+        with os.fdopen(os.dup(fd), "wb") as out, tarfile.open(fileobj=out, mode="w") as tar:
+            for dirpath, dirs, files, dfd in os.fwalk(self.path, follow_symlinks=False):
+                rel_dir = os.path.relpath(dirpath, self.path)
+                for name in sorted(dirs + files):
+                    rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    info = tarfile.TarInfo(rel)
+                    info.mode, info.mtime = st.st_mode & 0o7777, int(st.st_mtime)
+                    if stat.S_ISDIR(st.st_mode):
+                        info.type = tarfile.DIRTYPE
+                        tar.addfile(info)
+                    elif stat.S_ISLNK(st.st_mode):
+                        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=dfd)
+                        tar.addfile(info)
+                    elif stat.S_ISREG(st.st_mode):
+                        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                        fd = os.open(name, flags, dir_fd=dfd)
+                        with os.fdopen(fd, "rb") as fh:
+                            info.size = os.fstat(fd).st_size
+                            tar.addfile(info, fh)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    chunks, left = [], size
+    while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+class Workspace:
+    """The host side of one run: its tmpfs, holding /tmp and /dev/shm, and its work tree.
+
+    A one-shot run's work tree is `fs/work` on the same tmpfs; a persistent sandbox's run
+    brings its own (on the sandbox's disk).
+    """
+
+    def __init__(self, root: Path, *, uid: int, gid: int, work_dir: Path | None = None) -> None:
+        self.root = root
+        self.fs = root / "fs"
+        self.uid = uid
+        self.gid = gid
+        self.tree = WorkTree(work_dir or self.fs / "work", uid=uid, gid=gid)
+
+    @property
+    def work(self) -> Path:
+        return self.tree.path
+
+    def create(self, *, disk_mib: int) -> None:
+        """Make the run directory and mount its tmpfs. Nothing of the sandbox exists yet."""
+        self.root.mkdir(mode=0o711)
+        self.fs.mkdir(mode=0o711)
+        size = disk_mib * 1024 * 1024
+        linux.mount_tmpfs(self.fs, size_bytes=size, nr_inodes=max(1024, disk_mib * 128))
+        for name in SUBDIRS:
+            d = self.fs / name
+            d.mkdir(mode=0o700)
+            os.chown(d, self.uid, self.gid)  # fresh directory on a fresh tmpfs: no link to follow
+
+    def destroy(self) -> None:
+        """Unmount the tmpfs (dropping everything the sandbox wrote), then remove our dirs."""
+        if self.fs.is_mount():
+            linux.umount(self.fs)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def write_file(self, rel: str, data: bytes, *, executable: bool = False) -> None:
+        self.tree.write_file(rel, data, executable=executable)
+
+    def collect(self, patterns: list[str], *, max_bytes: int, max_files: int) -> Collected:
+        return self.tree.collect(patterns, max_bytes=max_bytes, max_files=max_files)

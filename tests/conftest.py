@@ -68,7 +68,7 @@ def daemon(workdir: Path) -> Iterator[Daemon]:
 
 @pytest.fixture(scope="session")
 def client(daemon: Daemon) -> Iterator[SyncClient]:
-    with SyncClient(daemon.url) as c:
+    with daemon.client() as c:
         yield c
 
 
@@ -77,7 +77,7 @@ def sandbox_processes() -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["uids"]):
         uids = proc.info["uids"]
-        if uids and UID_BASE <= uids.real < UID_BASE + 10_000:
+        if uids and UID_BASE <= uids.real < UID_BASE + 100_000:
             found.append(proc)
     return found
 

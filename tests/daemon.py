@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from sandboxd.client import Client, SyncClient
+
 STARTUP_S = 30.0
 
 
@@ -57,6 +59,7 @@ class Daemon:
         self.settings = {"state_dir": str(self.state_dir), **settings, "backend": backend}
         self.log = workdir / f"daemon-{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.token = ""
 
     def start(self, env: dict[str, str] | None = None) -> Daemon:
         config = self.workdir / f"config-{os.getpid()}-{self.port}.toml"
@@ -84,11 +87,33 @@ class Daemon:
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
                     if resp.status == 200:
+                        self.token = (self.state_dir / "admin.token").read_text().strip()
                         return self
             except OSError:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"sandboxd did not become healthy:\n{self.log.read_text()}")
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def request(
+        self,
+        path: str,
+        data: bytes | None = None,
+        method: str | None = None,
+        token: str | None = None,
+    ) -> urllib.request.Request:
+        """An authenticated urllib request (the admin token unless `token` is given)."""
+        headers = {"Authorization": f"Bearer {token if token is not None else self.token}"}
+        return urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+
+    def client(self, token: str | None = None) -> SyncClient:
+        return SyncClient(self.url, token=token if token is not None else self.token)
+
+    def aclient(self, token: str | None = None) -> Client:
+        return Client(self.url, token=token if token is not None else self.token)
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

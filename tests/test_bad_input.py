@@ -15,7 +15,7 @@ from tests.daemon import Daemon
 
 
 def http(daemon: Daemon, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-    req = urllib.request.Request(daemon.url + path, data=body, method=method)
+    req = daemon.request(path, data=body, method=method)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read())

@@ -23,35 +23,39 @@ from tests.conftest import leftover_cgroups, leftover_mounts, sandbox_processes
 from tests.daemon import Daemon, free_port
 
 
-def sandboxd(*args: str, url: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def sandboxd(
+    *args: str, d: Daemon | None = None, url: str | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    url = url or (d.url if d else "")
+    token = d.token if d else ""
     return subprocess.run(
         [sys.executable, "-m", "sandboxd", *args],
         input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "SANDBOXD_URL": url},
+        env={**os.environ, "SANDBOXD_URL": url, "SANDBOXD_TOKEN": token},
     )
 
 
 def test_cli_run_hello(daemon: Daemon, tmp_path: Path) -> None:
     script = tmp_path / "hello.py"
     script.write_text('print("hello")\n')
-    proc = sandboxd("run", str(script), url=daemon.url)
+    proc = sandboxd("run", str(script), d=daemon)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "hello\n", "")
 
 
 def test_cli_run_language_from_suffix_and_exit_code(daemon: Daemon, tmp_path: Path) -> None:
     script = tmp_path / "fail.sh"
     script.write_text('echo "bash $BASH_VERSION" | cut -c1-4; exit 7\n')
-    proc = sandboxd("run", str(script), url=daemon.url)
+    proc = sandboxd("run", str(script), d=daemon)
     assert (proc.returncode, proc.stdout) == (7, "bash\n")
 
 
 def test_cli_timeout_has_its_own_exit_code(daemon: Daemon, tmp_path: Path) -> None:
     script = tmp_path / "slow.py"
     script.write_text("import time\nprint('partial', flush=True)\ntime.sleep(30)\n")
-    proc = sandboxd("run", str(script), "--timeout", "0.5", url=daemon.url)
+    proc = sandboxd("run", str(script), "--timeout", "0.5", d=daemon)
     assert proc.returncode == 124
     assert proc.stdout == "partial\n"
     assert "timeout" in proc.stderr
@@ -60,7 +64,7 @@ def test_cli_timeout_has_its_own_exit_code(daemon: Daemon, tmp_path: Path) -> No
 def test_cli_memory_and_json(daemon: Daemon, tmp_path: Path) -> None:
     script = tmp_path / "mem.py"
     script.write_text("x = bytearray(100 * 1024 * 1024)\n")
-    proc = sandboxd("run", str(script), "--memory", "32", "--json", url=daemon.url)
+    proc = sandboxd("run", str(script), "--memory", "32", "--json", d=daemon)
     assert proc.returncode == 122
     assert json.loads(proc.stdout)["status"] == "memory_limit"
 
@@ -68,14 +72,14 @@ def test_cli_memory_and_json(daemon: Daemon, tmp_path: Path) -> None:
 def test_cli_stdin_and_env(daemon: Daemon, tmp_path: Path) -> None:
     script = tmp_path / "echo.py"
     script.write_text("import os, sys; print(os.environ['WHO'], sys.stdin.read())\n")
-    proc = sandboxd("run", str(script), "--env", "WHO=me", url=daemon.url, stdin="piped")
+    proc = sandboxd("run", str(script), "--env", "WHO=me", d=daemon, stdin="piped")
     assert proc.stdout == "me piped\n"
 
 
 def test_cli_refused_request_is_one_line(daemon: Daemon, tmp_path: Path) -> None:
     script = tmp_path / "x.py"
     script.write_text("print(1)\n")
-    proc = sandboxd("run", str(script), "--memory", "999999", url=daemon.url)
+    proc = sandboxd("run", str(script), "--memory", "999999", d=daemon)
     assert proc.returncode == 125
     assert proc.stderr.count("\n") == 1
     assert "memory_mib" in proc.stderr and "Traceback" not in proc.stderr
@@ -91,7 +95,7 @@ def test_cli_unreachable_daemon_is_one_line(tmp_path: Path) -> None:
 
 
 def test_cli_missing_file_is_one_line(daemon: Daemon) -> None:
-    proc = sandboxd("run", "/nonexistent/file.py", url=daemon.url)
+    proc = sandboxd("run", "/nonexistent/file.py", d=daemon)
     assert proc.returncode == 125
     assert proc.stderr.count("\n") == 1
 
@@ -107,7 +111,7 @@ def test_info(client: SyncClient) -> None:
 
 
 def test_openapi_is_generated_from_the_models(daemon: Daemon) -> None:
-    with urllib.request.urlopen(daemon.url + "/openapi.json", timeout=10) as resp:
+    with urllib.request.urlopen(daemon.request("/openapi.json"), timeout=10) as resp:
         served = json.loads(resp.read())
     assert served == json.loads(json.dumps(build_openapi()))
     schemas = served["components"]["schemas"]
@@ -120,7 +124,7 @@ def test_settings_file_and_env_cap_requests(workdir: Path) -> None:
     d = Daemon(workdir, "capped", max_limits={"memory_mib": 128, "wall_time_s": 5})
     d.start(env={"SANDBOXD_MAX_LIMITS__PIDS": "32"})
     try:
-        with SyncClient(d.url) as client:
+        with d.client() as client:
             info = client.info()
             assert (info.max_limits.memory_mib, info.max_limits.wall_time_s) == (128, 5)
             assert info.max_limits.pids == 32
@@ -159,11 +163,11 @@ def start_long_run(d: Daemon) -> None:
 
     def call() -> None:
         with contextlib.suppress(OSError):  # the daemon may be killed under it
-            req = urllib.request.Request(d.url + "/v1/runs", data=body)
+            req = d.request("/v1/runs", data=body)
             urllib.request.urlopen(req, timeout=60).close()
 
     threading.Thread(target=call, daemon=True).start()
-    with SyncClient(d.url) as client:
+    with d.client() as client:
         for _ in range(200):  # at most ~10 s
             if client.info().active_runs == 1 and sandbox_processes():
                 return

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd.client import Client, SyncClient
+from sandboxd.client import SyncClient
 from sandboxd.errors import Overloaded
 from tests.daemon import Daemon
 
 
 @pytest.mark.usefixtures("no_leftovers")
 async def test_twenty_concurrent_runs(daemon: Daemon) -> None:
-    async with Client(daemon.url) as client:
+    async with daemon.aclient() as client:
         results = await asyncio.gather(
             *(
                 client.run(
@@ -41,7 +41,7 @@ async def test_twenty_concurrent_runs(daemon: Daemon) -> None:
 
 async def test_runs_do_not_block_each_other(daemon: Daemon) -> None:
     """A long run and many short ones at once: the short ones finish first."""
-    async with Client(daemon.url) as client:
+    async with daemon.aclient() as client:
         slow = asyncio.create_task(client.run(code="import time; time.sleep(3)"))
         await asyncio.sleep(0.2)
         loop = asyncio.get_running_loop()
@@ -75,17 +75,17 @@ def test_saturated_daemon_answers_503_with_retry_after(tiny_daemon: Daemon) -> N
     results: list[str] = []
 
     def long_run() -> None:
-        req = urllib.request.Request(tiny_daemon.url + "/v1/runs", data=body)
+        req = tiny_daemon.request("/v1/runs", data=body)
         with urllib.request.urlopen(req, timeout=30) as resp:
             results.append(json.loads(resp.read())["status"])
 
     threads = [threading.Thread(target=long_run) for _ in range(2)]  # one runs, one queues
     try:
-        with SyncClient(tiny_daemon.url) as client:
+        with tiny_daemon.client() as client:
             for t in threads:
                 t.start()
                 wait_for_admission(client, len(results) + threads.index(t) + 1)
-            req = urllib.request.Request(tiny_daemon.url + "/v1/runs", data=b"{}")
+            req = tiny_daemon.request("/v1/runs", data=b"{}")
             with pytest.raises(urllib.error.HTTPError) as http_err:
                 urllib.request.urlopen(req, timeout=30)
             assert http_err.value.code == 503
@@ -98,5 +98,5 @@ def test_saturated_daemon_answers_503_with_retry_after(tiny_daemon: Daemon) -> N
         for t in threads:
             t.join(timeout=30)
     assert results == ["ok", "ok"]
-    with SyncClient(tiny_daemon.url) as client:
+    with tiny_daemon.client() as client:
         assert client.run(code="print('after')").stdout == "after\n"

@@ -16,9 +16,8 @@ pytestmark = pytest.mark.usefixtures("no_leftovers")
 
 def test_readme_curl_hello(daemon: Daemon) -> None:
     body = json.dumps({"language": "python", "code": 'print("hello")'}).encode()
-    req = urllib.request.Request(
-        daemon.url + "/v1/runs", data=body, headers={"content-type": "application/json"}
-    )
+    req = daemon.request("/v1/runs", data=body)
+    req.add_header("content-type", "application/json")
     with urllib.request.urlopen(req, timeout=30) as resp:
         result = json.loads(resp.read())
     assert resp.status == 200

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from sandboxd.models import Capabilities, RunRequest, RunResult
+
+
+@dataclass(frozen=True)
+class SandboxMount:
+    """A persistent sandbox's workspace, handed to a run: its work tree and its owner uid."""
+
+    work_dir: Path
+    uid: int
 
 
 class Backend(ABC):
@@ -27,8 +37,11 @@ class Backend(ABC):
         """Stop every run in flight and release what `start` created."""
 
     @abstractmethod
-    async def run(self, run_id: str, request: RunRequest) -> RunResult:
-        """Run `request` (limits already checked against the daemon's caps)."""
+    async def run(
+        self, run_id: str, request: RunRequest, *, sandbox: SandboxMount | None = None
+    ) -> RunResult:
+        """Run `request` (limits already checked against the daemon's caps), in a fresh
+        workspace, or over `sandbox`'s persistent one."""
 
     @abstractmethod
     def version(self) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from sandboxd import cgroups, linux, seccomp
-from sandboxd.backends.base import Backend
+from sandboxd.backends.base import Backend, SandboxMount
 from sandboxd.errors import BackendUnavailable, Overloaded
 from sandboxd.models import MAIN_FILE, Capabilities, RunRequest, RunResult, Usage
 from sandboxd.settings import NsjailBackendConfig, Settings
@@ -255,33 +255,38 @@ class NsjailBackend(Backend):
             str(limits.file_size_mib),
             *self._static_args,
             "--bindmount",
-            f"{ws.fs / 'work'}:/workspace",
+            f"{ws.work}:/workspace",
             "--bindmount",
             f"{ws.fs / 'tmp'}:/tmp",
             "--bindmount",
             f"{ws.fs / 'shm'}:/dev/shm",
         ]
 
-    def _prepare_workspace(self, ws: Workspace, request: RunRequest) -> None:
+    def _prepare_workspace(self, ws: Workspace, request: RunRequest, persistent: bool) -> None:
         ws.create(disk_mib=request.limits.disk_mib)
         for f in request.files:
             ws.write_file(f.path, f.data(), executable=f.executable)
         main = MAIN_FILE[request.language]
-        if request.command is None and all(f.path != main for f in request.files):
+        # A persistent workspace keeps its main file when the request brings no code.
+        wants_main = request.command is None and (request.code or not persistent)
+        if wants_main and all(f.path != main for f in request.files):
             ws.write_file(main, request.code.encode())
 
-    async def run(self, run_id: str, request: RunRequest) -> RunResult:
+    async def run(
+        self, run_id: str, request: RunRequest, *, sandbox: SandboxMount | None = None
+    ) -> RunResult:
         if self.cgroups is None:
             raise BackendUnavailable("the nsjail backend is not started")
         if not self._free_slots:
             raise Overloaded("no free run slot in the nsjail backend")
         slot = self._free_slots.pop()
-        uid = self.config.uid_base + slot
-        ws = Workspace(self.runs_dir / run_id, uid=uid, gid=uid)
+        uid = sandbox.uid if sandbox else self.config.uid_base + slot
+        work_dir = sandbox.work_dir if sandbox else None
+        ws = Workspace(self.runs_dir / run_id, uid=uid, gid=uid, work_dir=work_dir)
         group: cgroups.RunCgroup | None = None
         created = datetime.now(UTC)
         try:
-            await asyncio.to_thread(self._prepare_workspace, ws, request)
+            await asyncio.to_thread(self._prepare_workspace, ws, request, sandbox is not None)
             limits = request.limits
             memory = (limits.memory_mib + self.config.supervisor_memory_mib) * 1024 * 1024
             group = await asyncio.to_thread(

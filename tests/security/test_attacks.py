@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd.client import Client, SyncClient
+from sandboxd.client import SyncClient
 from tests.daemon import Daemon
 from tests.security.attacks import ATTACKS, Attack
 
@@ -104,7 +104,7 @@ def test_symlink_swap_race_during_collect(client: SyncClient) -> None:
 
 def test_abusive_run_does_not_harm_a_concurrent_normal_run(daemon: Daemon) -> None:
     async def scenario() -> None:
-        async with Client(daemon.url) as client:
+        async with daemon.aclient() as client:
             bombs = [
                 client.run(
                     language="bash",

@@ -1,0 +1,149 @@
+"""Handlers of the daemon's own routes: runs, info, OpenAPI, metrics and the audit trail."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sandboxd import __version__
+from sandboxd.appstate import (
+    BACKEND,
+    METRICS,
+    RUNS,
+    SANDBOXES,
+    SETTINGS,
+    STORE,
+    TRACE_ID,
+    model_response,
+    note,
+    require,
+)
+from sandboxd.audit import row_record
+from sandboxd.errors import InvalidRequest, NotFound
+from sandboxd.models import (
+    AuditPage,
+    AuditRecord,
+    Health,
+    Info,
+    Limits,
+    RunRecord,
+    RunRequest,
+    RunResult,
+)
+from sandboxd.openapi import build_openapi
+from sandboxd.policy import parse_body, request_digest
+
+
+def run_summary(result: RunResult) -> dict[str, Any]:
+    return {
+        "status": result.status,
+        "exit_code": result.exit_code,
+        "signal": result.signal,
+        "wall_time_s": result.usage.wall_time_s,
+    }
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return model_response(Health())
+
+
+async def info(request: web.Request) -> web.Response:
+    require(request, "run")
+    settings, backend, runs = request.app[SETTINGS], request.app[BACKEND], request.app[RUNS]
+    return model_response(
+        Info(
+            version=__version__,
+            backend=backend.name,
+            backend_version=backend.version(),
+            default_limits=Limits(),
+            max_limits=Limits.model_validate(settings.max_limits.model_dump()),
+            max_concurrent_runs=settings.max_concurrent_runs,
+            max_queued_runs=settings.max_queued_runs,
+            max_request_bytes=settings.max_request_bytes,
+            active_runs=runs.active,
+            queued_runs=runs.queued,
+            capabilities=backend.capabilities(),
+        )
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(build_openapi())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    require(request, "metrics")
+    registry = request.app[METRICS]
+    registry.active_sandboxes.set(await request.app[SANDBOXES].count_active())
+    return web.Response(
+        body=generate_latest(registry.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def create_run(request: web.Request) -> web.Response:
+    principal = require(request, "run")
+    run_request = parse_body(RunRequest, await request.read())
+    note(request, req=request_digest(run_request))
+    result = await request.app[RUNS].run(
+        run_request, principal=principal, trace_id=request[TRACE_ID]
+    )
+    note(request, target=result.id, result=run_summary(result))
+    return model_response(result)
+
+
+async def get_run(request: web.Request) -> web.Response:
+    principal = require(request, "run")
+    run_id = request.match_info["run_id"]
+    note(request, target=run_id)
+    row = await request.app[STORE].call(
+        lambda db: db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+    )
+    if row is None or row["tenant"] != principal.tenant:
+        raise NotFound(f"no run {run_id!r}")
+    return model_response(
+        RunRecord(
+            id=row["id"],
+            status=row["status"],
+            sandbox_id=row["sandbox_id"],
+            trace_id=row["trace_id"],
+            created_at=datetime.fromtimestamp(row["created_at"], UTC),
+            finished_at=datetime.fromtimestamp(row["finished_at"], UTC)
+            if row["finished_at"]
+            else None,
+            result=RunResult.model_validate_json(row["result"]) if row["result"] else None,
+        )
+    )
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise InvalidRequest(f"{name} must be a whole number from {low} to {high}", field=name)
+    return int(raw)
+
+
+async def audit(request: web.Request) -> web.Response:
+    """The caller's tenant's audit records (every tenant's for admin), oldest first."""
+    principal = require(request, "audit:read")
+    after = _int_param(request, "after", 0, 0, 2**62)
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    tenant: str | None = principal.tenant
+    if principal.can("admin"):
+        tenant = request.query.get("tenant")
+    query, args = "SELECT * FROM audit WHERE seq > ?", list[int | str]([after])
+    if tenant is not None:
+        query += " AND tenant = ?"
+        args.append(tenant)
+    sql = query + " ORDER BY seq LIMIT ?"
+    rows = await request.app[STORE].call(lambda db: db.execute(sql, (*args, limit)).fetchall())
+    records = [AuditRecord.model_validate(row_record(r)) for r in rows]
+    next_after = records[-1].seq if len(records) == limit else None
+    return web.Response(
+        text=AuditPage(records=records, next_after=next_after).model_dump_json(),
+        content_type="application/json",
+    )

@@ -1,0 +1,116 @@
+"""Bearer tokens: each belongs to a tenant and carries scopes; only its hash is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+Scope = Literal["run", "sandboxes", "audit:read", "metrics", "admin"]
+SCOPES: tuple[str, ...] = get_args(Scope)
+TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+TOKEN_RE = re.compile(r"^sbd_([0-9a-f]{12})_[A-Za-z0-9_-]{20,}$")
+ADMIN_TOKEN_FILE = "admin.token"
+DEFAULT_TENANT = "default"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's id, its tenant and scopes."""
+
+    token_id: str
+    tenant: str
+    scopes: frozenset[str]
+
+    def can(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_scopes(scopes: list[str]) -> list[str]:
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be some of {', '.join(SCOPES)}; got {unknown or 'none'}")
+    return sorted(set(scopes))
+
+
+def create_token(
+    db: sqlite3.Connection, tenant: str, scopes: list[str], name: str = ""
+) -> tuple[str, str]:
+    """A new token (shown once) and its id."""
+    if not TENANT_RE.match(tenant):
+        raise ValueError(f"tenant {tenant!r} must match {TENANT_RE.pattern}")
+    token_id = secrets.token_hex(6)
+    token = f"sbd_{token_id}_{secrets.token_urlsafe(32)}"
+    db.execute(
+        "INSERT INTO tokens (id, tenant, scopes, hash, name, created_at) VALUES (?,?,?,?,?,?)",
+        (token_id, tenant, json.dumps(check_scopes(scopes)), token_hash(token), name, time.time()),
+    )
+    return token, token_id
+
+
+def list_tokens(db: sqlite3.Connection, tenant: str | None = None) -> list[dict[str, object]]:
+    query, args = "SELECT * FROM tokens", tuple[str, ...]()
+    if tenant is not None:
+        query, args = query + " WHERE tenant = ?", (tenant,)
+    return [
+        {
+            "id": r["id"],
+            "tenant": r["tenant"],
+            "scopes": json.loads(r["scopes"]),
+            "name": r["name"],
+            "created_at": r["created_at"],
+            "revoked": r["revoked_at"] is not None,
+        }
+        for r in db.execute(query + " ORDER BY created_at", args)
+    ]
+
+
+def revoke_token(db: sqlite3.Connection, token_id: str) -> bool:
+    cur = db.execute(
+        "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        (time.time(), token_id),
+    )
+    return cur.rowcount == 1
+
+
+def lookup(db: sqlite3.Connection, token: str) -> Principal | str:
+    """The principal of a valid token, or why it is not valid."""
+    if not TOKEN_RE.match(token):
+        return "malformed token"
+    row = db.execute("SELECT * FROM tokens WHERE hash = ?", (token_hash(token),)).fetchone()
+    if row is None:
+        return "unknown token"
+    if row["revoked_at"] is not None:
+        return "token revoked"
+    return Principal(row["id"], row["tenant"], frozenset(json.loads(row["scopes"])))
+
+
+def ensure_admin_token(db: sqlite3.Connection, state_dir: Path) -> str | None:
+    """On first start, create an admin token and leave it in `state_dir/admin.token` (0600)."""
+    path = state_dir / ADMIN_TOKEN_FILE
+    if path.exists():
+        return None
+    token, token_id = create_token(db, DEFAULT_TENANT, ["admin"], name="bootstrap admin")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token_id
+
+
+def local_admin_token(state_dir: Path) -> str | None:
+    """The admin token of a daemon on this machine, when this user may read it."""
+    try:
+        return (state_dir / ADMIN_TOKEN_FILE).read_text().strip() or None
+    except OSError:
+        return None

@@ -1,0 +1,120 @@
+"""`sandboxd token …` and `sandboxd audit verify`: local administration, straight on the state.
+
+These open the daemon's SQLite database directly (root on the daemon's machine), so they work
+whether or not the daemon is running; every token change is appended to the audit chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from sandboxd import auth
+from sandboxd.store import Store
+
+
+def fail(message: str, code: int = 125) -> int:
+    print(f"sandboxd: error: {message}", file=sys.stderr)
+    return code
+
+
+def _open_store(args: argparse.Namespace) -> Store:
+    from sandboxd.settings import load_settings
+
+    overrides = {"state_dir": args.state_dir} if args.state_dir else {}
+    settings = load_settings(args.config, **overrides)
+    settings.state_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+    return Store(settings.state_dir / "sandboxd.db")
+
+
+def _audit(store: Store, action: str, tenant: str | None, target: str, req: dict[str, Any]) -> None:
+    entry = {
+        "time": round(time.time(), 6),
+        "tenant": tenant,
+        "token_id": None,
+        "action": action,
+        "target": target,
+        "request": {**req, "via": "cli"},
+        "result": {},
+        "trace_id": None,
+    }
+    seq, digest = store.sync(lambda db: store.audit.append(db, entry))
+    store.audit.write_head(seq, digest)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    try:
+        store = _open_store(args)
+    except (ValidationError, FileNotFoundError, ValueError, OSError) as exc:
+        return fail(f"cannot open the state: {str(exc).splitlines()[0]}")
+    try:
+        if args.token_command == "create":
+            try:
+                token, token_id = store.sync(
+                    lambda db: auth.create_token(db, args.tenant, args.scope, args.name)
+                )
+            except ValueError as exc:
+                return fail(str(exc))
+            _audit(store, "token.create", args.tenant, token_id, {"scopes": sorted(args.scope)})
+            print(token)
+            print(
+                f"token {token_id} for tenant {args.tenant} ({', '.join(args.scope)}); "
+                "it is shown only once",
+                file=sys.stderr,
+            )
+        elif args.token_command == "list":
+            for row in store.sync(lambda db: auth.list_tokens(db, args.tenant)):
+                state = "revoked" if row["revoked"] else "active"
+                scopes = ",".join(str(s) for s in row["scopes"])  # type: ignore[attr-defined]
+                print(f"{row['id']}  {row['tenant']}  {scopes}  {state}  {row['name']}")
+        else:
+            if not store.sync(lambda db: auth.revoke_token(db, args.token_id)):
+                return fail(f"no active token {args.token_id}")
+            _audit(store, "token.revoke", None, args.token_id, {})
+            print(f"revoked {args.token_id}")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    try:
+        store = _open_store(args)
+    except (ValidationError, FileNotFoundError, ValueError, OSError) as exc:
+        return fail(f"cannot open the state: {str(exc).splitlines()[0]}")
+    try:
+        verdict = store.sync(store.audit.verify)
+    finally:
+        store.close()
+    if verdict.ok:
+        print(f"ok: {verdict.records} records, chain intact")
+        return 0
+    return fail(f"audit trail TAMPERED at record {verdict.seq}: {verdict.problem}", code=1)
+
+
+def add_parsers(sub: Any) -> None:
+    token = sub.add_parser("token", help="create, list and revoke API tokens (local, as root)")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create a token and print it once")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--scope", action="append", required=True, choices=auth.SCOPES)
+    create.add_argument("--name", default="")
+    listing = token_sub.add_parser("list", help="list tokens (never their secrets)")
+    listing.add_argument("--tenant")
+    revoke = token_sub.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("token_id")
+    token.set_defaults(func=cmd_token)
+
+    audit = sub.add_parser("audit", help="check the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub.add_parser("verify", help="detect edited, deleted or reordered records")
+    audit.set_defaults(func=cmd_audit)
+
+    for parser in (*token_sub.choices.values(), *audit_sub.choices.values()):
+        parser.add_argument("--state-dir", type=Path, help="state directory")
+        parser.add_argument("--config", type=Path, help="TOML settings file")

@@ -1,0 +1,190 @@
+"""Handlers of `/v1/sandboxes`: lifecycle, runs in a sandbox, its files and a tar of it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+
+from aiohttp import web
+
+from sandboxd.api import run_summary
+from sandboxd.appstate import (
+    METRICS,
+    RUNS,
+    SANDBOXES,
+    SETTINGS,
+    TRACE_ID,
+    model_response,
+    note,
+    require,
+)
+from sandboxd.errors import InvalidRequest, PayloadTooLarge
+from sandboxd.models import (
+    FileInfo,
+    RunRequest,
+    SandboxCreate,
+    SandboxList,
+    normalise_relative_path,
+)
+from sandboxd.policy import parse_body, request_digest
+
+SCOPE = "sandboxes"
+
+
+def _sandbox_id(request: web.Request) -> str:
+    sandbox_id = request.match_info["sandbox_id"]
+    note(request, target=sandbox_id)
+    return sandbox_id
+
+
+def _path(request: web.Request) -> str:
+    try:
+        rel = normalise_relative_path(request.match_info["path"])
+    except ValueError as exc:
+        raise InvalidRequest(f"path: {exc}", field="path") from None
+    note(request, req={"path": rel})
+    return rel
+
+
+async def create(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    spec = parse_body(SandboxCreate, await request.read())
+    note(request, req=spec.model_dump(mode="json"))
+    sandbox = await request.app[SANDBOXES].create(principal, spec)
+    request.app[METRICS].active_sandboxes.inc()
+    note(request, target=sandbox.id)
+    return model_response(sandbox, status=201)
+
+
+async def list_sandboxes(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    sandboxes = await request.app[SANDBOXES].list_for(principal)
+    return model_response(SandboxList(sandboxes=sandboxes))
+
+
+async def get(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    return model_response(await request.app[SANDBOXES].get(principal, _sandbox_id(request)))
+
+
+async def delete(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    await request.app[SANDBOXES].delete(principal, _sandbox_id(request))
+    request.app[METRICS].active_sandboxes.dec()
+    return web.Response(status=204)
+
+
+async def run(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    sandbox_id = _sandbox_id(request)
+    manager = request.app[SANDBOXES]
+    await manager.get(principal, sandbox_id)  # 404 before reading a body
+    run_request = parse_body(RunRequest, await request.read())
+    async with manager.lock(sandbox_id):
+        sandbox, mount = await manager.mount_for(principal, sandbox_id)
+        update: dict[str, object] = {"limits": manager.run_limits(sandbox, run_request.limits)}
+        if "language" not in run_request.model_fields_set:
+            update["language"] = sandbox.language
+        run_request = run_request.model_copy(update=update)
+        note(request, req=request_digest(run_request))
+        await manager.touch(sandbox_id)
+        result = await request.app[RUNS].run(
+            run_request,
+            principal=principal,
+            trace_id=request[TRACE_ID],
+            sandbox=mount,
+            sandbox_id=sandbox_id,
+        )
+        await manager.touch(sandbox_id)
+    note(request, result={"run_id": result.id, **run_summary(result)})
+    return model_response(result)
+
+
+async def _body(request: web.Request, cap: int) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > cap:
+            raise PayloadTooLarge(f"file is larger than the daemon's limit of {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def put_file(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    sandbox_id, rel = _sandbox_id(request), _path(request)
+    manager = request.app[SANDBOXES]
+    tree = await manager.tree(principal, sandbox_id)
+    data = await _body(request, request.app[SETTINGS].max_file_bytes)
+    async with manager.lock(sandbox_id):
+        await manager.get(principal, sandbox_id)
+        await asyncio.to_thread(tree.write_file, rel, data)
+        await manager.touch(sandbox_id)
+    note(request, result={"size": len(data)})
+    return model_response(FileInfo(path=rel, size=len(data)), status=201)
+
+
+async def get_file(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    sandbox_id, rel = _sandbox_id(request), _path(request)
+    manager = request.app[SANDBOXES]
+    tree = await manager.tree(principal, sandbox_id)
+    cap = request.app[SETTINGS].max_file_bytes
+    async with manager.lock(sandbox_id):
+        data = await asyncio.to_thread(tree.read_file, rel, max_bytes=cap)
+        await manager.touch(sandbox_id)
+    return web.Response(body=data, content_type="application/octet-stream")
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    principal = require(request, SCOPE)
+    sandbox_id, rel = _sandbox_id(request), _path(request)
+    manager = request.app[SANDBOXES]
+    tree = await manager.tree(principal, sandbox_id)
+    async with manager.lock(sandbox_id):
+        await asyncio.to_thread(tree.delete, rel)
+        await manager.touch(sandbox_id)
+    return web.Response(status=204)
+
+
+async def archive(request: web.Request) -> web.StreamResponse:
+    """The whole workspace as a tar (links stored as links, never followed)."""
+    principal = require(request, SCOPE)
+    sandbox_id = _sandbox_id(request)
+    manager = request.app[SANDBOXES]
+    tree = await manager.tree(principal, sandbox_id)
+    tmp_dir = request.app[SETTINGS].state_dir / "tmp"
+
+    def build() -> int:
+        tmp_dir.mkdir(mode=0o700, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".tar")
+        os.unlink(name)  # the open fd keeps it until we are done
+        tree.archive_to_fd(fd)
+        return fd
+
+    async with manager.lock(sandbox_id):
+        fd = await asyncio.to_thread(build)
+        await manager.touch(sandbox_id)
+    try:
+        size = os.fstat(fd).st_size
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/x-tar",
+                "Content-Disposition": f'attachment; filename="{sandbox_id}.tar"',
+                "Content-Length": str(size),
+            }
+        )
+        await response.prepare(request)
+        offset = 0
+        while offset < size:
+            chunk = await asyncio.to_thread(os.pread, fd, 1 << 20, offset)
+            if not chunk:
+                break
+            await response.write(chunk)
+            offset += len(chunk)
+        await response.write_eof()
+        note(request, result={"bytes": size})
+        return response
+    finally:
+        os.close(fd)

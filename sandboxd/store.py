@@ -1,0 +1,153 @@
+"""Durable state in SQLite: tokens, sandboxes, runs and the audit chain.
+
+All database work runs on one dedicated thread (SQLite connections are not shared across
+threads, and the event loop must never block); callers await it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sandboxd.audit import AuditChain
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, scopes TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS sandboxes (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, uid INTEGER NOT NULL UNIQUE, spec TEXT NOT NULL,
+    disk_mib INTEGER NOT NULL, created_at REAL NOT NULL, last_used_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'active'
+);
+CREATE INDEX IF NOT EXISTS sandboxes_tenant ON sandboxes (tenant, state);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, sandbox_id TEXT, status TEXT NOT NULL,
+    request_digest TEXT NOT NULL, result TEXT, trace_id TEXT NOT NULL,
+    created_at REAL NOT NULL, finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY, time REAL NOT NULL, tenant TEXT, token_id TEXT,
+    action TEXT NOT NULL, target TEXT, request TEXT NOT NULL, result TEXT NOT NULL,
+    trace_id TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+);
+"""
+
+
+class Store:
+    """The daemon's SQLite database under the state directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.audit = AuditChain(path.parent / "audit.head")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandboxd-db")
+        self._db: sqlite3.Connection | None = None
+
+    def _open(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(SCHEMA)
+        self.path.chmod(0o600)
+        self._db = db
+
+    def sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one transaction, on the calling thread (for the CLI and start-up)."""
+        if self._db is None:
+            self._open()
+        assert self._db is not None
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            out = fn(self._db)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return out
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one transaction on the database thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.sync, fn)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- audit -------------------------------------------------------------------------------
+
+    async def record(
+        self,
+        action: str,
+        *,
+        tenant: str | None,
+        token_id: str | None,
+        request: dict[str, Any] | None = None,
+        result: dict[str, Any] | None = None,
+        target: str | None = None,
+        trace_id: str | None = None,
+    ) -> None:
+        """Append one record to the audit chain."""
+        entry = {
+            "time": round(time.time(), 6),
+            "tenant": tenant,
+            "token_id": token_id,
+            "action": action,
+            "target": target,
+            "request": request or {},
+            "result": result or {},
+            "trace_id": trace_id,
+        }
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._append, entry)
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        seq, digest = self.sync(lambda db: self.audit.append(db, entry))
+        self.audit.write_head(seq, digest)  # after the commit: the head never runs ahead
+
+    # -- runs --------------------------------------------------------------------------------
+
+    async def run_started(
+        self,
+        run_id: str,
+        tenant: str,
+        sandbox_id: str | None,
+        digest: dict[str, Any],
+        trace_id: str,
+    ) -> None:
+        await self.call(
+            lambda db: db.execute(
+                "INSERT INTO runs (id, tenant, sandbox_id, status, request_digest, trace_id,"
+                " created_at) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+                (run_id, tenant, sandbox_id, json.dumps(digest), trace_id, time.time()),
+            )
+        )
+
+    async def run_finished(self, run_id: str, status: str, result_json: str | None) -> None:
+        await self.call(
+            lambda db: db.execute(
+                "UPDATE runs SET status = ?, result = ?, finished_at = ? WHERE id = ?",
+                (status, result_json, time.time(), run_id),
+            )
+        )
+
+    def mark_interrupted(self, db: sqlite3.Connection) -> list[sqlite3.Row]:
+        """Runs a dead daemon left 'running' become 'interrupted'; returns them."""
+        rows = db.execute("SELECT * FROM runs WHERE status = 'running'").fetchall()
+        db.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = ? WHERE status = 'running'",
+            (time.time(),),
+        )
+        return rows
