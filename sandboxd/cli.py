@@ -58,7 +58,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["state_dir"] = args.state_dir
     try:
         settings = load_settings(args.config, **overrides)
-    except (ValidationError, FileNotFoundError, ValueError) as exc:
+    except ValidationError as exc:
+        return _fail(f"bad settings: {validation_error(exc).message}")
+    except (FileNotFoundError, ValueError) as exc:
         return _fail(f"bad settings: {str(exc).splitlines()[0]}")
     configure_logging(settings.log_level)
     try:

@@ -14,6 +14,8 @@ missing=()
 [ -x /usr/bin/node ] || missing+=(nodejs)
 [ -x /bin/bash ] || missing+=(bash)
 command -v curl >/dev/null || missing+=(curl)
+command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)   # persistent sandbox disks
+command -v losetup >/dev/null || missing+=(mount)         # loop mounts
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"

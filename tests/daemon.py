@@ -33,16 +33,16 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))
 
 
-def write_toml(path: Path, settings: dict[str, Any]) -> None:
-    lines: list[str] = []
-    tables: list[str] = []
+def _toml_lines(settings: dict[str, Any], prefix: str = "") -> list[str]:
+    lines = [f"{k} = {_toml_value(v)}" for k, v in settings.items() if not isinstance(v, dict)]
     for key, value in settings.items():
         if isinstance(value, dict):
-            tables.append(f"[{key}]")
-            tables += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    path.write_text("\n".join(lines + tables) + "\n")
+            lines += [f"[{prefix}{key}]", *_toml_lines(value, f"{prefix}{key}.")]
+    return lines
+
+
+def write_toml(path: Path, settings: dict[str, Any]) -> None:
+    path.write_text("\n".join(_toml_lines(settings)) + "\n")
 
 
 class Daemon:
@@ -114,6 +114,23 @@ class Daemon:
 
     def aclient(self, token: str | None = None) -> Client:
         return Client(self.url, token=token if token is not None else self.token)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`sandboxd ARGS --state-dir <this daemon's>` (token and audit commands)."""
+        return subprocess.run(
+            [sys.executable, "-m", "sandboxd", *args, "--state-dir", str(self.state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def make_token(self, tenant: str, *scopes: str) -> str:
+        args = ["token", "create", "--tenant", tenant]
+        for scope in scopes:
+            args += ["--scope", scope]
+        proc = self.cli(*args)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
