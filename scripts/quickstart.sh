@@ -14,9 +14,10 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-echo "\$ curl -s localhost:$port/v1/runs -H 'content-type: application/json' -d '{\"language\":\"python\",\"code\":\"print(\\\"hello\\\")\"}'"
-curl -s "localhost:$port/v1/runs" -H 'content-type: application/json' \
-  -d '{"language":"python","code":"print(\"hello\")"}'
+token="$(cat "${SANDBOXD_STATE_DIR:-/var/lib/sandboxd}/admin.token")"
+echo "\$ curl -s localhost:$port/v1/runs -H \"Authorization: Bearer \$(cat /var/lib/sandboxd/admin.token)\" -d '{\"language\":\"python\",\"code\":\"print(\\\"hello\\\")\"}'"
+curl -s "localhost:$port/v1/runs" -H "Authorization: Bearer $token" \
+  -H 'content-type: application/json' -d '{"language":"python","code":"print(\"hello\")"}'
 echo
 echo "sandboxd is serving on http://127.0.0.1:$port (Ctrl-C stops it)"
 wait "$daemon"
