@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +32,9 @@ def _open_store(args: argparse.Namespace) -> Store:
 
 
 def _audit(store: Store, action: str, tenant: str | None, target: str, req: dict[str, Any]) -> None:
-    entry = {
-        "time": round(time.time(), 6),
-        "tenant": tenant,
-        "token_id": None,
-        "action": action,
-        "target": target,
-        "request": {**req, "via": "cli"},
-        "result": {},
-        "trace_id": None,
-    }
-    seq, digest = store.sync(lambda db: store.audit.append(db, entry))
-    store.audit.write_head(seq, digest)
+    store.record_sync(
+        action, tenant=tenant, token_id=None, target=target, request={**req, "via": "cli"}
+    )
 
 
 def cmd_token(args: argparse.Namespace) -> int:

@@ -89,7 +89,12 @@ class Store:
 
     # -- audit -------------------------------------------------------------------------------
 
-    async def record(
+    async def record(self, action: str, **fields: Any) -> None:
+        """Append one record to the audit chain (fields as for `record_sync`)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, lambda: self.record_sync(action, **fields))
+
+    def record_sync(
         self,
         action: str,
         *,
@@ -100,7 +105,7 @@ class Store:
         target: str | None = None,
         trace_id: str | None = None,
     ) -> None:
-        """Append one record to the audit chain."""
+        """Append one record on the calling thread (the CLI's way)."""
         entry = {
             "time": round(time.time(), 6),
             "tenant": tenant,
@@ -111,9 +116,6 @@ class Store:
             "result": result or {},
             "trace_id": trace_id,
         }
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._append, entry)
-
-    def _append(self, entry: dict[str, Any]) -> None:
         seq, digest = self.sync(lambda db: self.audit.append(db, entry))
         self.audit.write_head(seq, digest)  # after the commit: the head never runs ahead
 

@@ -88,6 +88,12 @@ class WorkTree:
             raise
         return fd, parts[-1]
 
+    def _existing_parent(self, rel: str) -> tuple[int, str]:
+        try:
+            return self._open_parent(rel, create=False)
+        except InvalidRequest as exc:
+            raise NotFound(f"no file {rel!r}") from exc
+
     def write_file(self, rel: str, data: bytes, *, executable: bool = False) -> None:
         """Write one file, owned by the sandbox user; refuses links and non-regular files."""
         dir_fd, name = self._open_parent(rel, create=True)
@@ -117,10 +123,7 @@ class WorkTree:
 
     def read_file(self, rel: str, *, max_bytes: int) -> bytes:
         """The content of a regular file; links, directories and specials are refused."""
-        try:
-            dir_fd, name = self._open_parent(rel, create=False)
-        except InvalidRequest as exc:
-            raise NotFound(f"no file {rel!r}") from exc
+        dir_fd, name = self._existing_parent(rel)
         try:
             try:
                 fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
@@ -142,10 +145,7 @@ class WorkTree:
 
     def delete(self, rel: str) -> None:
         """Remove a file, a link (never its target) or a directory tree."""
-        try:
-            dir_fd, name = self._open_parent(rel, create=False)
-        except InvalidRequest as exc:
-            raise NotFound(f"no file {rel!r}") from exc
+        dir_fd, name = self._existing_parent(rel)
         try:
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from sandboxd.client import SyncClient
 from tests.daemon import Daemon
+from tests.listeners import counting
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -135,29 +135,12 @@ def test_runs_do_not_see_each_others_files(client: SyncClient) -> None:
 
 @pytest.fixture
 def host_listener() -> Iterator[int]:
-    """A TCP server on the host's loopback that records whether anyone connected."""
+    """A TCP server on the host's loopback; nobody may connect to it."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
-    server.settimeout(0.2)
-    hits: list[str] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-                hits.append("hit")
-                conn.close()
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join(timeout=5)
-    server.close()
+    with counting(server) as hits:
+        yield server.getsockname()[1]
     assert hits == []
 
 

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from sandboxd.client import SyncClient
 from tests.daemon import Daemon
+from tests.listeners import counting
 from tests.security.attacks import ATTACKS, Attack
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
@@ -143,27 +143,8 @@ def host_unix_sockets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
     fs = socket.socket(socket.AF_UNIX)
     fs.bind(path)
     fs.listen(4)
-    hits: list[str] = []
-    stop = threading.Event()
-
-    def accept(sock: socket.socket) -> None:
-        sock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                sock.accept()[0].close()
-                hits.append("hit")
-            except TimeoutError:
-                continue
-
-    threads = [threading.Thread(target=accept, args=(s,), daemon=True) for s in (abstract, fs)]
-    for t in threads:
-        t.start()
-    yield name, path
-    stop.set()
-    for t in threads:
-        t.join(timeout=5)
-    abstract.close()
-    fs.close()
+    with counting(abstract, fs) as hits:
+        yield name, path
     assert hits == []
 
 
