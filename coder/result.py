@@ -1,0 +1,58 @@
+"""The result of a solve, as `--json` prints it and CI mode writes it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Status = Literal[
+    "fixed", "already_passing", "budget_exhausted", "gave_up", "model_error", "sandbox_error"
+]
+EXIT_CODES: dict[str, int] = {
+    "fixed": 0,
+    "already_passing": 0,
+    "budget_exhausted": 1,
+    "gave_up": 1,
+    "model_error": 3,
+    "sandbox_error": 3,
+}
+
+
+class AgentUsage(BaseModel):
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cached_calls: int = 0
+
+
+class TestsSummary(BaseModel):
+    passed: bool
+    exit_code: int | None
+    summary: str
+    failing: list[str]
+
+
+class SolveResult(BaseModel):
+    status: Status
+    reason: str = ""
+    budget: str | None = Field(None, description="Which budget ran out, for budget_exhausted.")
+    iterations: int = 0
+    tests_before: TestsSummary | None = None
+    tests_after: TestsSummary | None = None
+    writer: AgentUsage = Field(default_factory=AgentUsage)
+    reviewer: AgentUsage = Field(default_factory=AgentUsage)
+    wall_time_s: float = 0.0
+    model_time_s: float = 0.0
+    test_time_s: float = 0.0
+    overhead_s_per_iteration: float = 0.0
+    writer_prompt_chars: list[int] = Field(default_factory=list)
+    trace_id: str = ""
+    trace_path: str | None = None
+    patch_path: str | None = None
+    files_changed: list[str] = Field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]

@@ -1,0 +1,169 @@
+"""The tests run in a persistent sandboxd sandbox holding a copy of the repository; coder starts
+a sandboxd of its own when none is configured or reachable."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from coder.digest import TestDigest, digest
+from coder.errors import SandboxError
+from sandboxd.client import Client
+from sandboxd.errors import SandboxdError
+from sandboxd.models import FileIn, Limits
+
+UPLOAD_BATCH_BYTES = 12 * 1024 * 1024
+# No bytecode caches: an edit within the same second and of the same size as the original
+# would otherwise run the stale .pyc (CPython checks mtime in whole seconds, and size).
+TEST_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
+
+
+@dataclass
+class TestRun:
+    digest: TestDigest
+    seconds: float
+
+
+class SandboxSession:
+    """One sandbox for one solve: upload the repo, write edits, run the test command."""
+
+    def __init__(self, client: Client, test_command: str, limits: Limits) -> None:
+        self.client = client
+        self.test_command = test_command
+        self.limits = limits
+        self.sandbox_id: str | None = None
+
+    async def start(self, files: dict[str, bytes], executable: set[str]) -> None:
+        size = sum(len(b) for b in files.values())
+        disk = max(self.limits.disk_mib, (size >> 20) * 4 + 64)
+        try:
+            sandbox = await self.client.create_sandbox(
+                language="bash",
+                limits=self.limits.model_copy(update={"disk_mib": disk}),
+                ttl_s=3600,
+            )
+            self.sandbox_id = sandbox.id
+            batch: list[FileIn] = []
+            used = 0
+            for path, data in sorted(files.items()):
+                batch.append(
+                    FileIn(
+                        path=path,
+                        content=base64.b64encode(data).decode(),
+                        encoding="base64",
+                        executable=path in executable,
+                    )
+                )
+                used += len(data)
+                if used > UPLOAD_BATCH_BYTES:
+                    await self._upload(batch)
+                    batch, used = [], 0
+            if batch:
+                await self._upload(batch)
+        except SandboxdError as exc:
+            raise SandboxError(f"sandboxd: {exc.message}") from exc
+
+    async def _upload(self, batch: list[FileIn]) -> None:
+        assert self.sandbox_id
+        result = await self.client.run_in_sandbox(self.sandbox_id, command=["true"], files=batch)
+        if result.status != "ok":
+            raise SandboxError(f"uploading the repository failed: {result.status}")
+
+    async def write(self, changed: dict[str, str]) -> None:
+        assert self.sandbox_id
+        try:
+            for path, content in changed.items():
+                await self.client.put_file(self.sandbox_id, path, content.encode())
+        except SandboxdError as exc:
+            raise SandboxError(f"sandboxd: {exc.message}") from exc
+
+    async def run_tests(self) -> TestRun:
+        assert self.sandbox_id
+        started = time.monotonic()
+        try:
+            result = await self.client.run_in_sandbox(
+                self.sandbox_id,
+                command=["bash", "-c", self.test_command],
+                limits=self.limits,
+                env=TEST_ENV,
+            )
+        except SandboxdError as exc:
+            raise SandboxError(f"sandboxd: {exc.message}") from exc
+        if result.status == "error":
+            raise SandboxError(f"sandboxd could not run the tests: {result.message}")
+        d = digest(result.exit_code, result.status, result.stdout, result.stderr)
+        return TestRun(d, time.monotonic() - started)
+
+    async def close(self) -> None:
+        if self.sandbox_id:
+            with contextlib.suppress(SandboxdError):
+                await self.client.delete_sandbox(self.sandbox_id)
+
+
+class LocalDaemon:
+    """A sandboxd started by coder for one solve (when none is configured or reachable)."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.dir = Path(tempfile.mkdtemp(prefix="coder-sandboxd-", dir="/var/tmp"))
+        self.url = ""
+        self.token = ""
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        if os.geteuid() != 0:
+            raise SandboxError(
+                "sandboxd is not reachable and coder cannot start one "
+                "(sandboxd needs root); start it or set SANDBOXD_URL"
+            )
+        self.dir.chmod(0o711)
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sandboxd",
+            "serve",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(self.dir / "state"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.returncode is not None:
+                raise SandboxError("the sandboxd that coder started exited at once")
+            token_file = self.dir / "state" / "admin.token"
+            if token_file.exists():
+                self.token = token_file.read_text().strip()
+                async with Client(self.url, token=self.token) as c:
+                    try:
+                        await c.health()
+                        return
+                    except SandboxdError:
+                        pass
+            await asyncio.sleep(0.1)
+        raise SandboxError("the sandboxd that coder started did not become ready")
+
+    async def stop(self) -> None:
+        if self.proc and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        await asyncio.to_thread(shutil.rmtree, self.dir, True)
