@@ -13,7 +13,7 @@ MAX_CHARS = 6000
 PER_FAILURE_CHARS = 1500
 _TIMING = re.compile(r"\s+in\s+\d+(?:\.\d+)?s(?:\s+\(\d+:\d+:\d+\))?")
 _WORKSPACE = re.compile(r"/workspace/")
-_PYTEST_FAILED = re.compile(r"^(FAILED|ERROR) (\S+?)(?: - .*)?$", re.MULTILINE)
+_PYTEST_FAILED = re.compile(r"^(FAILED|ERROR) (\S+?(?:::\S+?|\.py))(?: - .*)?$", re.MULTILINE)
 _PYTEST_SUMMARY = re.compile(
     r"^=*\s*((?:\d+ (?:failed|passed|errors?|skipped|xfailed|xpassed|warnings?|deselected)"
     r"(?:, )?)+)",
@@ -78,10 +78,9 @@ def digest(exit_code: int | None, status: str, stdout: str, stderr: str) -> Test
     """Turn a test command's output into what the writer needs to see."""
     out = clean(stdout + ("\n" + stderr if stderr.strip() else ""))
     failing = [m.group(2) for m in _PYTEST_FAILED.finditer(out)]
-    failing += [
-        f"{m.group(3)}.{m.group(2)}" if "." not in m.group(2) else m.group(2)
-        for m in _UNITTEST_FAILED.finditer(out)
-    ]
+    for m in _UNITTEST_FAILED.finditer(out):
+        name, where = m.group(2), m.group(3)
+        failing.append(where if where.endswith("." + name) else f"{where}.{name}")
     failing = list(dict.fromkeys(failing))
     summaries = _PYTEST_SUMMARY.findall(out)
     summary = summaries[-1].strip().rstrip(",") if summaries else ""
