@@ -84,10 +84,9 @@ def digest(exit_code: int | None, status: str, stdout: str, stderr: str) -> Test
     failing = list(dict.fromkeys(failing))
     summaries = _PYTEST_SUMMARY.findall(out)
     summary = summaries[-1].strip().rstrip(",") if summaries else ""
-    if not summary and (
-        m := re.search(r"^(Ran \d+ tests?).*?\n\n(OK|FAILED.*)$", out, re.MULTILINE | re.DOTALL)
-    ):
-        summary = f"{m.group(1)}: {m.group(2)}"
+    ran = re.search(r"^(Ran \d+ tests?).*?\n\n(OK|FAILED.*)$", out, re.MULTILINE | re.DOTALL)
+    if not summary and ran:
+        summary = f"{ran.group(1)}: {ran.group(2)}"
     sections = _failure_sections(out)
     body = "\n\n".join(sections) if sections else out.strip()
     header = [
