@@ -63,19 +63,7 @@ def report(samples: dict[str, list[float]]) -> str:
         p50, p90 = statistics.median(samples[key]), percentile(samples[key], 0.9)
         rows.append(f"| {label} | {p50 * 1e3:.1f} | {p90 * 1e3:.1f} | {p50 / base:.2f}x |")
     n = len(samples["bare"])
-    return "\n".join(
-        [
-            "# sandboxd benchmarks",
-            "",
-            "## Machine",
-            *describe(),
-            "",
-            f"## Hello latency ({n} interleaved iterations each)",
-            "",
-            *rows,
-            "",
-        ]
-    )
+    return "\n".join([f"## Hello latency ({n} interleaved iterations each)", "", *rows, ""])
 
 
 def main() -> None:
@@ -83,7 +71,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    text = report(measure(args.iterations))
+    text = "\n".join(["## Machine", *describe(), "", report(measure(args.iterations))])
     print(text)
     if args.out:
         args.out.write_text(text)

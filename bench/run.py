@@ -1,0 +1,38 @@
+"""Run every benchmark and write one results file with the machine's description.
+
+python -m bench.run [--iterations N] [--out bench/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from bench import coder_overhead, hello_latency
+from bench.machine import describe
+from tests.daemon import Daemon
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    header = ["# sandboxd benchmarks", "", "## Machine", *describe(), ""]
+    sections = [hello_latency.report(hello_latency.measure(args.iterations))]
+    work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))
+    work.chmod(0o711)
+    daemon = Daemon(work, "coder-bench").start()
+    try:
+        sections.append(coder_overhead.report(coder_overhead.measure(daemon)))
+    finally:
+        daemon.stop()
+    text = "\n".join(header + sections)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
