@@ -97,6 +97,49 @@ def _no_nul(value: str) -> str:
 NulFreeStr = Annotated[str, Field(max_length=65536)]
 
 
+class NetworkPolicy(_Strict):
+    """Network of a run or sandbox: `none` (loopback only, the default) or `allowlist`
+    (an egress proxy that lets through only what `allow` names)."""
+
+    mode: Literal["none", "allowlist"] = "none"
+    allow: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Rules: domain, *.domain, IP or CIDR, each with an optional :port "
+        "(default 80 and 443); IPv6 with a port as [addr]:port.",
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> NetworkPolicy:
+        from sandboxd.egress_rules import parse_rule
+
+        if self.mode == "none" and self.allow:
+            raise ValueError("allow rules need mode 'allowlist'")
+        if self.mode == "allowlist" and not self.allow:
+            raise ValueError("mode 'allowlist' needs at least one rule in allow")
+        for i, rule in enumerate(self.allow):
+            try:
+                parse_rule(rule)
+            except ValueError as exc:
+                raise ValueError(f"allow[{i}]: {exc}") from None
+        return self
+
+
+class Connection(BaseModel):
+    host: str
+    port: int
+    reason: str
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+
+class NetworkReport(BaseModel):
+    """What a run with an allowlist tried to reach."""
+
+    allowed: list[Connection] = Field(default_factory=list)
+    denied: list[Connection] = Field(default_factory=list)
+
+
 class RunRequest(_Strict):
     """`POST /v1/runs`: code to run once in a fresh sandbox."""
 
@@ -112,6 +155,7 @@ class RunRequest(_Strict):
     stdin: str | None = None
     env: dict[str, NulFreeStr] = Field(default_factory=dict, max_length=MAX_ENV)
     limits: Limits = Field(default_factory=Limits)
+    network: NetworkPolicy = Field(default_factory=NetworkPolicy)
     collect: list[str] = Field(
         default_factory=list,
         max_length=64,
@@ -155,12 +199,6 @@ class RunRequest(_Strict):
         return self
 
 
-class NetworkPolicy(_Strict):
-    """Network of a run or sandbox. Only `none` (loopback inside the jail) for now."""
-
-    mode: Literal["none"] = "none"
-
-
 class Usage(BaseModel):
     wall_time_s: float = 0.0
     cpu_time_s: float = 0.0
@@ -192,6 +230,7 @@ class RunResult(BaseModel):
     created_at: datetime | None = None
     sandbox_id: str | None = None
     trace_id: str | None = None
+    network: NetworkReport | None = None
 
 
 class SandboxCreate(_Strict):

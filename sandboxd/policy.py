@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from sandboxd.errors import InvalidRequest, LimitTooHigh
-from sandboxd.models import Limits, RunRequest
+from sandboxd.models import Limits, NetworkPolicy, RunRequest
+from sandboxd.settings import EgressSettings
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -72,9 +73,23 @@ def request_digest(request: RunRequest) -> dict[str, Any]:
         "stdin_sha256": _sha256(request.stdin.encode()) if request.stdin is not None else None,
         "env_names": sorted(request.env),
         "limits": request.limits.model_dump(),
-        "network": {"mode": "none"},
+        "network": request.network.model_dump(),
         "collect": request.collect,
     }
+
+
+def check_network(network: NetworkPolicy, settings: EgressSettings) -> None:
+    """Refuse allowlists the daemon's settings forbid or cap."""
+    if network.mode == "allowlist" and not settings.allowlists:
+        raise InvalidRequest(
+            "this daemon allows no egress: network mode must be 'none'", field="network.mode"
+        )
+    if len(network.allow) > settings.max_rules:
+        raise LimitTooHigh(
+            f"network.allow has {len(network.allow)} rules; this daemon allows "
+            f"{settings.max_rules}",
+            field="network.allow",
+        )
 
 
 def apply_caps(limits: Limits, caps: Limits) -> Limits:

@@ -13,7 +13,7 @@ from sandboxd.backends.base import Backend, SandboxMount
 from sandboxd.errors import Overloaded, QuotaExceeded
 from sandboxd.models import RunRequest, RunResult
 from sandboxd.observability import Metrics, Tracer
-from sandboxd.policy import apply_caps, request_digest
+from sandboxd.policy import apply_caps, check_network, request_digest
 from sandboxd.settings import Settings
 from sandboxd.store import Store
 
@@ -75,6 +75,7 @@ class RunManager:
         request = request.model_copy(
             update={"limits": apply_caps(request.limits, self.settings.max_limits)}
         )
+        check_network(request.network, self.settings.egress)
         tenant = principal.tenant
         self._admit(tenant)
         self._tenant_load[tenant] += 1

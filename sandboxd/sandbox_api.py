@@ -86,6 +86,8 @@ async def run(request: web.Request) -> web.Response:
         update: dict[str, object] = {"limits": manager.run_limits(sandbox, run_request.limits)}
         if "language" not in run_request.model_fields_set:
             update["language"] = sandbox.language
+        if "network" not in run_request.model_fields_set:
+            update["network"] = sandbox.network
         run_request = run_request.model_copy(update=update)
         note(request, req=request_digest(run_request))
         await manager.touch(sandbox_id)

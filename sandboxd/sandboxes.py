@@ -26,7 +26,7 @@ from sandboxd.auth import Principal
 from sandboxd.backends.base import SandboxMount
 from sandboxd.errors import BackendUnavailable, InvalidRequest, NotFound, QuotaExceeded
 from sandboxd.models import Limits, Sandbox, SandboxCreate
-from sandboxd.policy import apply_caps
+from sandboxd.policy import apply_caps, check_network
 from sandboxd.settings import Settings
 from sandboxd.store import Store
 from sandboxd.workspace import WorkTree
@@ -149,6 +149,7 @@ class SandboxManager:
                 "the nsjail backend runs no images; leave `image` out", field="image"
             )
         spec.limits = apply_caps(spec.limits, self.settings.max_limits)
+        check_network(spec.network, self.settings.egress)
         if spec.ttl_s > self.settings.max_sandbox_ttl_s:
             raise InvalidRequest(
                 f"ttl_s is above this daemon's maximum of {self.settings.max_sandbox_ttl_s}",

@@ -88,6 +88,19 @@ class TenantQuota(BaseModel):
     max_disk_mib: int = Field(16384, ge=0, description="Sum of its sandboxes' disk_mib.")
 
 
+class EgressSettings(BaseModel):
+    """Per-run egress allowlists (through the daemon's proxy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowlists: bool = Field(True, description="False: only network mode 'none' is allowed.")
+    max_rules: int = Field(32, ge=1, le=256)
+    hosts: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Names the proxy resolves itself (like /etc/hosts), before the system's DNS.",
+    )
+
+
 def _default_concurrency() -> int:
     return max(4, 4 * (os.cpu_count() or 1))
 
@@ -108,6 +121,7 @@ class Settings(BaseSettings):
     max_collect_bytes: int = Field(16 * 1024 * 1024, ge=0)
     max_collect_files: int = Field(256, ge=0)
     max_limits: MaxLimits = Field(default_factory=MaxLimits)
+    egress: EgressSettings = Field(default_factory=EgressSettings)
     tenant_quota: TenantQuota = Field(default_factory=TenantQuota)
     tenants: dict[str, TenantQuota] = Field(
         default_factory=dict, description="Quotas of named tenants, instead of tenant_quota."

@@ -30,11 +30,19 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return json.dumps(str(value))
 
 
+def _key(key: str) -> str:
+    return key if key.replace("_", "").isalnum() else json.dumps(key)
+
+
 def _toml_lines(settings: dict[str, Any], prefix: str = "") -> list[str]:
-    lines = [f"{k} = {_toml_value(v)}" for k, v in settings.items() if not isinstance(v, dict)]
+    lines = [
+        f"{_key(k)} = {_toml_value(v)}" for k, v in settings.items() if not isinstance(v, dict)
+    ]
     for key, value in settings.items():
         if isinstance(value, dict):
             lines += [f"[{prefix}{key}]", *_toml_lines(value, f"{prefix}{key}.")]

@@ -15,12 +15,17 @@ import math
 import os
 import re
 import shutil
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
-from sandboxd import cgroups, linux, seccomp
+import psutil
+
+from sandboxd import cgroups, jail_forwarder, linux, seccomp
 from sandboxd.backends.base import Backend, SandboxMount
+from sandboxd.egress import EgressProxy
+from sandboxd.egress_rules import Allowlist, IPAddress, parse_rule
 from sandboxd.errors import BackendUnavailable, Overloaded
 from sandboxd.models import MAIN_FILE, Capabilities, RunRequest, RunResult, Usage
 from sandboxd.settings import NsjailBackendConfig, Settings
@@ -51,6 +56,7 @@ _SIGNAL_RE = re.compile(r"terminated with signal: (SIG[A-Z0-9]+) \((\d+)\)")
 _EXECVE_RE = re.compile(r"execve\('(.*)'\) failed: (.+)$", re.MULTILINE)
 _LAUNCH_FAILED = ("Couldn't launch the child process", "before it has been executed")
 LOG_CAP = 65536
+EGRESS_SOCKET = "egress.sock"
 
 
 def pb_string(value: str) -> str:
@@ -84,6 +90,7 @@ class NsjailBackend(Backend):
         self.cgroups: cgroups.CgroupManager | None = None
         self._free_slots = list(range(settings.max_concurrent_runs))
         self._static_args: list[str] = []
+        self._local_addresses: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -99,6 +106,12 @@ class NsjailBackend(Backend):
         await asyncio.to_thread(self._prepare_host)
         await self.reap_leftovers()
         self._static_args = self._build_static_args()
+        self._local_addresses = {
+            a.address.split("%")[0]
+            for addrs in psutil.net_if_addrs().values()
+            for a in addrs
+            if a.family in (socket.AF_INET, socket.AF_INET6)
+        }
         await self._self_test()
 
     def _prepare_host(self) -> None:
@@ -166,7 +179,7 @@ class NsjailBackend(Backend):
     def capabilities(self) -> Capabilities:
         return Capabilities(
             languages=["python", "bash", "node"],
-            network_modes=["none"],
+            network_modes=["none", "allowlist"] if self.settings.egress.allowlists else ["none"],
             cgroup_version=self.cgroups.version if self.cgroups else 0,
             limits_enforced=[
                 "wall_time_s",
@@ -227,6 +240,9 @@ class NsjailBackend(Backend):
     def _config_text(self, run_id: str, request: RunRequest) -> bytes:
         env = {**BASE_ENV, **request.env}
         argv = self._argv(request)
+        if request.network.mode == "allowlist":
+            env = {**BASE_ENV, **jail_forwarder.proxy_env(), **request.env}
+            argv = jail_forwarder.wrap(self.config.python, argv)
         lines = [f"name: {pb_string('sandboxd-' + run_id)}", "mount_proc: true"]
         lines += [f"envar: {pb_string(f'{k}={v}')}" for k, v in env.items()]
         args = " ".join(f"arg: {pb_string(a)}" for a in argv[1:])
@@ -260,6 +276,11 @@ class NsjailBackend(Backend):
             f"{ws.fs / 'tmp'}:/tmp",
             "--bindmount",
             f"{ws.fs / 'shm'}:/dev/shm",
+            *(
+                ["--bindmount", f"{ws.root / EGRESS_SOCKET}:{jail_forwarder.JAIL_SOCKET}"]
+                if request.network.mode == "allowlist"
+                else []
+            ),
         ]
 
     def _prepare_workspace(self, ws: Workspace, request: RunRequest, persistent: bool) -> None:
@@ -292,9 +313,15 @@ class NsjailBackend(Backend):
             group = await asyncio.to_thread(
                 self.cgroups.create, run_id, memory_bytes=memory, pids_max=limits.pids + 1
             )
-            seen = await self._execute(run_id, request, ws, group, uid)
+            proxy = await self._egress(request, ws)
+            try:
+                seen = await self._execute(run_id, request, ws, group, uid)
+            finally:
+                if proxy is not None:
+                    await proxy.close()
             log_text = await asyncio.to_thread(self._read_log, ws)
             result = self._result(run_id, request, seen, group, log_text)
+            result.network = proxy.report if proxy is not None else None
             if request.collect:
                 got = await asyncio.to_thread(
                     ws.collect,
@@ -311,6 +338,21 @@ class NsjailBackend(Backend):
         finally:
             await asyncio.shield(self._cleanup(ws, group))
             self._free_slots.append(slot)
+
+    async def _egress(self, request: RunRequest, ws: Workspace) -> EgressProxy | None:
+        """The run's egress proxy, listening before the jail exists (allowlist runs only)."""
+        if request.network.mode != "allowlist":
+            return None
+        rules = [parse_rule(r) for r in request.network.allow]
+        proxy = EgressProxy(Allowlist(rules), self.settings.egress.hosts, self._forbidden)
+        await proxy.start(ws.root / EGRESS_SOCKET)
+        return proxy
+
+    def _forbidden(self, ip: IPAddress, port: int) -> bool:
+        """Is (ip, port) this daemon's own API? Never reachable from a jail."""
+        if port != self.settings.port:
+            return False
+        return ip.is_loopback or ip.is_unspecified or str(ip) in self._local_addresses
 
     async def _cleanup(self, ws: Workspace, group: cgroups.RunCgroup | None) -> None:
         if group is not None:
