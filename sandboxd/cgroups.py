@@ -295,3 +295,26 @@ def detect(parent: str) -> CgroupManager:
             "memory, pids and cpu limits cannot be enforced, so no run is allowed"
         )
     return CgroupV1(parent, mounts)
+
+
+def of_process(pid: int) -> RunCgroup | None:
+    """The cgroup(s) a running process is in (e.g. a container's init), or None if gone."""
+    try:
+        text = _read(Path(f"/proc/{pid}/cgroup"))
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        path = next((ln.split(":", 2)[2] for ln in text.splitlines() if ln.startswith("0::")), "")
+        return _V2Run(CGROUP_ROOT / path.lstrip("/"))
+    mounts = _v1_mounts()
+    relative: dict[str, str] = {}
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        for c in controllers.split(","):
+            relative[c] = path.lstrip("/")
+    if any(c not in relative or c not in mounts for c in V1_CONTROLLERS):
+        return None
+    run = _V1Run({c: mounts[c] for c in V1_CONTROLLERS}, "")
+    run.by = {c: mounts[c] / relative[c] for c in V1_CONTROLLERS}
+    run.dirs = sorted(set(run.by.values()))
+    return run

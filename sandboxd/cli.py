@@ -64,8 +64,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(f"bad settings: {str(exc).splitlines()[0]}")
     configure_logging(settings.log_level)
     try:
+        app = make_app(settings)
+    except SandboxdError as exc:
+        return _fail(exc.message)
+    try:
         web.run_app(
-            make_app(settings),
+            app,
             host=settings.host,
             port=settings.port,
             print=lambda _msg: print(

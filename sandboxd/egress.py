@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sandboxd.egress_rules import Allowlist, Decision, IPAddress
-from sandboxd.models import Connection, NetworkReport
+import psutil
+
+from sandboxd.egress_rules import Allowlist, Decision, IPAddress, parse_rule
+from sandboxd.models import Connection, NetworkReport, RunRequest
+from sandboxd.settings import Settings
 
 log = logging.getLogger("sandboxd.egress")
 HEAD_LIMIT = 64 * 1024
@@ -194,3 +197,31 @@ async def _answer(writer: asyncio.StreamWriter, status: int, message: str) -> No
     )
     with contextlib.suppress(ConnectionError, OSError):
         await writer.drain()
+
+
+class EgressGuard:
+    """Starts a run's proxy when its network is an allowlist; knows the daemon's own API."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.local_addresses = {
+            a.address.split("%")[0]
+            for addrs in psutil.net_if_addrs().values()
+            for a in addrs
+            if a.family in (socket.AF_INET, socket.AF_INET6)
+        }
+
+    def forbidden(self, ip: IPAddress, port: int) -> bool:
+        """Is (ip, port) this daemon's own API? Never reachable from a sandbox."""
+        if port != self.settings.port:
+            return False
+        return ip.is_loopback or ip.is_unspecified or str(ip) in self.local_addresses
+
+    async def start(self, request: RunRequest, socket_path: Path) -> EgressProxy | None:
+        """The run's proxy, listening before the sandbox exists (allowlist runs only)."""
+        if request.network.mode != "allowlist":
+            return None
+        rules = [parse_rule(r) for r in request.network.allow]
+        proxy = EgressProxy(Allowlist(rules), self.settings.egress.hosts, self.forbidden)
+        await proxy.start(socket_path)
+        return proxy

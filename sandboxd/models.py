@@ -144,6 +144,10 @@ class RunRequest(_Strict):
     """`POST /v1/runs`: code to run once in a fresh sandbox."""
 
     language: Language = "python"
+    backend: Literal["nsjail", "docker"] | None = Field(
+        None, description="Isolation to run in; default: the daemon's default_backend."
+    )
+    image: str | None = Field(None, max_length=256, description="Image (Docker backend only).")
     code: str = Field("", description="Source of the main file (main.py / main.sh / main.js).")
     files: list[FileIn] = Field(default_factory=list, max_length=MAX_FILES)
     command: list[NulFreeStr] | None = Field(
@@ -237,6 +241,7 @@ class SandboxCreate(_Strict):
     """`POST /v1/sandboxes`: a workspace that persists across runs until deleted or idle."""
 
     language: Language = "python"
+    backend: Literal["nsjail", "docker"] | None = None
     image: str | None = Field(None, description="Image (Docker backend); not for nsjail.")
     limits: Limits = Field(
         default_factory=Limits,
@@ -250,6 +255,7 @@ class Sandbox(BaseModel):
     id: str
     tenant: str
     language: Language
+    backend: str = "nsjail"
     image: str | None = None
     limits: Limits
     network: NetworkPolicy

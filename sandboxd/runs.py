@@ -10,7 +10,7 @@ from collections import Counter
 
 from sandboxd.auth import Principal
 from sandboxd.backends.base import Backend, SandboxMount
-from sandboxd.errors import Overloaded, QuotaExceeded
+from sandboxd.errors import InvalidRequest, Overloaded, QuotaExceeded
 from sandboxd.models import RunRequest, RunResult
 from sandboxd.observability import Metrics, Tracer
 from sandboxd.policy import apply_caps, check_network, request_digest
@@ -25,18 +25,18 @@ def new_run_id() -> str:
 
 
 class RunManager:
-    """Runs requests on the backend with at most `max_concurrent_runs` at once."""
+    """Runs requests on their backend with at most `max_concurrent_runs` at once."""
 
     def __init__(
         self,
         settings: Settings,
-        backend: Backend,
+        backends: dict[str, Backend],
         store: Store,
         metrics: Metrics,
         tracer: Tracer,
     ) -> None:
         self.settings = settings
-        self.backend = backend
+        self.backends = backends
         self.store = store
         self.metrics = metrics
         self.tracer = tracer
@@ -45,9 +45,21 @@ class RunManager:
         self.active = 0
         self.queued = 0
 
+    def backend_for(self, name: str | None, image: str | None) -> Backend:
+        """The backend a request asked for (or the default); refuses what it cannot do."""
+        name = name or self.settings.default_backend
+        backend = self.backends.get(name)
+        if backend is None:
+            raise InvalidRequest(f"backend {name!r} is not enabled on this daemon", field="backend")
+        if image is not None and name == "nsjail":
+            raise InvalidRequest(
+                "the nsjail backend runs no images; leave `image` out or choose backend docker",
+                field="image",
+            )
+        return backend
+
     def _admit(self, tenant: str) -> None:
-        quota = self.settings.quota_for(tenant)
-        cap = quota.max_concurrent_runs
+        cap = self.settings.quota_for(tenant).max_concurrent_runs
         if cap is not None and self._tenant_load[tenant] >= cap:
             raise QuotaExceeded(
                 f"tenant {tenant!r} already has {self._tenant_load[tenant]} runs in progress, "
@@ -76,6 +88,7 @@ class RunManager:
             update={"limits": apply_caps(request.limits, self.settings.max_limits)}
         )
         check_network(request.network, self.settings.egress)
+        backend = self.backend_for(request.backend, request.image)
         tenant = principal.tenant
         self._admit(tenant)
         self._tenant_load[tenant] += 1
@@ -89,7 +102,7 @@ class RunManager:
             self.active += 1
             self._gauges()
             try:
-                return await self._execute(request, tenant, trace_id, sandbox, sandbox_id)
+                return await self._execute(backend, request, tenant, trace_id, sandbox, sandbox_id)
             finally:
                 self.active -= 1
                 self._slots.release()
@@ -99,6 +112,7 @@ class RunManager:
 
     async def _execute(
         self,
+        backend: Backend,
         request: RunRequest,
         tenant: str,
         trace_id: str,
@@ -109,17 +123,22 @@ class RunManager:
         await self.store.run_started(run_id, tenant, sandbox_id, request_digest(request), trace_id)
         try:
             with self.tracer.span(
-                "sandboxd.run", trace_id, run_id=run_id, tenant=tenant, language=request.language
+                "sandboxd.run",
+                trace_id,
+                run_id=run_id,
+                tenant=tenant,
+                language=request.language,
+                backend=backend.name,
             ):
-                result = await self.backend.run(run_id, request, sandbox=sandbox)
+                result = await backend.run(run_id, request, sandbox=sandbox)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "error"
             await asyncio.shield(self.store.run_finished(run_id, status, None))
             raise
         result.trace_id, result.sandbox_id = trace_id, sandbox_id
         await self.store.run_finished(run_id, result.status, result.model_dump_json())
-        self.metrics.runs.labels(result.status, self.backend.name).inc()
-        self.metrics.run_duration.labels(self.backend.name).observe(result.usage.wall_time_s)
+        self.metrics.runs.labels(result.status, backend.name).inc()
+        self.metrics.run_duration.labels(backend.name).observe(result.usage.wall_time_s)
         log.info(
             "run %s finished: %s",
             run_id,

@@ -51,7 +51,7 @@ async def create(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     spec = parse_body(SandboxCreate, await request.read())
     note(request, req=spec.model_dump(mode="json"))
-    sandbox = await request.app[SANDBOXES].create(principal, spec)
+    sandbox = await request.app[SANDBOXES].create(principal, spec, request.app[RUNS])
     request.app[METRICS].active_sandboxes.inc()
     note(request, target=sandbox.id)
     return model_response(sandbox, status=201)
@@ -88,6 +88,7 @@ async def run(request: web.Request) -> web.Response:
             update["language"] = sandbox.language
         if "network" not in run_request.model_fields_set:
             update["network"] = sandbox.network
+        update["backend"], update["image"] = sandbox.backend, sandbox.image
         run_request = run_request.model_copy(update=update)
         note(request, req=request_digest(run_request))
         await manager.touch(sandbox_id)

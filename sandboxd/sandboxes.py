@@ -27,6 +27,7 @@ from sandboxd.backends.base import SandboxMount
 from sandboxd.errors import BackendUnavailable, InvalidRequest, NotFound, QuotaExceeded
 from sandboxd.models import Limits, Sandbox, SandboxCreate
 from sandboxd.policy import apply_caps, check_network
+from sandboxd.runs import RunManager
 from sandboxd.settings import Settings
 from sandboxd.store import Store
 from sandboxd.workspace import WorkTree
@@ -97,13 +98,14 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def _to_model(row: sqlite3.Row) -> Sandbox:
+def _to_model(row: sqlite3.Row, default_backend: str = "nsjail") -> Sandbox:
     spec = SandboxCreate.model_validate_json(row["spec"])
     return Sandbox(
         id=row["id"],
         tenant=row["tenant"],
         language=spec.language,
         image=spec.image,
+        backend=spec.backend or default_backend,
         limits=spec.limits,
         network=spec.network,
         ttl_s=spec.ttl_s,
@@ -143,11 +145,9 @@ class SandboxManager:
         )
         return int(row[0])
 
-    async def create(self, principal: Principal, spec: SandboxCreate) -> Sandbox:
-        if spec.image is not None:
-            raise InvalidRequest(
-                "the nsjail backend runs no images; leave `image` out", field="image"
-            )
+    async def create(self, principal: Principal, spec: SandboxCreate, runs: RunManager) -> Sandbox:
+        chosen = runs.backend_for(spec.backend, spec.image).name
+        spec.backend = "docker" if chosen == "docker" else "nsjail"
         spec.limits = apply_caps(spec.limits, self.settings.max_limits)
         check_network(spec.network, self.settings.egress)
         if spec.ttl_s > self.settings.max_sandbox_ttl_s:

@@ -159,7 +159,8 @@ ARG_RULES: list[ArgRule] = [
         "flags, stack, parent_tid, child_tid, tls",
         f"(flags & {CLONE_NS_FLAGS:#x}) != 0",
         errno.EPERM,
-        [[{"index": 0, "value": CLONE_NS_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]],
+        # libseccomp has no "masked not-equal": one rule per namespace flag bit that is set.
+        [[_masked(0, bit, bit)] for bit in range(32) for bit in [1 << bit] if CLONE_NS_FLAGS & bit],
         "clone that creates namespaces",
     ),
     ArgRule(

@@ -33,6 +33,7 @@ from sandboxd.appstate import (
 from sandboxd.backends.base import Backend
 from sandboxd.backends.nsjail import NsjailBackend
 from sandboxd.errors import (
+    BackendUnavailable,
     MethodNotAllowed,
     NotFound,
     Overloaded,
@@ -153,8 +154,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-def make_backend(settings: Settings) -> Backend:
-    return NsjailBackend(settings)
+def make_backends(settings: Settings) -> dict[str, Backend]:
+    backends: dict[str, Backend] = {"nsjail": NsjailBackend(settings)}
+    if settings.docker.enabled:
+        try:
+            from sandboxd.backends.docker import DockerBackend
+        except ImportError as exc:
+            raise BackendUnavailable(f"the docker backend is not available: {exc}") from None
+        backends["docker"] = DockerBackend(settings)
+    if settings.default_backend not in backends:
+        raise BackendUnavailable(f"default_backend {settings.default_backend!r} is not enabled")
+    return backends
 
 
 async def _state(app: web.Application) -> AsyncIterator[None]:
@@ -176,9 +186,15 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _backend(app: web.Application) -> AsyncIterator[None]:
-    await app[BACKEND].start()
-    yield
-    await app[BACKEND].close()
+    started: list[Backend] = []
+    try:
+        for backend in app[RUNS].backends.values():
+            await backend.start()
+            started.append(backend)
+        yield
+    finally:
+        for backend in reversed(started):
+            await backend.close()
 
 
 async def _sandboxes(app: web.Application) -> AsyncIterator[None]:
@@ -213,7 +229,7 @@ async def _tracer(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(app[TRACER].shutdown)
 
 
-def make_app(settings: Settings, backend: Backend | None = None) -> web.Application:
+def make_app(settings: Settings) -> web.Application:
     """The daemon's application; state, backend and sandboxes start and stop with it."""
     app = web.Application(
         client_max_size=settings.max_request_bytes,
@@ -223,8 +239,9 @@ def make_app(settings: Settings, backend: Backend | None = None) -> web.Applicat
     app[STORE] = Store(settings.state_dir / "sandboxd.db")
     app[METRICS] = Metrics()
     app[TRACER] = Tracer(settings.otlp_endpoint)
-    app[BACKEND] = backend or make_backend(settings)
-    app[RUNS] = RunManager(settings, app[BACKEND], app[STORE], app[METRICS], app[TRACER])
+    backends = make_backends(settings)
+    app[BACKEND] = backends[settings.default_backend]
+    app[RUNS] = RunManager(settings, backends, app[STORE], app[METRICS], app[TRACER])
     app[SANDBOXES] = SandboxManager(settings, app[STORE])
     app.cleanup_ctx.extend([_tracer, _state, _backend, _sandboxes])
 

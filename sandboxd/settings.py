@@ -101,6 +101,25 @@ class EgressSettings(BaseModel):
     )
 
 
+class DockerBackendConfig(BaseModel):
+    """Settings of the Docker backend (off unless enabled)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["docker"] = "docker"
+    enabled: bool = False
+    docker_url: str | None = Field(None, description="Engine address; default: the local one.")
+    images: dict[str, str] = Field(
+        default_factory=lambda: {
+            "python": "sandboxd/python:bookworm",
+            "bash": "sandboxd/python:bookworm",
+            "node": "sandboxd/node:bookworm",
+        },
+        description="Image per language, when a request names none.",
+    )
+    nofile: int = Field(1024, ge=16)
+
+
 def _default_concurrency() -> int:
     return max(4, 4 * (os.cpu_count() or 1))
 
@@ -135,6 +154,8 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     backend: NsjailBackendConfig = Field(default_factory=NsjailBackendConfig)
+    docker: DockerBackendConfig = Field(default_factory=DockerBackendConfig)
+    default_backend: Literal["nsjail", "docker"] = "nsjail"
 
     def quota_for(self, tenant: str) -> TenantQuota:
         return self.tenants.get(tenant, self.tenant_quota)

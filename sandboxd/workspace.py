@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sandboxd import linux
 from sandboxd.errors import InvalidRequest, NotFound, PayloadTooLarge
-from sandboxd.models import CollectedFile
+from sandboxd.models import MAIN_FILE, CollectedFile, RunRequest
 
 SUBDIRS = ("work", "tmp", "shm")
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -272,3 +272,15 @@ class Workspace:
 
     def collect(self, patterns: list[str], *, max_bytes: int, max_files: int) -> Collected:
         return self.tree.collect(patterns, max_bytes=max_bytes, max_files=max_files)
+
+
+def prepare_workspace(ws: Workspace, request: RunRequest, persistent: bool) -> None:
+    """Mount the run's tmpfs and write the request's files and main file into its work tree."""
+    ws.create(disk_mib=request.limits.disk_mib)
+    for f in request.files:
+        ws.write_file(f.path, f.data(), executable=f.executable)
+    main = MAIN_FILE[request.language]
+    # A persistent workspace keeps its main file when the request brings no code.
+    wants_main = request.command is None and (request.code or not persistent)
+    if wants_main and all(f.path != main for f in request.files):
+        ws.write_file(main, request.code.encode())

@@ -92,6 +92,9 @@ CASES: list[tuple[str, Any, int, str, str | None]] = [
     ("empty command", {"command": []}, 400, "invalid_request", "command"),
     ("nul in argv", {"command": ["ls", "\u0000"]}, 400, "invalid_request", "command"),
     ("collect escape", {"collect": ["../*"]}, 400, "invalid_request", "collect"),
+    ("unknown backend", {"backend": "vm"}, 400, "invalid_request", "backend"),
+    ("backend not enabled", {"backend": "docker"}, 400, "invalid_request", "backend"),
+    ("image on nsjail", {"image": "python:3.12"}, 400, "invalid_request", "image"),
 ]
 
 

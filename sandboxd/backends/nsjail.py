@@ -15,22 +15,18 @@ import math
 import os
 import re
 import shutil
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
-import psutil
-
 from sandboxd import cgroups, jail_forwarder, linux, seccomp
 from sandboxd.backends.base import Backend, SandboxMount
-from sandboxd.egress import EgressProxy
-from sandboxd.egress_rules import Allowlist, IPAddress, parse_rule
+from sandboxd.egress import EgressGuard
 from sandboxd.errors import BackendUnavailable, Overloaded
 from sandboxd.models import MAIN_FILE, Capabilities, RunRequest, RunResult, Usage
 from sandboxd.settings import NsjailBackendConfig, Settings
 from sandboxd.supervise import Supervised, supervise
-from sandboxd.workspace import Workspace
+from sandboxd.workspace import Workspace, prepare_workspace
 
 log = logging.getLogger("sandboxd.nsjail")
 
@@ -90,7 +86,6 @@ class NsjailBackend(Backend):
         self.cgroups: cgroups.CgroupManager | None = None
         self._free_slots = list(range(settings.max_concurrent_runs))
         self._static_args: list[str] = []
-        self._local_addresses: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -106,12 +101,7 @@ class NsjailBackend(Backend):
         await asyncio.to_thread(self._prepare_host)
         await self.reap_leftovers()
         self._static_args = self._build_static_args()
-        self._local_addresses = {
-            a.address.split("%")[0]
-            for addrs in psutil.net_if_addrs().values()
-            for a in addrs
-            if a.family in (socket.AF_INET, socket.AF_INET6)
-        }
+        self.egress = EgressGuard(self.settings)
         await self._self_test()
 
     def _prepare_host(self) -> None:
@@ -283,16 +273,6 @@ class NsjailBackend(Backend):
             ),
         ]
 
-    def _prepare_workspace(self, ws: Workspace, request: RunRequest, persistent: bool) -> None:
-        ws.create(disk_mib=request.limits.disk_mib)
-        for f in request.files:
-            ws.write_file(f.path, f.data(), executable=f.executable)
-        main = MAIN_FILE[request.language]
-        # A persistent workspace keeps its main file when the request brings no code.
-        wants_main = request.command is None and (request.code or not persistent)
-        if wants_main and all(f.path != main for f in request.files):
-            ws.write_file(main, request.code.encode())
-
     async def run(
         self, run_id: str, request: RunRequest, *, sandbox: SandboxMount | None = None
     ) -> RunResult:
@@ -307,13 +287,13 @@ class NsjailBackend(Backend):
         group: cgroups.RunCgroup | None = None
         created = datetime.now(UTC)
         try:
-            await asyncio.to_thread(self._prepare_workspace, ws, request, sandbox is not None)
+            await asyncio.to_thread(prepare_workspace, ws, request, sandbox is not None)
             limits = request.limits
             memory = (limits.memory_mib + self.config.supervisor_memory_mib) * 1024 * 1024
             group = await asyncio.to_thread(
                 self.cgroups.create, run_id, memory_bytes=memory, pids_max=limits.pids + 1
             )
-            proxy = await self._egress(request, ws)
+            proxy = await self.egress.start(request, ws.root / EGRESS_SOCKET)
             try:
                 seen = await self._execute(run_id, request, ws, group, uid)
             finally:
@@ -338,21 +318,6 @@ class NsjailBackend(Backend):
         finally:
             await asyncio.shield(self._cleanup(ws, group))
             self._free_slots.append(slot)
-
-    async def _egress(self, request: RunRequest, ws: Workspace) -> EgressProxy | None:
-        """The run's egress proxy, listening before the jail exists (allowlist runs only)."""
-        if request.network.mode != "allowlist":
-            return None
-        rules = [parse_rule(r) for r in request.network.allow]
-        proxy = EgressProxy(Allowlist(rules), self.settings.egress.hosts, self._forbidden)
-        await proxy.start(ws.root / EGRESS_SOCKET)
-        return proxy
-
-    def _forbidden(self, ip: IPAddress, port: int) -> bool:
-        """Is (ip, port) this daemon's own API? Never reachable from a jail."""
-        if port != self.settings.port:
-            return False
-        return ip.is_loopback or ip.is_unspecified or str(ip) in self._local_addresses
 
     async def _cleanup(self, ws: Workspace, group: cgroups.RunCgroup | None) -> None:
         if group is not None:

@@ -100,6 +100,12 @@ def test_docker_profile_denies_what_kafel_denies() -> None:
     kafel = seccomp.render_kafel()
     for name in seccomp.denied_names():
         assert name in kafel or name in seccomp.KAFEL_BY_NUMBER
+    # libseccomp has no masked not-equal: each namespace flag is its own "bit is set" rule,
+    # so that a plain clone (fork, threads) stays allowed.
+    clone_rules = [r for r in profile["syscalls"] if r["names"] == ["clone"]]
+    bits = [r["args"][0]["value"] for r in clone_rules]
+    assert all(r["args"][0]["valueTwo"] == r["args"][0]["value"] for r in clone_rules)
+    assert sum(bits) == seccomp.CLONE_NS_FLAGS and all(b & (b - 1) == 0 for b in bits)
     socket_rules = [r for r in profile["syscalls"] if r["names"] == ["socket"]]
     blocked_families = {r["args"][0]["value"] for r in socket_rules if len(r["args"]) == 1}
     assert {17, 40, 38}.issubset(blocked_families)
