@@ -9,7 +9,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from bench import coder_overhead, hello_latency
+from bench import coder_overhead, docker_latency, hello_latency
 from bench.machine import describe
 from tests.daemon import Daemon
 
@@ -21,6 +21,7 @@ def main() -> None:
     args = parser.parse_args()
     header = ["# sandboxd benchmarks", "", "## Machine", *describe(), ""]
     sections = [hello_latency.report(hello_latency.measure(args.iterations))]
+    sections.append(docker_latency.report(docker_latency.measure()))
     work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))
     work.chmod(0o711)
     daemon = Daemon(work, "coder-bench").start()

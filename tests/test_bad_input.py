@@ -11,6 +11,7 @@ import pytest
 
 from sandboxd.client import SyncClient
 from sandboxd.errors import InvalidRequest, LimitTooHigh
+from tests.conftest import DOCKER_PROBLEM
 from tests.daemon import Daemon
 
 
@@ -93,7 +94,6 @@ CASES: list[tuple[str, Any, int, str, str | None]] = [
     ("nul in argv", {"command": ["ls", "\u0000"]}, 400, "invalid_request", "command"),
     ("collect escape", {"collect": ["../*"]}, 400, "invalid_request", "collect"),
     ("unknown backend", {"backend": "vm"}, 400, "invalid_request", "backend"),
-    ("backend not enabled", {"backend": "docker"}, 400, "invalid_request", "backend"),
     ("image on nsjail", {"image": "python:3.12"}, 400, "invalid_request", "image"),
 ]
 
@@ -168,3 +168,10 @@ def test_client_maps_codes_back_to_classes(client: SyncClient) -> None:
 def test_daemon_still_healthy_after_bad_input(client: SyncClient) -> None:
     assert client.health().status == "ok"
     assert client.run(code="print(1)").stdout == "1\n"
+
+
+def test_docker_backend_refusals(daemon: Daemon) -> None:
+    """Without docker the backend is refused; with it, an image the host lacks is."""
+    status, body = post_run(daemon, {"backend": "docker", "image": "no/such:image"})
+    assert status == 400, body
+    assert body["error"]["field"] == ("backend" if DOCKER_PROBLEM else "image")

@@ -14,6 +14,11 @@ from tests.daemon import Daemon
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
 
+@pytest.fixture
+def client(backend_client: SyncClient) -> SyncClient:
+    return backend_client
+
+
 def test_readme_curl_hello(daemon: Daemon) -> None:
     body = json.dumps({"language": "python", "code": 'print("hello")'}).encode()
     req = daemon.request("/v1/runs", data=body)
@@ -41,7 +46,9 @@ def test_hello_in_each_language(client: SyncClient, language: str, code: str) ->
     assert result.stdout.startswith("hello from")
     assert result.stderr == ""
     assert result.usage.wall_time_s > 0
-    assert result.usage.peak_memory_mib > 0
+    if client.backend == "nsjail":  # type: ignore[attr-defined]
+        # Docker removes a container's cgroup when it exits: a 20 ms run may leave no sample.
+        assert result.usage.peak_memory_mib > 0
 
 
 def test_files_in_and_collected_out(client: SyncClient) -> None:

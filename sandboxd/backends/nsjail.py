@@ -201,12 +201,17 @@ class NsjailBackend(Backend):
             "--rlimit_nofile",
             str(self.config.nofile),
         ]
-        for raw in self.config.ro_paths:
-            path = Path(raw)
-            if path.is_symlink():
-                args += ["--symlink", f"{os.readlink(path)}:{path}"]
-            elif path.exists():
-                args += ["--bindmount_ro", str(path)]
+        if self.config.rootfs is not None:
+            # Read-only (no --rw); a fresh tmpfs /dev, since the jail's root cannot create the
+            # device mount points in a directory the host's root owns.
+            args += ["--chroot", str(self.config.rootfs), "--tmpfsmount", "/dev"]
+        else:
+            for raw in self.config.ro_paths:
+                path = Path(raw)
+                if path.is_symlink():
+                    args += ["--symlink", f"{os.readlink(path)}:{path}"]
+                elif path.exists():
+                    args += ["--bindmount_ro", str(path)]
         for name in ETC_FILES:
             args += ["--bindmount_ro", f"{self.etc_dir / name}:/etc/{name}"]
         for dev in DEVICES:

@@ -212,9 +212,8 @@ ATTACKS: list[Attack] = [
         "read-shadow",
         "secrets",
         "try_open('shadow', '/etc/shadow')",
-        "/etc/shadow is not mounted",
+        "the host's /etc/shadow is not mounted (an image's own is root-only)",
         blocked=1,
-        expect=("ENOENT",),
     ),
     Attack(
         "proc-environ-scan",
@@ -232,8 +231,9 @@ ATTACKS: list[Attack] = [
         "other-processes",
         "secrets",
         "pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
-        "print('BLOCKED' if pids == [os.getpid()] else 'BREACH', 'visible pids', pids)\n",
-        "pid namespace",
+        "others = [p for p in pids if p not in (1, os.getpid())]\n"
+        "print('BLOCKED' if not others else 'BREACH', 'visible pids', pids)\n",
+        "pid namespace (pid 1 is the run itself or its init)",
         blocked=1,
     ),
     Attack(
@@ -247,18 +247,22 @@ ATTACKS: list[Attack] = [
     Attack(
         "kernel-memory",
         "secrets",
-        "for p in ('/proc/kcore', '/dev/mem', '/dev/kmem', '/proc/sysrq-trigger', '/sys/kernel'):"
-        "\n    try_open('kernel', p)\n",
-        "no devices, read-only /proc, no /sys",
+        "for p in ('/proc/kcore', '/dev/mem', '/dev/kmem', '/dev/port'):\n"
+        "    try:\n        data = open(p, 'rb').read(4)\n"
+        "        print('BREACH' if data else 'BLOCKED', 'kernel memory', p)\n"
+        "    except OSError as e:\n        print('BLOCKED', 'kernel memory', p)\n"
+        "try_open('sysrq', '/proc/sysrq-trigger', os.O_WRONLY)\n",
+        "no kernel memory devices; /proc read-only or masked",
         blocked=5,
     ),
     Attack(
-        "home-and-root",
+        "host-files",
         "secrets",
-        "for p in ('/root', '/home', '/var/lib/sandboxd', '/run', '/var/run/docker.sock'):"
-        "\n    try_open('host dir', p)\n",
-        "not mounted",
-        blocked=5,
+        "for p in ('/root/.pyenv', '/work', '/var/lib/sandboxd', '/run/docker.sock',"
+        " '/var/run/docker.sock', '/var/tmp/sandboxd-tests'):\n"
+        "    print('BREACH' if os.path.exists(p) else 'BLOCKED', 'host path', p)\n",
+        "the host's files (its home, this repo, the state dir, the Docker socket) are not mounted",
+        blocked=6,
     ),
     # ---- writing outside the workspace ---------------------------------------------------
     Attack(
@@ -385,12 +389,12 @@ ATTACKS: list[Attack] = [
     Attack(
         "signal-supervisor",
         "signals",
-        "import signal\nprint('ppid', os.getppid())\nhits = 0\nfor pid in range(2, 4096):\n"
-        "    try: os.kill(pid, signal.SIGKILL); hits += 1\n    except OSError: pass\n"
-        "print('BLOCKED' if hits == 0 else 'BREACH', 'signalled', hits)\n",
+        "import signal\nhits = []\nfor pid in range(2, 4096):\n"
+        "    if pid == os.getpid():\n        continue\n"
+        "    try: os.kill(pid, signal.SIGKILL); hits.append(pid)\n    except OSError: pass\n"
+        "print('BLOCKED' if not hits else 'BREACH', 'signalled', hits)\n",
         "the supervisor and the daemon are outside the pid namespace",
         blocked=1,
-        expect=("ppid 0",),
     ),
     # ---- namespaces ----------------------------------------------------------------------
     *syscall_attacks(
@@ -446,8 +450,8 @@ ATTACKS: list[Attack] = [
         "kernel",
         "ret, err = sc(0x40000000 | 101, 0, 0, 0, 0)\n"
         "print('BLOCKED' if ret == -1 else 'BREACH', 'x32 ptrace', err)\n",
-        "x32 numbers denied (and absent from this kernel)",
-        blocked=1,
+        "x32 numbers denied or killed (and absent from this kernel)",
+        ("ok", "killed"),
     ),
     # ---- sockets -------------------------------------------------------------------------
     Attack(
@@ -471,7 +475,7 @@ ATTACKS: list[Attack] = [
         "import stat\ntry:\n    os.mknod('mem', stat.S_IFCHR | 0o666, os.makedev(1, 1));"
         " print('BREACH mknod')\nexcept OSError as e:\n"
         "    print('BLOCKED mknod', errno.errorcode[e.errno])\n"
-        "for p in ('/dev/kmsg', '/dev/sda', '/dev/vda', '/dev/tty', '/dev/ptmx', '/dev/net/tun'):"
+        "for p in ('/dev/kmsg', '/dev/sda', '/dev/vda', '/dev/tty', '/dev/fuse', '/dev/net/tun'):"
         "\n    try_open('dev', p)\n"
         "os.write(os.open('/dev/null', os.O_WRONLY), b'x')\n"
         "try:\n    os.write(os.open('/dev/full', os.O_WRONLY), b'x')\n"

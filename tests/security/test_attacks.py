@@ -23,6 +23,12 @@ from tests.security.attacks import ATTACKS, Attack
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
+
+@pytest.fixture
+def client(backend_client: SyncClient) -> SyncClient:
+    return backend_client
+
+
 WATCHED = ["/etc/passwd", "/etc/shadow", "/etc/hostname", "/usr/bin/python3", "/bin/bash"]
 
 

@@ -1,0 +1,397 @@
+"""The Docker backend: the same API and guarantees as nsjail, in containers.
+
+Every container: a non-root uid of its own, read-only rootfs, the run's size-capped tmpfs
+bind-mounted as /workspace, /tmp and /dev/shm (so `disk_mib` holds), `--cap-drop ALL`,
+no-new-privileges, sandboxd's seccomp profile, memory (= memory+swap), pids and ulimits,
+network none (or the run's egress proxy socket), docker-init as pid 1, no Docker socket,
+labelled as ours, always removed. Wall time and output are enforced by the supervisor here,
+cpu time from the container's cgroup; partial output is kept. The SDK is blocking, so every
+call runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sandboxd import cgroups, jail_forwarder, linux, seccomp
+from sandboxd.backends.base import Backend, SandboxMount
+from sandboxd.egress import EgressGuard
+from sandboxd.errors import BackendUnavailable, InvalidRequest, Overloaded
+from sandboxd.models import MAIN_FILE, Capabilities, RunRequest, RunResult, Usage
+from sandboxd.output import StreamCapture
+from sandboxd.settings import DockerBackendConfig, Settings
+from sandboxd.workspace import Workspace, prepare_workspace
+
+log = logging.getLogger("sandboxd.docker")
+LABEL = "sandboxd"
+UID_OFFSET = 20_000
+STDIN_PATH = "/run/sandboxd/stdin"
+# A constant script: the request's argv arrives as positional parameters, never as shell text.
+STDIN_WRAPPER = ["/bin/sh", "-c", f'exec "$@" < {STDIN_PATH}', "sh"]
+POLL_S = 0.05
+
+
+class DockerBackend(Backend):
+    name: ClassVar[str] = "docker"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config: DockerBackendConfig = settings.docker
+        self.runs_dir = settings.state_dir / "docker-runs"
+        self.owner = str(settings.state_dir.resolve())
+        self._client: Any = None
+        self._profile = ""
+        self._free_slots = list(range(settings.max_concurrent_runs))
+        self.egress = EgressGuard(settings)
+        self._version = "unknown"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        import docker
+
+        try:
+            self._client = await asyncio.to_thread(
+                docker.DockerClient, base_url=self.config.docker_url, timeout=60
+            )
+            info = await asyncio.to_thread(self._client.version)
+        except Exception as exc:
+            raise BackendUnavailable(f"the Docker engine is not reachable: {exc}") from exc
+        self._version = str(info.get("Version", "unknown"))
+        self._profile = seccomp.render_docker_text()
+        await asyncio.to_thread(self.runs_dir.mkdir, 0o711, True, True)
+        await self.reap_leftovers()
+        missing = [img for img in set(self.config.images.values()) if not await self._has(img)]
+        if missing:
+            raise BackendUnavailable(
+                f"images {sorted(missing)} are missing: run `sandboxd images build`"
+            )
+
+    async def _has(self, image: str) -> bool:
+        import docker.errors
+
+        try:
+            await asyncio.to_thread(self._client.images.get, image)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
+    async def reap_leftovers(self) -> int:
+        """Remove containers an earlier daemon on this state dir left, and their run dirs."""
+        found = await asyncio.to_thread(
+            self._client.containers.list,
+            all=True,
+            filters={"label": [f"{LABEL}.owner={self.owner}"]},
+        )
+        for container in found:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(container.remove, force=True)
+        await asyncio.to_thread(self._reap_dirs)
+        return len(found)
+
+    def _reap_dirs(self) -> None:
+        import shutil
+
+        for mount_point in linux.mounts_under(self.runs_dir):
+            if mount_point != self.runs_dir:
+                linux.umount(mount_point)
+        for child in self.runs_dir.iterdir():
+            shutil.rmtree(child, ignore_errors=True)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self.reap_leftovers()
+            await asyncio.to_thread(self._client.close)
+
+    def version(self) -> str:
+        return self._version
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            languages=["python", "bash", "node"],
+            network_modes=["none", "allowlist"] if self.settings.egress.allowlists else ["none"],
+            cgroup_version=1 if (Path("/sys/fs/cgroup/memory")).is_dir() else 2,
+            limits_enforced=[
+                "wall_time_s",
+                "cpu_time_s",
+                "memory_mib",
+                "pids",
+                "output_bytes",
+                "file_size_mib",
+                "disk_mib",
+            ],
+            seccomp=True,
+        )
+
+    # -- one run -----------------------------------------------------------------------------
+
+    def image_for(self, request: RunRequest) -> str:
+        return request.image or self.config.images[request.language]
+
+    def _argv(self, request: RunRequest) -> list[str]:
+        if request.command is not None:
+            argv = list(request.command)
+        else:
+            argv = {"python": ["python3", "-u"], "bash": ["bash"], "node": ["node"]}[
+                request.language
+            ] + [MAIN_FILE[request.language]]
+        if request.network.mode == "allowlist":
+            argv = jail_forwarder.wrap("python3", argv)
+        if request.stdin is not None:
+            argv = STDIN_WRAPPER + argv
+        # docker always sets HOSTNAME: take it out, so the environment is exactly ours.
+        return ["/usr/bin/env", "-u", "HOSTNAME", *argv]
+
+    def _container_args(
+        self, run_id: str, request: RunRequest, ws: Workspace, uid: int
+    ) -> dict[str, Any]:
+        from docker.types import Mount, Ulimit
+
+        limits = request.limits
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/workspace", "LANG": "C.UTF-8"}
+        if request.network.mode == "allowlist":
+            env |= jail_forwarder.proxy_env()
+        env |= request.env
+        mounts = [
+            Mount("/workspace", str(ws.work), type="bind"),
+            Mount("/tmp", str(ws.fs / "tmp"), type="bind"),
+            Mount("/dev/shm", str(ws.fs / "shm"), type="bind"),
+        ]
+        if request.stdin is not None:
+            mounts.append(Mount(STDIN_PATH, str(ws.root / "stdin"), type="bind", read_only=True))
+        if request.network.mode == "allowlist":
+            mounts.append(
+                Mount(jail_forwarder.JAIL_SOCKET, str(ws.root / "egress.sock"), type="bind")
+            )
+        memory = limits.memory_mib * 1024 * 1024
+        return dict(
+            image=self.image_for(request),
+            command=self._argv(request),
+            user=f"{uid}:{uid}",
+            working_dir="/workspace",
+            environment=env,
+            hostname="sandbox",
+            network_mode="none",
+            read_only=True,
+            cap_drop=["ALL"],
+            init=True,
+            security_opt=["no-new-privileges:true", f"seccomp={self._profile}"],
+            mem_limit=memory,
+            memswap_limit=memory,
+            pids_limit=limits.pids + 1,
+            ulimits=[
+                Ulimit(name="nofile", soft=self.config.nofile, hard=self.config.nofile),
+                Ulimit(
+                    name="fsize", soft=limits.file_size_mib << 20, hard=limits.file_size_mib << 20
+                ),
+                Ulimit(name="core", soft=0, hard=0),
+            ],
+            ipc_mode="none",
+            mounts=mounts,
+            stop_signal="SIGKILL",
+            detach=True,
+            stdin_open=False,
+            tty=False,
+            labels={LABEL: "1", f"{LABEL}.owner": self.owner, f"{LABEL}.run": run_id},
+        )
+
+    async def run(
+        self, run_id: str, request: RunRequest, *, sandbox: SandboxMount | None = None
+    ) -> RunResult:
+        if self._client is None:
+            raise BackendUnavailable("the docker backend is not started")
+        if request.image is not None and not await self._has(request.image):
+            raise InvalidRequest(f"image {request.image!r} is not on this host", field="image")
+        if not self._free_slots:
+            raise Overloaded("no free run slot in the docker backend")
+        slot = self._free_slots.pop()
+        uid = sandbox.uid if sandbox else self.settings.backend.uid_base + UID_OFFSET + slot
+        ws = Workspace(
+            self.runs_dir / run_id, uid=uid, gid=uid, work_dir=sandbox.work_dir if sandbox else None
+        )
+        container: Any = None
+        proxy = None
+        created = datetime.now(UTC)
+        try:
+            await asyncio.to_thread(prepare_workspace, ws, request, sandbox is not None)
+            if request.stdin is not None:
+                await asyncio.to_thread((ws.root / "stdin").write_text, request.stdin)
+            proxy = await self.egress.start(request, ws.root / "egress.sock")
+            container = await asyncio.to_thread(
+                self._client.containers.create, **self._container_args(run_id, request, ws, uid)
+            )
+            result = await self._supervise(run_id, request, container)
+            result.network = proxy.report if proxy is not None else None
+            if request.collect:
+                got = await asyncio.to_thread(
+                    ws.collect,
+                    request.collect,
+                    max_bytes=self.settings.max_collect_bytes,
+                    max_files=self.settings.max_collect_files,
+                )
+                result.files = got.files
+                if got.skipped:
+                    note = "not collected: " + "; ".join(got.skipped[:10])
+                    result.message = f"{result.message}; {note}" if result.message else note
+            result.created_at = created
+            return result
+        finally:
+            await asyncio.shield(self._cleanup(container, ws, proxy))
+            self._free_slots.append(slot)
+
+    async def _cleanup(self, container: Any, ws: Workspace, proxy: Any) -> None:
+        if container is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(container.remove, force=True)
+        if proxy is not None:
+            await proxy.close()
+        await asyncio.to_thread(ws.destroy)
+
+    async def _supervise(self, run_id: str, request: RunRequest, container: Any) -> RunResult:
+        loop = asyncio.get_running_loop()
+        limits = request.limits
+        out, err = StreamCapture(limits.output_bytes), StreamCapture(limits.output_bytes)
+        overflow = asyncio.Event()
+        done_reading = threading.Event()
+        stream = await asyncio.to_thread(
+            container.attach, stdout=True, stderr=True, stream=True, demux=True, logs=True
+        )
+
+        def read() -> None:
+            try:
+                for chunk_out, chunk_err in stream:
+                    for cap, chunk in ((out, chunk_out), (err, chunk_err)):
+                        if chunk and cap.feed(chunk):
+                            loop.call_soon_threadsafe(overflow.set)
+            except Exception:  # the container was killed and removed under us
+                pass
+            finally:
+                done_reading.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        start = loop.time()
+        await asyncio.to_thread(container.start)
+        await asyncio.to_thread(container.reload)
+        group = cgroups.of_process(int(container.attrs["State"]["Pid"] or 0))
+        if group is not None and not all(container.id in str(d) for d in group.dirs):
+            group = None  # the process is gone and its pid says nothing about the container
+        waiter = asyncio.ensure_future(asyncio.to_thread(container.wait))
+        killed_for: str | None = None
+        cpu = peak = 0.0
+        refused = 0
+        deadline = start + limits.wall_time_s
+        overflowed = asyncio.ensure_future(overflow.wait())
+        try:
+            while not waiter.done():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    killed_for = "timeout"
+                    break
+                await asyncio.wait(
+                    {waiter, overflowed},
+                    timeout=min(POLL_S, remaining),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if overflow.is_set():
+                    killed_for = "output_limit"
+                    break
+                with contextlib.suppress(OSError, ValueError):
+                    if group is not None:  # sampled: docker removes the cgroup at exit
+                        cpu = group.cpu_time_s()
+                        peak = max(peak, group.peak_memory_bytes() / 1048576)
+                        refused = group.pids_refused()
+                if cpu > limits.cpu_time_s:
+                    killed_for = "cpu_limit"
+                    break
+        finally:
+            overflowed.cancel()
+        wall = loop.time() - start
+        if killed_for is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(container.kill)
+        status_code = int((await waiter).get("StatusCode", -1))
+        await asyncio.to_thread(done_reading.wait, 5)
+        await asyncio.to_thread(container.reload)
+        state = container.attrs["State"]
+        result = self._result(
+            run_id,
+            request,
+            out,
+            err,
+            killed_for,
+            status_code,
+            bool(state.get("OOMKilled")),
+            wall,
+            cpu,
+            peak,
+        )
+        notes = [result.message] if result.message else []
+        if refused and result.status != "ok":
+            notes.append(f"pids limit of {limits.pids} refused {refused} forks")
+        if result.status == "failed" and result.exit_code in (126, 127) and err.text().strip():
+            notes.append(f"cannot execute: {err.text().strip().splitlines()[-1]}")
+        result.message = "; ".join(notes) or None
+        return result
+
+    def _result(
+        self,
+        run_id: str,
+        request: RunRequest,
+        out: StreamCapture,
+        err: StreamCapture,
+        killed_for: str | None,
+        code: int,
+        oom: bool,
+        wall: float,
+        cpu: float,
+        peak: float,
+    ) -> RunResult:
+        limits = request.limits
+        exit_code: int | None = code
+        signal_name: str | None = None
+        if 128 < code < 128 + 65:  # docker-init reports a signal death as 128+N
+            with contextlib.suppress(ValueError):
+                signal_name, exit_code = signal.Signals(code - 128).name, None
+        message = None
+        if killed_for == "timeout":
+            status, message = "timeout", f"wall time limit of {limits.wall_time_s}s reached"
+        elif killed_for == "output_limit":
+            status = "output_limit"
+            message = f"output over {limits.output_bytes} bytes on a stream; run killed"
+        elif killed_for == "cpu_limit" or signal_name == "SIGXCPU":
+            status, message = "cpu_limit", f"cpu time limit of {limits.cpu_time_s}s reached"
+        elif oom and code != 0:
+            status = "memory_limit"
+            message = f"memory limit of {limits.memory_mib} MiB reached"
+        elif code in (126, 127) and signal_name is None:
+            status = "failed"
+        elif signal_name is not None:
+            status = "killed"
+        else:
+            status = "ok" if code == 0 else "failed"
+        if killed_for is not None:
+            exit_code, signal_name = None, None
+        return RunResult(
+            id=run_id,
+            status=status,
+            exit_code=exit_code,
+            signal=signal_name,
+            stdout=out.text(),
+            stderr=err.text(),
+            stdout_truncated=out.truncated,
+            stderr_truncated=err.truncated,
+            usage=Usage(
+                wall_time_s=round(wall, 4), cpu_time_s=round(cpu, 4), peak_memory_mib=round(peak, 2)
+            ),
+            message=message,
+            backend=self.name,
+            limits=limits,
+        )

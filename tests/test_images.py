@@ -1,0 +1,57 @@
+"""Images built from nothing, and the same userland under nsjail (`backend.rootfs`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DOCKER_PROBLEM
+from tests.daemon import Daemon
+
+pytestmark = pytest.mark.skipif(DOCKER_PROBLEM is not None, reason=f"docker: {DOCKER_PROBLEM}")
+
+
+def sandboxd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sandboxd", *args], capture_output=True, text=True, timeout=900
+    )
+
+
+def test_images_are_listed_up_to_date() -> None:
+    proc = sandboxd("images", "list")
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert {ln.split()[0] for ln in lines} == {
+        "sandboxd/base:bookworm",
+        "sandboxd/python:bookworm",
+        "sandboxd/node:bookworm",
+    }
+    assert all(ln.endswith("up to date") for ln in lines)
+    again = sandboxd("images", "build", "python")
+    assert again.returncode == 0 and "sandboxd/python:bookworm: up to date" in again.stdout
+
+
+def test_unknown_image_is_one_line() -> None:
+    proc = sandboxd("images", "build", "cobol")
+    assert proc.returncode != 0 and proc.stderr.count("\n") == 1
+
+
+def test_nsjail_runs_on_the_docker_images_userland(workdir: Path) -> None:
+    rootfs = workdir / "rootfs-python"
+    proc = sandboxd("images", "export", "python", str(rootfs))
+    assert proc.returncode == 0, proc.stderr
+    d = Daemon(workdir, "rootfs", backend={"rootfs": str(rootfs)}).start()
+    try:
+        with d.client() as c:
+            result = c.run(
+                code="print(open('/etc/sandboxd-image').read().split()[0]);"
+                "import pytest; print(pytest.__version__ > '7')"
+            )
+            assert result.stdout == "sandboxd/python:bookworm\nTrue\n", result
+            denied = c.run(code="open('/usr/x', 'w')")
+            assert "Read-only file system" in denied.stderr
+    finally:
+        assert d.stop() == 0
