@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from sandboxd.models import Capabilities, RunRequest, RunResult
+from sandboxd.settings import Settings
+from sandboxd.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -50,3 +53,21 @@ class Backend(ABC):
     @abstractmethod
     def capabilities(self) -> Capabilities:
         """What this backend enforces on this host."""
+
+
+async def collect_files(
+    result: RunResult, ws: Workspace, request: RunRequest, settings: Settings
+) -> None:
+    """Put the files the request asked to collect into `result`, noting what was skipped."""
+    if not request.collect:
+        return
+    got = await asyncio.to_thread(
+        ws.collect,
+        request.collect,
+        max_bytes=settings.max_collect_bytes,
+        max_files=settings.max_collect_files,
+    )
+    result.files = got.files
+    if got.skipped:
+        note = "not collected: " + "; ".join(got.skipped[:10])
+        result.message = f"{result.message}; {note}" if result.message else note

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from sandboxd import cgroups, jail_forwarder, linux, seccomp
-from sandboxd.backends.base import Backend, SandboxMount
+from sandboxd.backends.base import Backend, SandboxMount, collect_files
 from sandboxd.egress import EgressGuard
 from sandboxd.errors import BackendUnavailable, Overloaded
 from sandboxd.models import MAIN_FILE, Capabilities, RunRequest, RunResult, Usage
@@ -307,17 +307,7 @@ class NsjailBackend(Backend):
             log_text = await asyncio.to_thread(self._read_log, ws)
             result = self._result(run_id, request, seen, group, log_text)
             result.network = proxy.report if proxy is not None else None
-            if request.collect:
-                got = await asyncio.to_thread(
-                    ws.collect,
-                    request.collect,
-                    max_bytes=self.settings.max_collect_bytes,
-                    max_files=self.settings.max_collect_files,
-                )
-                result.files = got.files
-                if got.skipped:
-                    note = "not collected: " + "; ".join(got.skipped[:10])
-                    result.message = f"{result.message}; {note}" if result.message else note
+            await collect_files(result, ws, request, self.settings)
             result.created_at = created
             return result
         finally:
