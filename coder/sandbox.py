@@ -16,6 +16,7 @@ from pathlib import Path
 
 from coder.digest import TestDigest, digest
 from coder.errors import SandboxError
+from sandboxd.auth import local_admin_token
 from sandboxd.client import Client
 from sandboxd.errors import SandboxdError
 from sandboxd.models import FileIn, Limits
@@ -123,7 +124,7 @@ class LocalDaemon:
                 "sandboxd is not reachable and coder cannot start one "
                 "(sandboxd needs root); start it or set SANDBOXD_URL"
             )
-        self.dir.chmod(0o711)
+        await asyncio.to_thread(self.dir.chmod, 0o711)
         import socket
 
         with socket.socket() as s:
@@ -146,9 +147,9 @@ class LocalDaemon:
         while time.monotonic() < deadline:
             if self.proc.returncode is not None:
                 raise SandboxError("the sandboxd that coder started exited at once")
-            token_file = self.dir / "state" / "admin.token"
-            if token_file.exists():
-                self.token = token_file.read_text().strip()
+            token = await asyncio.to_thread(local_admin_token, self.dir / "state")
+            if token:
+                self.token = token
                 async with Client(self.url, token=self.token) as c:
                     try:
                         await c.health()
