@@ -1,5 +1,5 @@
 # One entry point for people and CI. Every target installs what it needs first.
-.PHONY: setup run test lint bench
+.PHONY: setup run test bench
 
 setup:
 	@scripts/setup.sh
@@ -11,4 +11,4 @@ test: setup
 	@scripts/test.sh
 
 bench: setup
-	.venv/bin/python -m bench.hello_latency --out bench/RESULTS.md
+	.venv/bin/python -m bench.run --out bench/RESULTS.md
