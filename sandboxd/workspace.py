@@ -284,3 +284,12 @@ def prepare_workspace(ws: Workspace, request: RunRequest, persistent: bool) -> N
     wants_main = request.command is None and (request.code or not persistent)
     if wants_main and all(f.path != main for f in request.files):
         ws.write_file(main, request.code.encode())
+
+
+def reap_run_dirs(runs_dir: Path) -> None:
+    """Unmount and remove every run directory a dead daemon left under `runs_dir`."""
+    for mount_point in linux.mounts_under(runs_dir):
+        if mount_point != runs_dir:
+            linux.umount(mount_point)
+    for child in runs_dir.iterdir():
+        shutil.rmtree(child, ignore_errors=True)

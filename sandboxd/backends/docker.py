@@ -20,14 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sandboxd import cgroups, jail_forwarder, linux, seccomp
+from sandboxd import cgroups, jail_forwarder, seccomp
 from sandboxd.backends.base import Backend, SandboxMount, collect_files
 from sandboxd.egress import EgressGuard
 from sandboxd.errors import BackendUnavailable, InvalidRequest, Overloaded
 from sandboxd.models import MAIN_FILE, Capabilities, RunRequest, RunResult, Usage
 from sandboxd.output import StreamCapture
 from sandboxd.settings import DockerBackendConfig, Settings
-from sandboxd.workspace import Workspace, prepare_workspace
+from sandboxd.workspace import Workspace, prepare_workspace, reap_run_dirs
 
 log = logging.getLogger("sandboxd.docker")
 LABEL = "sandboxd"
@@ -93,17 +93,8 @@ class DockerBackend(Backend):
         for container in found:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(container.remove, force=True)
-        await asyncio.to_thread(self._reap_dirs)
+        await asyncio.to_thread(reap_run_dirs, self.runs_dir)
         return len(found)
-
-    def _reap_dirs(self) -> None:
-        import shutil
-
-        for mount_point in linux.mounts_under(self.runs_dir):
-            if mount_point != self.runs_dir:
-                linux.umount(mount_point)
-        for child in self.runs_dir.iterdir():
-            shutil.rmtree(child, ignore_errors=True)
 
     async def close(self) -> None:
         if self._client is not None:

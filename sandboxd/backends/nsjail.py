@@ -14,19 +14,18 @@ import logging
 import math
 import os
 import re
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
-from sandboxd import cgroups, jail_forwarder, linux, seccomp
+from sandboxd import cgroups, jail_forwarder, seccomp
 from sandboxd.backends.base import Backend, SandboxMount, collect_files
 from sandboxd.egress import EgressGuard
 from sandboxd.errors import BackendUnavailable, Overloaded
 from sandboxd.models import MAIN_FILE, Capabilities, RunRequest, RunResult, Usage
 from sandboxd.settings import NsjailBackendConfig, Settings
 from sandboxd.supervise import Supervised, supervise
-from sandboxd.workspace import Workspace, prepare_workspace
+from sandboxd.workspace import Workspace, prepare_workspace, reap_run_dirs
 
 log = logging.getLogger("sandboxd.nsjail")
 
@@ -136,17 +135,10 @@ class NsjailBackend(Backend):
             group = self.cgroups.open(name)
             await group.terminate(group.root_pids())
             group.remove()
-        await asyncio.to_thread(self._reap_dirs)
+        await asyncio.to_thread(reap_run_dirs, self.runs_dir)
         if reaped:
             log.warning("reaped %d run cgroups left by an earlier daemon", len(reaped))
         return reaped
-
-    def _reap_dirs(self) -> None:
-        for mount_point in linux.mounts_under(self.runs_dir):
-            if mount_point != self.runs_dir:
-                linux.umount(mount_point)
-        for child in self.runs_dir.iterdir():
-            shutil.rmtree(child, ignore_errors=True)
 
     async def close(self) -> None:
         if self.cgroups is not None:
