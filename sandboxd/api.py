@@ -22,6 +22,7 @@ from sandboxd.appstate import (
     require,
 )
 from sandboxd.audit import row_record
+from sandboxd.backends.base import RunControl
 from sandboxd.errors import InvalidRequest, NotFound
 from sandboxd.models import (
     AuditPage,
@@ -35,6 +36,7 @@ from sandboxd.models import (
 )
 from sandboxd.openapi import build_openapi
 from sandboxd.policy import parse_body, request_digest
+from sandboxd.streaming import stream_run, wants_stream
 
 
 def run_summary(result: RunResult) -> dict[str, Any]:
@@ -65,6 +67,11 @@ async def info(request: web.Request) -> web.Response:
             max_request_bytes=settings.max_request_bytes,
             active_runs=runs.active,
             queued_runs=runs.queued,
+            warm_pools={
+                f"{name}/{profile}": stats
+                for name, b in runs.backends.items()
+                for profile, stats in b.pool_stats().items()
+            },
             capabilities=backend.capabilities(),
         )
     )
@@ -83,14 +90,33 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-async def create_run(request: web.Request) -> web.Response:
+async def create_run(request: web.Request) -> web.StreamResponse:
     principal = require(request, "run")
     run_request = parse_body(RunRequest, await request.read())
     note(request, req=request_digest(run_request))
-    result = await request.app[RUNS].run(
-        run_request, principal=principal, trace_id=request[TRACE_ID]
-    )
-    note(request, target=result.id, result=run_summary(result))
+
+    def noted(result: RunResult) -> None:
+        note(request, target=result.id, result=run_summary(result))
+
+    async def runner(control: RunControl) -> RunResult:
+        return await request.app[RUNS].run(
+            run_request, principal=principal, trace_id=request[TRACE_ID], control=control
+        )
+
+    if wants_stream(request):
+        return await stream_run(request, runner, noted)
+    result = await runner(RunControl())
+    noted(result)
+    return model_response(result)
+
+
+async def cancel_run(request: web.Request) -> web.Response:
+    """Kill a run in progress; answer with its partial result (status `cancelled`)."""
+    principal = require(request, "run")
+    run_id = request.match_info["run_id"]
+    note(request, target=run_id)
+    result = await request.app[RUNS].cancel(run_id, principal)
+    note(request, result=run_summary(result))
     return model_response(result)
 
 

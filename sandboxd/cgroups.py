@@ -56,6 +56,9 @@ class RunCgroup(ABC):
 
     def __init__(self, dirs: list[Path]) -> None:
         self.dirs = dirs
+        self._cpu0 = 0.0
+        self._oom0 = 0
+        self._refused0 = 0
 
     def add_pid(self, pid: int) -> None:
         for d in self.dirs:
@@ -64,18 +67,42 @@ class RunCgroup(ABC):
     def pids(self) -> set[int]:
         return _procs(self.dirs)
 
+    def cpu_time_s(self) -> float:
+        """Cpu time of the run since `start_accounting` (or since the cgroup was made)."""
+        return self._cpu_total() - self._cpu0
+
+    def oom_kills(self) -> int:
+        return self._oom_total() - self._oom0
+
+    def pids_refused(self) -> int:
+        """How many forks the pids limit refused."""
+        return self._refused_total() - self._refused0
+
+    def start_accounting(self) -> None:
+        """Count from now: a warm sandbox's preparation is not its run's usage."""
+        self._cpu0 = self._cpu_total()
+        self._oom0 = self._oom_total()
+        self._refused0 = self._refused_total()
+        self._reset_peak()
+
     @abstractmethod
-    def cpu_time_s(self) -> float: ...
+    def set_limits(self, *, memory_bytes: int, pids_max: int) -> None:
+        """Change the memory and pids limits (OSError if usage is already over them)."""
+
+    @abstractmethod
+    def _cpu_total(self) -> float: ...
 
     @abstractmethod
     def peak_memory_bytes(self) -> int: ...
 
     @abstractmethod
-    def oom_kills(self) -> int: ...
+    def _reset_peak(self) -> None: ...
 
     @abstractmethod
-    def pids_refused(self) -> int:
-        """How many forks the pids limit refused."""
+    def _oom_total(self) -> int: ...
+
+    @abstractmethod
+    def _refused_total(self) -> int: ...
 
     async def kill_all(self, deadline_s: float = 5.0, *, spare: Set[int] = frozenset()) -> bool:
         """SIGKILL every process in the cgroup but `spare` until none is left; True then.
@@ -120,21 +147,43 @@ class RunCgroup(ABC):
                 d.rmdir()
 
 
+def _v1_memory_limit(memory: Path, limit: int) -> None:
+    """Set memory and memory+swap to `limit`; memsw may never be below memory, so the order
+    depends on the direction of the change."""
+    memsw = memory / "memory.memsw.limit_in_bytes"
+    if not memsw.exists():  # only with swap accounting
+        _write(memory / "memory.limit_in_bytes", str(limit))
+        return
+    if limit < int(_read(memory / "memory.limit_in_bytes")):
+        _write(memory / "memory.limit_in_bytes", str(limit))
+        _write(memsw, str(limit))
+    else:
+        _write(memsw, str(limit))
+        _write(memory / "memory.limit_in_bytes", str(limit))
+
+
 class _V1Run(RunCgroup):
     def __init__(self, mounts: dict[str, Path], name: str) -> None:
         self.by = {c: mounts[c] / name for c in V1_CONTROLLERS}
         super().__init__(sorted(set(self.by.values())))
 
-    def cpu_time_s(self) -> float:
+    def set_limits(self, *, memory_bytes: int, pids_max: int) -> None:
+        _v1_memory_limit(self.by["memory"], memory_bytes)
+        _write(self.by["pids"] / "pids.max", str(pids_max))
+
+    def _cpu_total(self) -> float:
         return int(_read(self.by["cpuacct"] / "cpuacct.usage")) / 1e9
 
     def peak_memory_bytes(self) -> int:
         return int(_read(self.by["memory"] / "memory.max_usage_in_bytes"))
 
-    def oom_kills(self) -> int:
+    def _reset_peak(self) -> None:
+        _write(self.by["memory"] / "memory.max_usage_in_bytes", "0")
+
+    def _oom_total(self) -> int:
         return _keyed(_read(self.by["memory"] / "memory.oom_control")).get("oom_kill", 0)
 
-    def pids_refused(self) -> int:
+    def _refused_total(self) -> int:
         try:
             return _keyed(_read(self.by["pids"] / "pids.events")).get("max", 0)
         except FileNotFoundError:
@@ -146,7 +195,11 @@ class _V2Run(RunCgroup):
         super().__init__([path])
         self.path = path
 
-    def cpu_time_s(self) -> float:
+    def set_limits(self, *, memory_bytes: int, pids_max: int) -> None:
+        _write(self.path / "memory.max", str(memory_bytes))
+        _write(self.path / "pids.max", str(pids_max))
+
+    def _cpu_total(self) -> float:
         return _keyed(_read(self.path / "cpu.stat")).get("usage_usec", 0) / 1e6
 
     def peak_memory_bytes(self) -> int:
@@ -155,10 +208,14 @@ class _V2Run(RunCgroup):
         except FileNotFoundError:  # kernels before 5.19
             return int(_read(self.path / "memory.current"))
 
-    def oom_kills(self) -> int:
+    def _reset_peak(self) -> None:
+        with contextlib.suppress(OSError):  # resettable since Linux 6.12
+            _write(self.path / "memory.peak", "reset")
+
+    def _oom_total(self) -> int:
         return _keyed(_read(self.path / "memory.events")).get("oom_kill", 0)
 
-    def pids_refused(self) -> int:
+    def _refused_total(self) -> int:
         return _keyed(_read(self.path / "pids.events")).get("max", 0)
 
     async def kill_all(self, deadline_s: float = 5.0, *, spare: Set[int] = frozenset()) -> bool:
@@ -219,11 +276,7 @@ class CgroupV1(CgroupManager):
         run = _V1Run(self.mounts, name)
         for d in run.dirs:
             d.mkdir()
-        mem = run.by["memory"]
-        _write(mem / "memory.limit_in_bytes", str(memory_bytes))
-        with contextlib.suppress(FileNotFoundError):  # only with swap accounting
-            _write(mem / "memory.memsw.limit_in_bytes", str(memory_bytes))
-        _write(run.by["pids"] / "pids.max", str(pids_max))
+        run.set_limits(memory_bytes=memory_bytes, pids_max=pids_max)
         return run
 
     def open(self, name: str) -> RunCgroup:
@@ -260,10 +313,9 @@ class CgroupV2(CgroupManager):
     def create(self, name: str, *, memory_bytes: int, pids_max: int) -> RunCgroup:
         run = _V2Run(self.path / name)
         run.path.mkdir()
-        _write(run.path / "memory.max", str(memory_bytes))
         with contextlib.suppress(FileNotFoundError):
             _write(run.path / "memory.swap.max", "0")
-        _write(run.path / "pids.max", str(pids_max))
+        run.set_limits(memory_bytes=memory_bytes, pids_max=pids_max)
         return run
 
     def open(self, name: str) -> RunCgroup:

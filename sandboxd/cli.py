@@ -9,6 +9,7 @@ sandboxd itself could not run it (daemon unreachable, request refused, sandbox e
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import sys
 from pathlib import Path
@@ -16,8 +17,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from sandboxd import cli_admin
-from sandboxd.client import SyncClient
-from sandboxd.errors import SandboxdError
+from sandboxd.client import Client, SyncClient
+from sandboxd.errors import DaemonUnreachable, SandboxdError, error_from_wire
 from sandboxd.models import FileIn, Language, Limits, RunRequest, RunResult
 from sandboxd.observability import configure_logging
 from sandboxd.policy import validation_error
@@ -128,19 +129,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     try:
-        with SyncClient(args.url, token=args.token) as client:
-            result = client.run(request)
+        if args.json:
+            with SyncClient(args.url, token=args.token) as client:
+                result = client.run(request)
+            print(result.model_dump_json(indent=2))
+        else:
+            result = asyncio.run(_run_live(args, request))
+            if result.status not in ("ok", "failed"):
+                note = f"sandboxd: {result.status}: {result.message or ''}".rstrip()
+                print(note, file=sys.stderr)
     except SandboxdError as exc:
         where = f" ({exc.field})" if exc.field else ""
         return _fail(f"{exc.message}{where}")
-    if args.json:
-        print(result.model_dump_json(indent=2))
-    else:
-        sys.stdout.write(result.stdout)
-        sys.stderr.write(result.stderr)
-        if result.status not in ("ok", "failed"):
-            print(f"sandboxd: {result.status}: {result.message or ''}".rstrip(), file=sys.stderr)
+    except KeyboardInterrupt:
+        return _fail("interrupted; the run was cancelled")
     return exit_code_for(result)
+
+
+async def _run_live(args: argparse.Namespace, request: RunRequest) -> RunResult:
+    """Stream the run: its output is printed as it comes."""
+    async with Client(args.url, token=args.token) as client:
+        async for event in client.stream_run(request):
+            if event.event in ("stdout", "stderr"):
+                out = sys.stdout if event.event == "stdout" else sys.stderr
+                out.write(event.data or "")
+                out.flush()
+            elif event.event == "exit" and event.result is not None:
+                return event.result
+            elif event.event == "error":
+                raise error_from_wire(500, {"error": event.error})
+    raise DaemonUnreachable("the daemon closed the stream before the run's result")
 
 
 def build_parser() -> argparse.ArgumentParser:

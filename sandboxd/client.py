@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -25,6 +25,7 @@ from sandboxd.models import (
     FileInfo,
     Health,
     Info,
+    RunEvent,
     RunRecord,
     RunRequest,
     RunResult,
@@ -38,6 +39,7 @@ DEFAULT_URL = "http://127.0.0.1:8765"
 DEFAULT_STATE_DIR = Path("/var/lib/sandboxd")
 #: Time allowed on top of the run's own wall time limit for the HTTP exchange.
 HTTP_SLACK_S = 60.0
+EVENT_STREAM = "text/event-stream"
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
@@ -58,6 +60,21 @@ def _validated(model: type[M], fields: dict[str, Any]) -> M:
         return model.model_validate(fields)
     except ValidationError as exc:
         raise validation_error(exc) from None
+
+
+async def _parse_events(content: aiohttp.StreamReader) -> AsyncIterator[RunEvent]:
+    """Server-Sent Events (`event:` and `data:` lines, a blank line ends one) as RunEvents."""
+    data: list[str] = []
+    async for raw in content:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if line.startswith("data:"):
+            data.append(line[5:].lstrip(" "))
+        elif not line and data:
+            try:
+                yield RunEvent.model_validate_json("\n".join(data))
+            except ValidationError:
+                raise DaemonUnreachable("sandboxd sent an event that is not a RunEvent") from None
+            data = []
 
 
 class Client:
@@ -106,11 +123,7 @@ class Client:
         content_type: str = "application/json",
         timeout_s: float = HTTP_SLACK_S,
     ) -> bytes:
-        headers = {"content-type": content_type} if body is not None else {}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        if self.traceparent:
-            headers["traceparent"] = self.traceparent
+        headers = self._headers({"content-type": content_type} if body is not None else {})
         try:
             async with self._http().request(
                 method,
@@ -125,15 +138,26 @@ class Client:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise DaemonUnreachable(f"cannot reach sandboxd at {self.url}: {exc}") from exc
         if status >= 400:
-            try:
-                data: Any = json.loads(raw)
-            except ValueError:
-                raise DaemonUnreachable(
-                    f"sandboxd at {self.url} answered HTTP {status} with a non-JSON body"
-                ) from None
-            retry = int(retry_after) if retry_after.isdigit() else 1
-            raise error_from_wire(status, data, retry_after_s=retry)
+            raise self._error(status, raw, retry_after)
         return raw
+
+    def _headers(self, extra: dict[str, str]) -> dict[str, str]:
+        headers = dict(extra)
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.traceparent:
+            headers["traceparent"] = self.traceparent
+        return headers
+
+    def _error(self, status: int, raw: bytes, retry_after: str) -> SandboxdError:
+        try:
+            data: Any = json.loads(raw)
+        except ValueError:
+            return DaemonUnreachable(
+                f"sandboxd at {self.url} answered HTTP {status} with a non-JSON body"
+            )
+        retry = int(retry_after) if retry_after.isdigit() else 1
+        return error_from_wire(status, data, retry_after_s=retry)
 
     async def _call(
         self,
@@ -162,6 +186,38 @@ class Client:
         timeout = req.limits.wall_time_s + HTTP_SLACK_S
         body = req.model_dump_json(exclude_unset=True)
         return await self._call("POST", "/v1/runs", RunResult, body=body, timeout_s=timeout)
+
+    async def stream_run(
+        self,
+        request: RunRequest | None = None,
+        *,
+        sandbox_id: str | None = None,
+        **fields: Any,
+    ) -> AsyncIterator[RunEvent]:
+        """Run code once (in a sandbox if `sandbox_id`), yielding its events as they come:
+        `start`, `stdout`/`stderr` chunks, then `exit` (with the result) or `error`."""
+        req = request if request is not None else _validated(RunRequest, fields)
+        path = f"/v1/sandboxes/{sandbox_id}/runs" if sandbox_id else "/v1/runs"
+        timeout = aiohttp.ClientTimeout(
+            total=req.limits.wall_time_s + HTTP_SLACK_S, connect=self._connect_timeout_s
+        )
+        headers = self._headers({"content-type": "application/json", "Accept": EVENT_STREAM})
+        body = req.model_dump_json(exclude_unset=True)
+        try:
+            async with self._http().post(
+                self.url + path, data=body, headers=headers, timeout=timeout
+            ) as resp:
+                if resp.status >= 400:
+                    raw = await resp.read()
+                    raise self._error(resp.status, raw, resp.headers.get("Retry-After", "1"))
+                async for event in _parse_events(resp.content):
+                    yield event
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise DaemonUnreachable(f"cannot reach sandboxd at {self.url}: {exc}") from exc
+
+    async def cancel_run(self, run_id: str) -> RunResult:
+        """Kill a run in progress; returns its partial result (status `cancelled`)."""
+        return await self._call("DELETE", f"/v1/runs/{run_id}", RunResult)
 
     async def get_run(self, run_id: str) -> RunRecord:
         return await self._call("GET", f"/v1/runs/{run_id}", RunRecord)
@@ -249,6 +305,9 @@ class SyncClient:
 
     def get_run(self, run_id: str) -> RunRecord:
         return self._do(self._client.get_run(run_id))
+
+    def cancel_run(self, run_id: str) -> RunResult:
+        return self._do(self._client.cancel_run(run_id))
 
     def create_sandbox(self, spec: SandboxCreate | None = None, **fields: Any) -> Sandbox:
         return self._do(self._client.create_sandbox(spec, **fields))

@@ -83,6 +83,13 @@ class QuotaExceeded(SandboxdError):
     http_status = 429
 
 
+class Conflict(SandboxdError):
+    """The object is not in a state that allows this (e.g. cancelling a finished run)."""
+
+    code = "conflict"
+    http_status = 409
+
+
 class NotFound(SandboxdError):
     """No such route or object (also used instead of 403 so that existence does not leak)."""
 
@@ -125,6 +132,7 @@ WIRE_CODES: dict[str, type[SandboxdError]] = {
     "limit_too_high": LimitTooHigh,
     "payload_too_large": PayloadTooLarge,
     "not_found": NotFound,
+    "conflict": Conflict,
     "unauthorized": Unauthorized,
     "forbidden": Forbidden,
     "quota_exceeded": QuotaExceeded,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 MS_NOSUID = 2
 MS_NODEV = 4
+MS_REMOUNT = 32
 MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
 
@@ -27,6 +28,14 @@ def mount_tmpfs(target: Path, *, size_bytes: int, nr_inodes: int) -> None:
         b"sandboxd", os.fsencode(target), b"tmpfs", MS_NOSUID | MS_NODEV, opts.encode()
     )
     _check(rc, f"mount tmpfs on {target}")
+
+
+def resize_tmpfs(target: Path, *, size_bytes: int, nr_inodes: int) -> None:
+    """Change the size and inode caps of the tmpfs mounted at `target` (same flags)."""
+    opts = f"size={size_bytes},nr_inodes={nr_inodes}"
+    flags = MS_REMOUNT | MS_NOSUID | MS_NODEV
+    rc = _libc.mount(b"sandboxd", os.fsencode(target), b"tmpfs", flags, opts.encode())
+    _check(rc, f"resize tmpfs on {target}")
 
 
 def umount(target: Path) -> None:

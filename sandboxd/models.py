@@ -17,7 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Language = Literal["python", "bash", "node"]
 RunStatus = Literal[
-    "ok", "failed", "timeout", "cpu_limit", "memory_limit", "output_limit", "killed", "error"
+    "ok",
+    "failed",
+    "timeout",
+    "cpu_limit",
+    "memory_limit",
+    "output_limit",
+    "killed",
+    "cancelled",
+    "error",
 ]
 
 MAIN_FILE: dict[str, str] = {"python": "main.py", "bash": "main.sh", "node": "main.js"}
@@ -339,6 +347,29 @@ class Capabilities(BaseModel):
     seccomp: bool
 
 
+class RunEvent(BaseModel):
+    """One Server-Sent Event of a streamed run: `start` (its id, to cancel it), `stdout` and
+    `stderr` (text as it arrives, within the output cap), then `exit` (the full result) or
+    `error` (the run could not be done: the same error body as a 4xx/5xx answer)."""
+
+    event: Literal["start", "stdout", "stderr", "exit", "error"]
+    run_id: str | None = None
+    data: str | None = Field(None, description="stdout/stderr: the text of this chunk.")
+    result: RunResult | None = Field(None, description="exit: the run's result.")
+    error: dict[str, Any] | None = Field(None, description="error: {code, message, field}.")
+
+
+class PoolStats(BaseModel):
+    """One warm pool: sandboxes ready and in preparation, its adaptive target, and counts."""
+
+    ready: int
+    preparing: int
+    target: int
+    hits: int = Field(description="Runs served by a warm sandbox.")
+    misses: int = Field(description="Runs that found the pool empty (it then grows).")
+    failures: int = Field(description="Warm sandboxes that failed to start.")
+
+
 class Info(BaseModel):
     version: str
     backend: str
@@ -350,4 +381,7 @@ class Info(BaseModel):
     max_request_bytes: int
     active_runs: int = Field(description="Runs executing now.")
     queued_runs: int = Field(description="Runs admitted and waiting for a slot.")
+    warm_pools: dict[str, PoolStats] = Field(
+        default_factory=dict, description="Warm pools by backend/profile, e.g. nsjail/python."
+    )
     capabilities: Capabilities

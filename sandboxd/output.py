@@ -11,19 +11,21 @@ CHUNK = 65536
 class StreamCapture:
     """Keeps the first `limit` bytes of a stream; says when more than that arrived."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_data: Callable[[bytes], None] | None = None) -> None:
         self.limit = limit
         self.buf = bytearray()
         self.truncated = False
+        self.on_data = on_data
 
     def feed(self, chunk: bytes) -> bool:
-        """Store what fits; True once the stream went over its limit."""
+        """Store what fits (and pass it to `on_data`); True once the stream went over."""
         room = self.limit - len(self.buf)
         if len(chunk) > room:
-            self.buf += chunk[: max(room, 0)]
+            chunk = chunk[: max(room, 0)]
             self.truncated = True
-        else:
-            self.buf += chunk
+        self.buf += chunk
+        if chunk and self.on_data is not None:
+            self.on_data(chunk)
         return self.truncated
 
     def text(self) -> str:

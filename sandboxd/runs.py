@@ -7,10 +7,18 @@ import asyncio
 import logging
 import secrets
 from collections import Counter
+from dataclasses import dataclass
 
 from sandboxd.auth import Principal
-from sandboxd.backends.base import Backend, SandboxMount
-from sandboxd.errors import InvalidRequest, Overloaded, QuotaExceeded
+from sandboxd.backends.base import Backend, RunControl, SandboxMount
+from sandboxd.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    Overloaded,
+    QuotaExceeded,
+    SandboxdError,
+)
 from sandboxd.models import RunRequest, RunResult
 from sandboxd.observability import Metrics, Tracer
 from sandboxd.policy import apply_caps, check_network, request_digest
@@ -22,6 +30,13 @@ log = logging.getLogger("sandboxd.runs")
 
 def new_run_id() -> str:
     return "run_" + secrets.token_hex(8)
+
+
+@dataclass
+class _InFlight:
+    tenant: str
+    control: RunControl
+    done: asyncio.Future[RunResult]
 
 
 class RunManager:
@@ -42,6 +57,7 @@ class RunManager:
         self.tracer = tracer
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
         self._tenant_load: Counter[str] = Counter()
+        self._inflight: dict[str, _InFlight] = {}
         self.active = 0
         self.queued = 0
 
@@ -83,6 +99,7 @@ class RunManager:
         trace_id: str,
         sandbox: SandboxMount | None = None,
         sandbox_id: str | None = None,
+        control: RunControl | None = None,
     ) -> RunResult:
         request = request.model_copy(
             update={"limits": apply_caps(request.limits, self.settings.max_limits)}
@@ -102,7 +119,9 @@ class RunManager:
             self.active += 1
             self._gauges()
             try:
-                return await self._execute(backend, request, tenant, trace_id, sandbox, sandbox_id)
+                return await self._execute(
+                    backend, request, tenant, trace_id, sandbox, sandbox_id, control or RunControl()
+                )
             finally:
                 self.active -= 1
                 self._slots.release()
@@ -118,9 +137,53 @@ class RunManager:
         trace_id: str,
         sandbox: SandboxMount | None,
         sandbox_id: str | None,
+        control: RunControl,
     ) -> RunResult:
         run_id = new_run_id()
         await self.store.run_started(run_id, tenant, sandbox_id, request_digest(request), trace_id)
+        done: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
+        self._inflight[run_id] = _InFlight(tenant, control, done)
+        try:
+            if control.on_start is not None:
+                control.on_start(run_id)
+            result = await self._run_recorded(
+                backend, request, tenant, trace_id, sandbox, sandbox_id, control, run_id
+            )
+            done.set_result(result)
+            return result
+        except BaseException as exc:
+            done.set_exception(SandboxdError(f"run {run_id} ended without a result: {exc!r}"))
+            done.exception()  # retrieved: nobody may be waiting
+            raise
+        finally:
+            del self._inflight[run_id]
+
+    async def cancel(self, run_id: str, principal: Principal) -> RunResult:
+        """Kill a run in progress and return its (partial) result."""
+        entry = self._inflight.get(run_id)
+        if entry is None or not (entry.tenant == principal.tenant or principal.can("admin")):
+            row = await self.store.call(
+                lambda db: db.execute(
+                    "SELECT tenant, status FROM runs WHERE id = ?", (run_id,)
+                ).fetchone()
+            )
+            if row is not None and (row["tenant"] == principal.tenant or principal.can("admin")):
+                raise Conflict(f"run {run_id!r} is not in progress (status {row['status']})")
+            raise NotFound(f"no run {run_id!r}")
+        entry.control.cancel.set()
+        return await asyncio.shield(entry.done)
+
+    async def _run_recorded(
+        self,
+        backend: Backend,
+        request: RunRequest,
+        tenant: str,
+        trace_id: str,
+        sandbox: SandboxMount | None,
+        sandbox_id: str | None,
+        control: RunControl,
+        run_id: str,
+    ) -> RunResult:
         try:
             with self.tracer.span(
                 "sandboxd.run",
@@ -130,7 +193,7 @@ class RunManager:
                 language=request.language,
                 backend=backend.name,
             ):
-                result = await backend.run(run_id, request, sandbox=sandbox)
+                result = await backend.run(run_id, request, sandbox=sandbox, control=control)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "error"
             await asyncio.shield(self.store.run_finished(run_id, status, None))

@@ -19,15 +19,18 @@ from sandboxd.appstate import (
     note,
     require,
 )
+from sandboxd.backends.base import RunControl
 from sandboxd.errors import InvalidRequest, PayloadTooLarge
 from sandboxd.models import (
     FileInfo,
     RunRequest,
+    RunResult,
     SandboxCreate,
     SandboxList,
     normalise_relative_path,
 )
 from sandboxd.policy import parse_body, request_digest
+from sandboxd.streaming import stream_run, wants_stream
 
 SCOPE = "sandboxes"
 
@@ -75,32 +78,43 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def run(request: web.Request) -> web.Response:
+async def run(request: web.Request) -> web.StreamResponse:
     principal = require(request, SCOPE)
     sandbox_id = _sandbox_id(request)
     manager = request.app[SANDBOXES]
     await manager.get(principal, sandbox_id)  # 404 before reading a body
     run_request = parse_body(RunRequest, await request.read())
-    async with manager.lock(sandbox_id):
-        sandbox, mount = await manager.mount_for(principal, sandbox_id)
-        update: dict[str, object] = {"limits": manager.run_limits(sandbox, run_request.limits)}
-        if "language" not in run_request.model_fields_set:
-            update["language"] = sandbox.language
-        if "network" not in run_request.model_fields_set:
-            update["network"] = sandbox.network
-        update["backend"], update["image"] = sandbox.backend, sandbox.image
-        run_request = run_request.model_copy(update=update)
-        note(request, req=request_digest(run_request))
-        await manager.touch(sandbox_id)
-        result = await request.app[RUNS].run(
-            run_request,
-            principal=principal,
-            trace_id=request[TRACE_ID],
-            sandbox=mount,
-            sandbox_id=sandbox_id,
-        )
-        await manager.touch(sandbox_id)
-    note(request, result={"run_id": result.id, **run_summary(result)})
+
+    async def runner(control: RunControl) -> RunResult:
+        async with manager.lock(sandbox_id):
+            sandbox, mount = await manager.mount_for(principal, sandbox_id)
+            update: dict[str, object] = {"limits": manager.run_limits(sandbox, run_request.limits)}
+            if "language" not in run_request.model_fields_set:
+                update["language"] = sandbox.language
+            if "network" not in run_request.model_fields_set:
+                update["network"] = sandbox.network
+            update["backend"], update["image"] = sandbox.backend, sandbox.image
+            effective = run_request.model_copy(update=update)
+            note(request, req=request_digest(effective))
+            await manager.touch(sandbox_id)
+            result = await request.app[RUNS].run(
+                effective,
+                principal=principal,
+                trace_id=request[TRACE_ID],
+                sandbox=mount,
+                sandbox_id=sandbox_id,
+                control=control,
+            )
+            await manager.touch(sandbox_id)
+            return result
+
+    def noted(result: RunResult) -> None:
+        note(request, result={"run_id": result.id, **run_summary(result)})
+
+    if wants_stream(request):
+        return await stream_run(request, runner, noted)
+    result = await runner(RunControl())
+    noted(result)
     return model_response(result)
 
 

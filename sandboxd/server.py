@@ -252,6 +252,7 @@ def make_app(settings: Settings) -> web.Application:
     r.add_get("/v1/info", api.info, name="info")
     r.add_post("/v1/runs", api.create_run, name="run.create")
     r.add_get("/v1/runs/{run_id}", api.get_run, name="run.get")
+    r.add_delete("/v1/runs/{run_id}", api.cancel_run, name="run.cancel")
     r.add_get("/v1/audit", api.audit, name="audit.list")
     r.add_post("/v1/sandboxes", sandbox_api.create, name="sandbox.create")
     r.add_get("/v1/sandboxes", sandbox_api.list_sandboxes, name="sandbox.list")

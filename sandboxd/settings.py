@@ -15,6 +15,7 @@ from pydantic_settings import (
 )
 
 from sandboxd.models import Limits
+from sandboxd.pool import PoolSettings
 
 #: Host paths the nsjail backend shows read-only inside every jail (when they exist).
 DEFAULT_RO_PATHS = [
@@ -63,6 +64,9 @@ class NsjailBackendConfig(BaseModel):
         None,
         description="Kafel policy file for every jail; default: sandboxd's built-in policy "
         "(seccomp/default.policy), written to the state dir at start.",
+    )
+    pool: PoolSettings = Field(
+        default_factory=PoolSettings, description="Warm jails, ready before runs ask."
     )
     python: str = "/usr/bin/python3"
     node: str = "/usr/bin/node"

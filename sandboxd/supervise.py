@@ -7,6 +7,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+from sandboxd.backends.base import RunControl, capture_pair
 from sandboxd.cgroups import RunCgroup
 from sandboxd.models import Limits
 from sandboxd.output import StreamCapture, pump
@@ -23,7 +24,7 @@ class Supervised:
     stdout: StreamCapture
     stderr: StreamCapture
     wall_time_s: float
-    killed_for: str | None  # "timeout" | "cpu_limit" | "output_limit" | None
+    killed_for: str | None  # "timeout" | "cpu_limit" | "output_limit" | "cancelled" | None
     cpu_time_s: float
 
 
@@ -37,13 +38,19 @@ async def _feed_stdin(writer: asyncio.StreamWriter, data: bytes) -> None:
 
 
 async def supervise(
-    proc: asyncio.subprocess.Process, cgroup: RunCgroup, limits: Limits, stdin: bytes | None
+    proc: asyncio.subprocess.Process,
+    cgroup: RunCgroup,
+    limits: Limits,
+    stdin: bytes | None,
+    control: RunControl | None = None,
 ) -> Supervised:
-    """Wait for `proc` while enforcing limits; at the end kill everything left in `cgroup`."""
+    """Wait for `proc` while enforcing limits (and watching for a cancel); at the end kill
+    everything left in `cgroup`."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     assert proc.stdout is not None and proc.stderr is not None
-    out, err = StreamCapture(limits.output_bytes), StreamCapture(limits.output_bytes)
+    out, err = capture_pair(control, limits.output_bytes)
+    cancel = control.cancel if control is not None else asyncio.Event()
     overflow = asyncio.Event()
     pumps = [
         asyncio.create_task(pump(proc.stdout, out, overflow.set)),
@@ -56,6 +63,7 @@ async def supervise(
     )
     exited = asyncio.create_task(proc.wait())
     overflowed = asyncio.create_task(overflow.wait())
+    cancelled = asyncio.create_task(cancel.wait())
     deadline = start + limits.wall_time_s
     killed_for: str | None = None
     try:
@@ -65,10 +73,13 @@ async def supervise(
                 killed_for = "timeout"
                 break
             await asyncio.wait(
-                {exited, overflowed},
+                {exited, overflowed, cancelled},
                 timeout=min(CPU_POLL_S, remaining),
                 return_when=asyncio.FIRST_COMPLETED,
             )
+            if cancelled.done():
+                killed_for = "cancelled"
+                break
             if overflowed.done():
                 killed_for = "output_limit"
                 break
@@ -87,7 +98,7 @@ async def supervise(
             killed_for = "cpu_limit"
         return Supervised(returncode, out, err, wall, killed_for, cpu)
     finally:
-        pending: list[asyncio.Future[Any]] = [*pumps, exited, overflowed]
+        pending: list[asyncio.Future[Any]] = [*pumps, exited, overflowed, cancelled]
         if feeder is not None:
             pending.append(feeder)
         for fut in pending:

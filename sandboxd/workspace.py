@@ -254,12 +254,15 @@ class Workspace:
         """Make the run directory and mount its tmpfs. Nothing of the sandbox exists yet."""
         self.root.mkdir(mode=0o711)
         self.fs.mkdir(mode=0o711)
-        size = disk_mib * 1024 * 1024
-        linux.mount_tmpfs(self.fs, size_bytes=size, nr_inodes=max(1024, disk_mib * 128))
+        linux.mount_tmpfs(self.fs, size_bytes=disk_mib << 20, nr_inodes=_inodes(disk_mib))
         for name in SUBDIRS:
             d = self.fs / name
             d.mkdir(mode=0o700)
             os.chown(d, self.uid, self.gid)  # fresh directory on a fresh tmpfs: no link to follow
+
+    def resize(self, *, disk_mib: int) -> None:
+        """Re-cap the tmpfs (a warm sandbox's, before its run gets it)."""
+        linux.resize_tmpfs(self.fs, size_bytes=disk_mib << 20, nr_inodes=_inodes(disk_mib))
 
     def destroy(self) -> None:
         """Unmount the tmpfs (dropping everything the sandbox wrote), then remove our dirs."""
@@ -274,9 +277,18 @@ class Workspace:
         return self.tree.collect(patterns, max_bytes=max_bytes, max_files=max_files)
 
 
+def _inodes(disk_mib: int) -> int:
+    return max(1024, disk_mib * 128)
+
+
 def prepare_workspace(ws: Workspace, request: RunRequest, persistent: bool) -> None:
     """Mount the run's tmpfs and write the request's files and main file into its work tree."""
     ws.create(disk_mib=request.limits.disk_mib)
+    write_request_files(ws, request, persistent)
+
+
+def write_request_files(ws: Workspace, request: RunRequest, persistent: bool) -> None:
+    """Write the request's files and main file into the work tree."""
     for f in request.files:
         ws.write_file(f.path, f.data(), executable=f.executable)
     main = MAIN_FILE[request.language]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,38 +127,76 @@ def backend_client(request: pytest.FixtureRequest, daemon: Daemon) -> Iterator[B
         yield c
 
 
-def sandbox_processes() -> list[psutil.Process]:
-    """Host processes running as any run-slot uid (there must be none between runs)."""
+def sandbox_processes(*, include_warm: bool = False) -> list[psutil.Process]:
+    """Host processes running as any run-slot uid (there must be none between runs), but
+    the idle jails of a warm pool unless `include_warm`."""
     found = []
     for proc in psutil.process_iter(["uids"]):
         uids = proc.info["uids"]
-        if uids and UID_BASE <= uids.real < UID_BASE + 100_000:
+        in_range = uids and UID_BASE <= uids.real < UID_BASE + 100_000
+        if in_range and (include_warm or not _in_warm_jail(proc)):
             found.append(proc)
     return found
 
 
-def leftover_mounts(state_dir: Path) -> list[str]:
+def leftover_mounts(state_dir: Path, *, include_warm: bool = False) -> list[str]:
     with open("/proc/self/mountinfo") as fh:
-        return [ln for ln in fh if f" {state_dir}/" in ln]
+        return [
+            ln
+            for ln in fh
+            if f" {state_dir}/" in ln and (include_warm or f"/runs/{WARM_PREFIX}" not in ln)
+        ]
 
 
-def leftover_cgroups(parent: str) -> list[Path]:
+def leftover_cgroups(parent: str, *, include_warm: bool = False) -> list[Path]:
     found: list[Path] = []
     for root in (Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").glob("*")):
         d = root / parent
         if d.is_dir():
-            found += [p for p in d.iterdir() if p.is_dir()]
+            found += [
+                p
+                for p in d.iterdir()
+                if p.is_dir() and (include_warm or not p.name.startswith(WARM_PREFIX))
+            ]
     return found
 
 
 @pytest.fixture
 def no_leftovers(daemon: Daemon) -> Iterator[None]:
-    """After the test: no sandbox process, run mount or run cgroup remains on the host."""
+    """After the test: no sandbox process, run mount or run cgroup remains on the host (but
+    the warm pool's idle jails, at most its size). Cleanup finishes just after a response,
+    so this waits for it, briefly."""
     yield
-    assert sandbox_processes() == []
-    assert leftover_mounts(daemon.state_dir) == []
-    assert leftover_cgroups(daemon.cgroup_parent) == []
-    assert leftover_containers(daemon.state_dir) == []
+    assert_no_leftovers(daemon)
+
+
+WARM_PREFIX = "warm_"
+WARM_MAX = 4  # PoolSettings().max_size
+
+
+def _in_warm_jail(proc: psutil.Process) -> bool:
+    try:
+        return f"/{WARM_PREFIX}" in Path(f"/proc/{proc.pid}/cgroup").read_text()
+    except OSError:
+        return True  # gone meanwhile
+
+
+def assert_no_leftovers(daemon: Daemon, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        procs = sandbox_processes()
+        mounts = leftover_mounts(daemon.state_dir)
+        runs = leftover_cgroups(daemon.cgroup_parent)
+        containers = leftover_containers(daemon.state_dir)
+        if not (procs or mounts or runs or containers) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert procs == []
+    assert mounts == []
+    assert runs == []
+    assert containers == []
+    warm = {g.name for g in leftover_cgroups(daemon.cgroup_parent, include_warm=True)}
+    assert len(warm) <= WARM_MAX, f"more warm jails than the pool may hold: {warm}"
 
 
 def leftover_containers(state_dir: Path) -> list[str]:

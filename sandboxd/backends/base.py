@@ -3,14 +3,58 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from sandboxd.models import Capabilities, RunRequest, RunResult
+from sandboxd.errors import Overloaded
+from sandboxd.models import Capabilities, PoolStats, RunRequest, RunResult
+from sandboxd.output import StreamCapture
 from sandboxd.settings import Settings
 from sandboxd.workspace import Workspace
+
+
+@dataclass
+class RunControl:
+    """A run in flight, seen from the daemon: its output as it comes, and a way to stop it.
+
+    `on_start(run_id)` is called once the run has its id; `on_output(stream, chunk)` gets
+    the stored part of stdout/stderr ("stdout" | "stderr"), on the event loop. Setting
+    `cancel` kills the run's tree; its status is then `cancelled`.
+    """
+
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    on_output: Callable[[str, bytes], None] | None = None
+    on_start: Callable[[str], None] | None = None
+
+    def capture(self, stream: str, limit: int, *, threadsafe: bool = False) -> StreamCapture:
+        """A capture of `stream` that reports to `on_output` (from any thread if asked)."""
+        sink = self.on_output
+        if sink is None:
+            return StreamCapture(limit)
+        if threadsafe:
+            loop = asyncio.get_running_loop()
+
+            def report(chunk: bytes) -> None:
+                loop.call_soon_threadsafe(sink, stream, chunk)
+
+            return StreamCapture(limit, report)
+        return StreamCapture(limit, lambda b: sink(stream, b))
+
+
+def capture_pair(
+    control: RunControl | None, limit: int, *, threadsafe: bool = False
+) -> tuple[StreamCapture, StreamCapture]:
+    control = control or RunControl()
+    return (
+        control.capture("stdout", limit, threadsafe=threadsafe),
+        control.capture("stderr", limit, threadsafe=threadsafe),
+    )
 
 
 @dataclass(frozen=True)
@@ -41,10 +85,15 @@ class Backend(ABC):
 
     @abstractmethod
     async def run(
-        self, run_id: str, request: RunRequest, *, sandbox: SandboxMount | None = None
+        self,
+        run_id: str,
+        request: RunRequest,
+        *,
+        sandbox: SandboxMount | None = None,
+        control: RunControl | None = None,
     ) -> RunResult:
         """Run `request` (limits already checked against the daemon's caps), in a fresh
-        workspace, or over `sandbox`'s persistent one."""
+        workspace, or over `sandbox`'s persistent one; `control` streams and cancels."""
 
     @abstractmethod
     def version(self) -> str:
@@ -53,6 +102,81 @@ class Backend(ABC):
     @abstractmethod
     def capabilities(self) -> Capabilities:
         """What this backend enforces on this host."""
+
+    def pool_stats(self) -> dict[str, PoolStats]:
+        """Warm pools by profile (none unless the backend keeps any)."""
+        return {}
+
+
+log = logging.getLogger("sandboxd.backend")
+SLOT_WAIT_S = 30.0
+
+
+class Slots:
+    """Numbered run slots (each one a host uid). A run waits for one while the slots of
+    finished runs are still being cleaned up; a warm pool only takes a free one."""
+
+    def __init__(self, numbers: Iterable[int]) -> None:
+        self._free = deque(numbers)
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> int | None:
+        return self._free.popleft() if self._free else None
+
+    async def take(self, timeout_s: float = SLOT_WAIT_S) -> int:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while not self._free:
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, max(0.0, end - loop.time()))
+            except TimeoutError:
+                raise Overloaded("no free run slot; retry later") from None
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+        return self._free.popleft()
+
+    def release(self, slot: int) -> None:
+        self._free.append(slot)
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+
+class Background:
+    """Work left after a run's result is known (cleanups, pool refills), started a moment
+    later so that it does not hold up that result's response; awaited at shutdown."""
+
+    def __init__(self, delay_s: float = 0.01) -> None:
+        self.delay_s = delay_s
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(self._later(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    async def _later(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await asyncio.sleep(self.delay_s)
+        finally:  # even when cancelled: a cleanup must run
+            await coro
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("background task failed", exc_info=exc)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def collect_files(

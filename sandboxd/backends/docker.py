@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sandboxd import cgroups, jail_forwarder, seccomp
-from sandboxd.backends.base import Backend, SandboxMount, collect_files
+from sandboxd.backends.base import Backend, RunControl, SandboxMount, capture_pair, collect_files
 from sandboxd.egress import EgressGuard
 from sandboxd.errors import BackendUnavailable, InvalidRequest, Overloaded
 from sandboxd.models import MAIN_FILE, Capabilities, RunRequest, RunResult, Usage
@@ -194,7 +194,12 @@ class DockerBackend(Backend):
         )
 
     async def run(
-        self, run_id: str, request: RunRequest, *, sandbox: SandboxMount | None = None
+        self,
+        run_id: str,
+        request: RunRequest,
+        *,
+        sandbox: SandboxMount | None = None,
+        control: RunControl | None = None,
     ) -> RunResult:
         if self._client is None:
             raise BackendUnavailable("the docker backend is not started")
@@ -218,7 +223,7 @@ class DockerBackend(Backend):
             container = await asyncio.to_thread(
                 self._client.containers.create, **self._container_args(run_id, request, ws, uid)
             )
-            result = await self._supervise(run_id, request, container)
+            result = await self._supervise(run_id, request, container, control)
             result.network = proxy.report if proxy is not None else None
             await collect_files(result, ws, request, self.settings)
             result.created_at = created
@@ -235,10 +240,13 @@ class DockerBackend(Backend):
             await proxy.close()
         await asyncio.to_thread(ws.destroy)
 
-    async def _supervise(self, run_id: str, request: RunRequest, container: Any) -> RunResult:
+    async def _supervise(
+        self, run_id: str, request: RunRequest, container: Any, control: RunControl | None
+    ) -> RunResult:
         loop = asyncio.get_running_loop()
         limits = request.limits
-        out, err = StreamCapture(limits.output_bytes), StreamCapture(limits.output_bytes)
+        out, err = capture_pair(control, limits.output_bytes, threadsafe=True)
+        cancel = control.cancel if control is not None else asyncio.Event()
         overflow = asyncio.Event()
         done_reading = threading.Event()
         stream = await asyncio.to_thread(
@@ -270,6 +278,7 @@ class DockerBackend(Backend):
         refused = 0
         deadline = start + limits.wall_time_s
         overflowed = asyncio.ensure_future(overflow.wait())
+        cancelled = asyncio.ensure_future(cancel.wait())
         try:
             while not waiter.done():
                 remaining = deadline - loop.time()
@@ -277,10 +286,13 @@ class DockerBackend(Backend):
                     killed_for = "timeout"
                     break
                 await asyncio.wait(
-                    {waiter, overflowed},
+                    {waiter, overflowed, cancelled},
                     timeout=min(POLL_S, remaining),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+                if cancel.is_set():
+                    killed_for = "cancelled"
+                    break
                 if overflow.is_set():
                     killed_for = "output_limit"
                     break
@@ -294,6 +306,7 @@ class DockerBackend(Backend):
                     break
         finally:
             overflowed.cancel()
+            cancelled.cancel()
         wall = loop.time() - start
         if killed_for is not None:
             with contextlib.suppress(Exception):
@@ -342,7 +355,9 @@ class DockerBackend(Backend):
             with contextlib.suppress(ValueError):
                 signal_name, exit_code = signal.Signals(code - 128).name, None
         message = None
-        if killed_for == "timeout":
+        if killed_for == "cancelled":
+            status, message = "cancelled", "cancelled (DELETE /v1/runs/{id}); the tree was killed"
+        elif killed_for == "timeout":
             status, message = "timeout", f"wall time limit of {limits.wall_time_s}s reached"
         elif killed_for == "output_limit":
             status = "output_limit"

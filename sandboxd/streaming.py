@@ -1,0 +1,115 @@
+"""Runs answered as Server-Sent Events (`Accept: text/event-stream`).
+
+The stream starts only once the run has its id: a request refused before that (bad input,
+quota, overload) gets the usual 4xx/5xx JSON answer. Then: `start`, `stdout`/`stderr` chunks as
+they arrive (only what fits the output cap), and `exit` with the full result, or `error`.
+A client that goes away cancels its run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from aiohttp import web
+
+from sandboxd.appstate import TRACE_ID
+from sandboxd.backends.base import RunControl
+from sandboxd.errors import SandboxdError
+from sandboxd.models import RunEvent, RunResult
+from sandboxd.observability import traceparent
+
+EVENT_STREAM = "text/event-stream"
+GONE_POLL_S = 0.25
+log = logging.getLogger("sandboxd.streaming")
+OUTPUT_EVENTS: dict[str, Literal["stdout", "stderr"]] = {"stdout": "stdout", "stderr": "stderr"}
+
+
+def wants_stream(request: web.Request) -> bool:
+    return EVENT_STREAM in request.headers.get("Accept", "")
+
+
+def sse(event: RunEvent) -> bytes:
+    """One event in the SSE wire format (its JSON is a single line)."""
+    body = event.model_dump_json(exclude_none=True)
+    return f"event: {event.event}\ndata: {body}\n\n".encode()
+
+
+async def stream_run(
+    request: web.Request,
+    runner: Callable[[RunControl], Awaitable[RunResult]],
+    on_result: Callable[[RunResult], None],
+) -> web.StreamResponse:
+    """Start `runner` with a control that feeds the stream; answer with the stream."""
+    queue: asyncio.Queue[RunEvent] = asyncio.Queue()
+    started = asyncio.Event()
+    decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")}
+
+    def on_start(run_id: str) -> None:
+        queue.put_nowait(RunEvent(event="start", run_id=run_id))
+        started.set()
+
+    def on_output(stream: str, chunk: bytes) -> None:
+        if text := decoders[stream].decode(chunk):
+            queue.put_nowait(
+                RunEvent(event="stdout" if stream == "stdout" else "stderr", data=text)
+            )
+
+    task = asyncio.ensure_future(runner(RunControl(on_output=on_output, on_start=on_start)))
+    start_wait = asyncio.ensure_future(started.wait())
+    try:
+        await asyncio.wait({task, start_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if not started.is_set():
+            result = await task  # refused before it started: an ordinary error answer
+            on_result(result)
+            raise SandboxdError("the run finished without starting")  # pragma: no cover
+        trace_id = request[TRACE_ID]
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": EVENT_STREAM,
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+                "traceparent": traceparent(trace_id),
+                "X-Trace-Id": trace_id,
+            }
+        )
+        await response.prepare(request)
+        while not task.done():
+            getter = asyncio.ensure_future(queue.get())
+            await asyncio.wait(
+                {getter, task}, timeout=GONE_POLL_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getter.done():
+                await response.write(sse(getter.result()))
+            else:
+                getter.cancel()
+                if request.transport is None or request.transport.is_closing():
+                    raise ConnectionResetError("the client went away")
+        while not queue.empty():
+            await response.write(sse(queue.get_nowait()))
+        try:
+            result = task.result()
+        except SandboxdError as exc:
+            await response.write(sse(RunEvent(event="error", error=exc.to_wire()["error"])))
+        except Exception:
+            log.exception("streamed run failed")
+            internal = SandboxdError("internal error; see the daemon's log")
+            await response.write(sse(RunEvent(event="error", error=internal.to_wire()["error"])))
+        else:
+            for stream, decoder in decoders.items():
+                if tail := decoder.decode(b"", final=True):
+                    await response.write(sse(RunEvent(event=OUTPUT_EVENTS[stream], data=tail)))
+            on_result(result)
+            await response.write(sse(RunEvent(event="exit", run_id=result.id, result=result)))
+        await response.write_eof()
+        return response
+    finally:
+        start_wait.cancel()
+        if not task.done():  # the client went away: its run goes too
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SandboxdError):
+                await task

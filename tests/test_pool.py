@@ -1,0 +1,176 @@
+"""The warm pool: prepared jails that each serve one run, behave like a cold run, take the
+run's limits, adapt in size, and leave nothing behind."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandboxd.client import SyncClient
+from sandboxd.models import PoolStats
+from tests.conftest import assert_no_leftovers, leftover_cgroups
+from tests.daemon import Daemon
+
+PROBE = (
+    "import os, sys\n"
+    "print(sys.argv, __file__, __name__, sys.path[0], os.getcwd())\n"
+    "print(sorted(os.environ))\n"
+    "print(sys.orig_argv)\n"
+)
+
+
+def pool(client: SyncClient) -> PoolStats:
+    return client.info().warm_pools["nsjail/python"]
+
+
+def wait_ready(client: SyncClient, timeout_s: float = 30.0) -> PoolStats:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = pool(client)
+        if stats.ready >= 1 and stats.preparing == 0:
+            return stats
+        time.sleep(0.02)
+    raise AssertionError(f"the pool did not refill: {pool(client)}")
+
+
+@pytest.fixture(scope="module")
+def pools(workdir: Path) -> Iterator[tuple[Daemon, Daemon]]:
+    """A daemon with a pool of one or two, and one without a pool."""
+    warm = Daemon(workdir, "warm", backend={"pool": {"min_size": 1, "max_size": 2}}).start()
+    cold = Daemon(workdir, "cold", backend={"pool": {"enabled": False}}).start()
+    yield warm, cold
+    assert warm.stop() == 0 and cold.stop() == 0
+
+
+def test_a_warm_run_looks_like_a_cold_one(pools: tuple[Daemon, Daemon]) -> None:
+    warm, cold = pools
+    with warm.client() as w, cold.client() as c:
+        before = wait_ready(w).hits
+        hot = w.run(code=PROBE, env={"GREETING": "hi"})
+        assert pool(w).hits == before + 1, "the run must have been served by the pool"
+        plain = c.run(code=PROBE, env={"GREETING": "hi"})
+        assert "nsjail/python" not in c.info().warm_pools
+    assert (hot.status, hot.stdout, hot.stderr) == (plain.status, plain.stdout, plain.stderr)
+    assert "['main.py'] /workspace/main.py __main__ /workspace /workspace" in hot.stdout
+
+
+def test_a_warm_traceback_shows_only_the_program(pools: tuple[Daemon, Daemon]) -> None:
+    warm, cold = pools
+    code = "def f():\n    raise ValueError('boom')\nf()\n"
+    with warm.client() as w, cold.client() as c:
+        wait_ready(w)
+        hot, plain = w.run(code=code), c.run(code=code)
+    assert hot.stderr == plain.stderr and "<string>" not in hot.stderr
+    assert (hot.status, hot.exit_code) == (plain.status, plain.exit_code) == ("failed", 1)
+    with warm.client() as w:
+        wait_ready(w)
+        syntax = w.run(code="x = (\n")
+    assert syntax.exit_code == 1 and "SyntaxError" in syntax.stderr and "_boot" not in syntax.stderr
+
+
+def test_stdin_and_exit_status(pools: tuple[Daemon, Daemon]) -> None:
+    warm, _ = pools
+    with warm.client() as w:
+        wait_ready(w)
+        r = w.run(
+            code="import sys\ndata = sys.stdin.read()\nprint(data[::-1])\nsys.exit(3)", stdin="abc"
+        )
+    assert (r.stdout, r.exit_code, r.status) == ("cba\n", 3, "failed")
+
+
+@pytest.mark.parametrize(
+    ("code", "limits", "status"),
+    [
+        ("x = bytearray(200 * 1024 * 1024)\nprint(len(x))", {"memory_mib": 64}, "memory_limit"),
+        ("while True: pass", {"cpu_time_s": 1, "wall_time_s": 10}, "cpu_limit"),
+        ("import time\ntime.sleep(5)", {"wall_time_s": 0.5}, "timeout"),
+        ("import os\nwhile True: os.fork() and os.wait()", {"pids": 4, "wall_time_s": 3}, None),
+        ("open('/workspace/big', 'wb').write(b'x' * 3 * 1024 * 1024)", {"file_size_mib": 1}, None),
+        ("open('/tmp/big', 'wb').write(b'x' * 8 * 1024 * 1024)", {"disk_mib": 4}, "failed"),
+    ],
+)
+def test_the_runs_limits_hold_in_a_warm_jail(
+    pools: tuple[Daemon, Daemon], code: str, limits: dict[str, float], status: str | None
+) -> None:
+    warm, _ = pools
+    with warm.client() as w:
+        before = wait_ready(w).hits
+        r = w.run(code=code, limits=limits)
+        assert pool(w).hits == before + 1
+    if status is not None:
+        assert r.status == status, r
+    else:
+        assert r.status in ("failed", "killed", "timeout") and r.status != "ok", r
+    if "file_size_mib" in limits:
+        assert r.status in ("failed", "killed") and ("File too large" in r.stderr or r.signal)
+
+
+def test_nothing_crosses_from_one_run_to_the_next(pools: tuple[Daemon, Daemon]) -> None:
+    warm, _ = pools
+    leave = (
+        "import os\n"
+        "open('/workspace/left', 'w').write('x'); open('/tmp/left', 'w').write('x')\n"
+        "os.environ['LEFT'] = '1'\n"
+        "import json; json.secret = 'left'\n"
+        "print(os.getpid())\n"
+    )
+    look = (
+        "import os, json\n"
+        "print(os.listdir('/workspace'), os.listdir('/tmp'), 'LEFT' in os.environ,\n"
+        "      getattr(json, 'secret', None))\n"
+    )
+    with warm.client() as w:
+        wait_ready(w)
+        first = w.run(code=leave)
+        wait_ready(w)
+        second = w.run(code=look)
+    assert first.status == "ok"
+    assert second.stdout == "['main.py'] [] False None\n"
+
+
+def test_each_jail_serves_one_run_and_is_destroyed(pools: tuple[Daemon, Daemon]) -> None:
+    warm, _ = pools
+    with warm.client() as w:
+        wait_ready(w)
+        before = {p.name for p in leftover_cgroups(warm.cgroup_parent, include_warm=True)}
+        w.run(code="print(1)")
+        wait_ready(w)
+        after = {p.name for p in leftover_cgroups(warm.cgroup_parent, include_warm=True)}
+    assert before and not (before & after), "the used jail must be gone, a new one ready"
+    assert_no_leftovers(warm)
+
+
+def test_runs_that_need_their_own_jail_still_work(pools: tuple[Daemon, Daemon]) -> None:
+    warm, _ = pools
+    with warm.client() as w:
+        stats = wait_ready(w)
+        r = w.run(code="import sys; print(sys.flags.optimize)", env={"PYTHONOPTIMIZE": "1"})
+        assert r.stdout == "1\n"
+        bash = w.run(language="bash", code="echo $0")
+        assert bash.status == "ok"
+        assert pool(w).hits == stats.hits, "these runs must not use a warm jail"
+
+
+def test_the_pool_grows_under_load_and_never_leaks(pools: tuple[Daemon, Daemon]) -> None:
+    warm, _ = pools
+    with warm.client() as w:
+        wait_ready(w)
+        for _ in range(6):  # back to back: the pool runs dry and grows
+            assert w.run(code="print(1)").stdout == "1\n"
+        stats = pool(w)
+        assert stats.misses >= 1 and stats.target == 2
+        wait_ready(w)
+    warm_jails = {p.name for p in leftover_cgroups(warm.cgroup_parent, include_warm=True)}
+    assert 1 <= len(warm_jails) <= 2
+    assert_no_leftovers(warm)
+
+
+def test_the_pool_refuses_nothing_when_disabled(pools: tuple[Daemon, Daemon]) -> None:
+    _, cold = pools
+    with cold.client() as c:
+        assert c.run(code="print('cold')").stdout == "cold\n"
+    assert_no_leftovers(cold)
+    assert leftover_cgroups(cold.cgroup_parent, include_warm=True) == []
