@@ -1,8 +1,11 @@
-"""Hello-world latency: a run through the sandboxd HTTP API vs a bare interpreter start.
+"""Hello-world latency: sandboxd's HTTP API (warm pool, and without it) vs a bare interpreter
+started as a subprocess vs AutoGen's LocalCommandLineCodeExecutor (unsandboxed).
 
-Both are measured in the same run, interleaved, so that the machine's noise hits both alike;
-figures are quoted as ratios against the bare baseline. Usage:
-    python -m bench.hello_latency [--iterations N] [--out bench/RESULTS.md]
+All are measured in the same run, interleaved, so that the machine's noise hits them alike;
+figures are ratios against the bare baseline. Before each pooled call the bench waits until
+the daemon is idle (pool refilled, nothing in preparation), as after any pause between runs;
+back-to-back load is the soak bench's business. Usage:
+    python -m bench.hello_latency [--iterations N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -15,10 +18,19 @@ import time
 from pathlib import Path
 
 from bench.machine import describe
+from bench.peers import PeerWorker
+from sandboxd.client import SyncClient
 from tests.daemon import Daemon
 
 HELLO = 'print("hello")'
 JAIL_PYTHON = "/usr/bin/python3"
+IDLE_WAIT_S = 10.0
+LABELS = {
+    "bare": f"bare `{JAIL_PYTHON} -c 'print(\"hello\")'` as a subprocess (baseline)",
+    "pool": "sandboxd HTTP API, nsjail, warm pool",
+    "cold": "sandboxd HTTP API, nsjail, no pool (jail built per run)",
+    "autogen": "AutoGen `LocalCommandLineCodeExecutor` (no isolation at all)",
+}
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -26,40 +38,64 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def wait_idle(client: SyncClient) -> None:
+    """Until the daemon's python pool is full and prepares nothing (bounded)."""
+    deadline = time.monotonic() + IDLE_WAIT_S
+    while time.monotonic() < deadline:
+        stats = client.info().warm_pools["nsjail/python"]
+        if stats.ready >= 1 and stats.preparing == 0:
+            return
+        time.sleep(0.002)
+    raise RuntimeError("the warm pool did not refill")
+
+
+def start_daemons(work: Path) -> tuple[Daemon, Daemon]:
+    warm = Daemon(work, "bench-pool").start()
+    cold = Daemon(work, "bench-cold", backend={"pool": {"enabled": False}}).start()
+    return warm, cold
+
+
 def measure(iterations: int, warmup: int = 5) -> dict[str, list[float]]:
-    workdir = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))
-    workdir.chmod(0o711)
-    daemon = Daemon(workdir, "bench").start()
-    samples: dict[str, list[float]] = {"bare": [], "api": []}
+    work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))
+    work.chmod(0o711)
+    warm, cold = start_daemons(work)
+    samples: dict[str, list[float]] = {key: [] for key in LABELS}
     try:
-        with daemon.client() as client:
+        with warm.client() as pool, cold.client() as nopool, PeerWorker() as peer:
             for i in range(warmup + iterations):
+                times: dict[str, float] = {}
                 t0 = time.perf_counter()
                 bare = subprocess.run([JAIL_PYTHON, "-c", HELLO], capture_output=True, text=True)
-                t1 = time.perf_counter()
-                result = client.run(code=HELLO)
-                t2 = time.perf_counter()
-                if bare.stdout != "hello\n" or result.stdout != "hello\n":
-                    raise RuntimeError(f"wrong output: {bare.stdout!r} / {result}")
+                times["bare"] = time.perf_counter() - t0
+                wait_idle(pool)
+                t0 = time.perf_counter()
+                pooled = pool.run(code=HELLO)
+                times["pool"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                unpooled = nopool.run(code=HELLO)
+                times["cold"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                (agent,) = peer.autogen(HELLO)
+                times["autogen"] = time.perf_counter() - t0
+                outputs = {bare.stdout, pooled.stdout, unpooled.stdout, agent["output"]}
+                if outputs != {"hello\n"}:
+                    raise RuntimeError(f"wrong output: {outputs}")
                 if i >= warmup:
-                    samples["bare"].append(t1 - t0)
-                    samples["api"].append(t2 - t1)
+                    for key, value in times.items():
+                        samples[key].append(value)
+            hits = pool.info().warm_pools["nsjail/python"].hits
+        if hits < warmup + iterations:
+            raise RuntimeError(f"only {hits} of the pooled runs used a warm jail")
     finally:
-        daemon.stop()
+        warm.stop()
+        cold.stop()
     return samples
 
 
 def report(samples: dict[str, list[float]]) -> str:
     base = statistics.median(samples["bare"])
-    rows = [
-        "| what | p50 ms | p90 ms | p50 ratio vs bare |",
-        "|---|---|---|---|",
-    ]
-    labels = {
-        "bare": f"bare `{JAIL_PYTHON} -c 'print(\"hello\")'` as a subprocess (baseline)",
-        "api": "sandboxd HTTP API, nsjail backend, no warm pool",
-    }
-    for key, label in labels.items():
+    rows = ["| what | p50 ms | p90 ms | p50 ratio vs bare |", "|---|---|---|---|"]
+    for key, label in LABELS.items():
         p50, p90 = statistics.median(samples[key]), percentile(samples[key], 0.9)
         rows.append(f"| {label} | {p50 * 1e3:.1f} | {p90 * 1e3:.1f} | {p50 / base:.2f}x |")
     n = len(samples["bare"])

@@ -1,6 +1,6 @@
 """Run every benchmark and write one results file with the machine's description.
 
-python -m bench.run [--iterations N] [--out bench/RESULTS.md]
+python -m bench.run [--iterations N] [--soak-runs N] [--out bench/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from bench import coder_overhead, docker_latency, hello_latency
+from bench import coder_overhead, docker_latency, hello_latency, humaneval, soak
 from bench.machine import describe
 from tests.daemon import Daemon
 
@@ -17,11 +17,14 @@ from tests.daemon import Daemon
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--soak-runs", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     header = ["# sandboxd benchmarks", "", "## Machine", *describe(), ""]
     sections = [hello_latency.report(hello_latency.measure(args.iterations))]
+    sections.append(humaneval.report(humaneval.measure()))
     sections.append(docker_latency.report(docker_latency.measure()))
+    sections.append(soak.report(soak.measure(args.soak_runs)))
     work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))
     work.chmod(0o711)
     daemon = Daemon(work, "coder-bench").start()

@@ -141,6 +141,10 @@ class RunCgroup(ABC):
                     found.add(pid)
         return found
 
+    def rename(self, name: str) -> None:
+        """Rename the cgroup: cgroup v1 can; v2 refuses (OSError)."""
+        raise OSError(errno.EPERM, "cgroup v2 directories cannot be renamed")
+
     def remove(self) -> None:
         for d in self.dirs:
             with contextlib.suppress(FileNotFoundError):
@@ -166,6 +170,19 @@ class _V1Run(RunCgroup):
     def __init__(self, mounts: dict[str, Path], name: str) -> None:
         self.by = {c: mounts[c] / name for c in V1_CONTROLLERS}
         super().__init__(sorted(set(self.by.values())))
+
+    def rename(self, name: str) -> None:
+        done: list[Path] = []
+        try:
+            for d in self.dirs:
+                os.rename(d, d.with_name(name))
+                done.append(d)
+        except OSError:
+            for d in done:  # all or nothing
+                os.rename(d.with_name(name), d)
+            raise
+        self.by = {c: d.with_name(name) for c, d in self.by.items()}
+        self.dirs = sorted(set(self.by.values()))
 
     def set_limits(self, *, memory_bytes: int, pids_max: int) -> None:
         _v1_memory_limit(self.by["memory"], memory_bytes)

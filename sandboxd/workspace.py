@@ -260,6 +260,14 @@ class Workspace:
             d.mkdir(mode=0o700)
             os.chown(d, self.uid, self.gid)  # fresh directory on a fresh tmpfs: no link to follow
 
+    def rename(self, root: Path) -> None:
+        """Move the run directory (a warm sandbox's, once its run is known)."""
+        os.rename(self.root, root)
+        work_below_fs = self.tree.path == self.fs / "work"
+        self.root, self.fs = root, root / "fs"
+        if work_below_fs:
+            self.tree.path = self.fs / "work"
+
     def resize(self, *, disk_mib: int) -> None:
         """Re-cap the tmpfs (a warm sandbox's, before its run gets it)."""
         linux.resize_tmpfs(self.fs, size_bytes=disk_mib << 20, nr_inodes=_inodes(disk_mib))

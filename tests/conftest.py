@@ -127,15 +127,26 @@ def backend_client(request: pytest.FixtureRequest, daemon: Daemon) -> Iterator[B
         yield c
 
 
-def sandbox_processes(*, include_warm: bool = False) -> list[psutil.Process]:
+def sandbox_processes(
+    *, include_warm: bool = False, cgroup_parent: str | None = None
+) -> list[psutil.Process]:
     """Host processes running as any run-slot uid (there must be none between runs), but
-    the idle jails of a warm pool unless `include_warm`."""
+    the idle jails of a warm pool unless `include_warm`; only those of one daemon's cgroups
+    if `cgroup_parent` is given."""
     found = []
     for proc in psutil.process_iter(["uids"]):
         uids = proc.info["uids"]
-        in_range = uids and UID_BASE <= uids.real < UID_BASE + 100_000
-        if in_range and (include_warm or not _in_warm_jail(proc)):
-            found.append(proc)
+        if not (uids and UID_BASE <= uids.real < UID_BASE + 100_000):
+            continue
+        try:
+            groups = Path(f"/proc/{proc.pid}/cgroup").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if not include_warm and f"/{WARM_PREFIX}" in groups:
+            continue
+        if cgroup_parent is not None and f"/{cgroup_parent}/" not in groups:
+            continue
+        found.append(proc)
     return found
 
 
@@ -172,13 +183,6 @@ def no_leftovers(daemon: Daemon) -> Iterator[None]:
 
 WARM_PREFIX = "warm_"
 WARM_MAX = 4  # PoolSettings().max_size
-
-
-def _in_warm_jail(proc: psutil.Process) -> bool:
-    try:
-        return f"/{WARM_PREFIX}" in Path(f"/proc/{proc.pid}/cgroup").read_text()
-    except OSError:
-        return True  # gone meanwhile
 
 
 def assert_no_leftovers(daemon: Daemon, timeout_s: float = 10.0) -> None:

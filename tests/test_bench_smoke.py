@@ -1,12 +1,31 @@
-"""The benchmark script keeps working (a few iterations; its numbers are not asserted)."""
+"""Every benchmark keeps working: a few iterations each, in CI too. Nothing here is timed;
+the checks are the benches' own (right output, all HumanEval problems pass, no leak)."""
 
 from __future__ import annotations
 
-from bench.hello_latency import measure, report
+from bench import docker_latency, hello_latency, humaneval, soak
 
 
 def test_hello_latency_bench_runs() -> None:
-    samples = measure(iterations=3, warmup=1)
-    assert len(samples["bare"]) == len(samples["api"]) == 3
-    text = report(samples)
-    assert "| sandboxd HTTP API" in text
+    samples = hello_latency.measure(iterations=3, warmup=1)
+    assert {len(v) for v in samples.values()} == {3}
+    assert set(samples) == {"bare", "pool", "cold", "autogen"}
+    assert "| sandboxd HTTP API, nsjail, warm pool |" in hello_latency.report(samples)
+
+
+def test_humaneval_bench_runs() -> None:
+    data = humaneval.measure(limit=6)  # raises if any contender fails a problem
+    assert data["n"] == 6 and set(data["times"]) == {"bare", "api", "autogen"}
+    assert "6/6" in humaneval.report(data)
+
+
+def test_docker_bench_runs() -> None:
+    samples = docker_latency.measure(iterations=2, warmup=1)
+    assert {len(v) for v in samples.values()} == {2}
+
+
+def test_soak_bench_runs_clean() -> None:
+    data = soak.measure(runs=40, concurrency=2)
+    assert data["errors"] == []
+    assert set(data["leaks"].values()) == {0}
+    assert set(data["after_stop"].values()) == {0}

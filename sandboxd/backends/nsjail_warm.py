@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import resource
 import secrets
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sandboxd.nsjail.warm")
 
 READY_TIMEOUT_S = 15.0
+NAMESPACES = ("mnt", "pid", "net", "user", "ipc", "uts", "cgroup")
 #: Variables the interpreter reads while it starts: a run that sets one gets a cold jail.
 STARTUP_ENV_PREFIXES = ("PYTHON", "LANG", "LC_")
 BOOT_SOURCE = Path(warm_boot.__file__).read_text(encoding="utf-8")
@@ -53,6 +55,21 @@ def warm_profile(request: RunRequest, sandbox: SandboxMount | None) -> str | Non
     return "python"
 
 
+def hold_namespaces(pid: int) -> list[int]:
+    """Descriptors of the jail's namespaces. While the daemon holds them, the jail's exit
+    does not tear them down (mount namespace teardown waits for an RCU grace period): its
+    run ends sooner, and the teardown happens in the cleanup after the response."""
+    fds: list[int] = []
+    try:
+        for ns in NAMESPACES:
+            fds.append(os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC))
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
 @dataclass
 class WarmJail:
     id: str
@@ -62,6 +79,7 @@ class WarmJail:
     proc: asyncio.subprocess.Process
     jail_pid: int
     limits: Limits
+    ns_fds: list[int]
 
 
 class NsjailWarmPool:
@@ -129,13 +147,19 @@ class NsjailWarmPool:
             jailed = group.pids() - group.root_pids()
             if len(jailed) != 1:
                 raise RuntimeError(f"warm jail has {len(jailed)} processes, expected 1")
-            return WarmJail(jail_id, slot, ws, group, proc, jailed.pop(), limits)
+            jail_pid = jailed.pop()
+            ns_fds = await asyncio.to_thread(hold_namespaces, jail_pid)
+            return WarmJail(jail_id, slot, ws, group, proc, jail_pid, limits, ns_fds)
         except BaseException:
             await asyncio.shield(self._destroy(slot, ws, group, proc))
             raise
 
     async def _discard(self, jail: WarmJail) -> None:
-        await self._destroy(jail.slot, jail.ws, jail.group, jail.proc)
+        try:
+            await self._destroy(jail.slot, jail.ws, jail.group, jail.proc)
+        finally:
+            for fd in jail.ns_fds:  # the namespaces' teardown happens now, after the run
+                os.close(fd)
 
     async def _destroy(
         self,
@@ -145,20 +169,26 @@ class NsjailWarmPool:
         proc: asyncio.subprocess.Process | None,
     ) -> None:
         try:
-            if proc is not None and proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+            # The jail first, so that nsjail reaps it (no zombie left to the host's init);
+            # cleanup then takes nsjail too.
             await self.backend.cleanup(ws, group)
             if proc is not None:
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
                 await proc.wait()
         finally:
             self.backend.warm_slots.release(slot)
 
     # -- one run in a warm jail --------------------------------------------------------------
 
-    def _hand_over(self, jail: WarmJail, request: RunRequest) -> None:
+    def _hand_over(self, run_id: str, jail: WarmJail, request: RunRequest) -> None:
         """Give the jail the run's files and limits (in a thread): only what differs from
         the limits the jail was made with."""
+        # Named after its run from now on (where the cgroup version allows renaming).
+        jail.ws.rename(jail.ws.root.with_name(run_id))
+        with contextlib.suppress(OSError):
+            jail.group.rename(run_id)
         new, old = request.limits, jail.limits
         if new.disk_mib != old.disk_mib:
             jail.ws.resize(disk_mib=new.disk_mib)
@@ -199,7 +229,7 @@ class NsjailWarmPool:
         created = datetime.now(UTC)
         try:
             try:
-                await asyncio.to_thread(self._hand_over, jail, request)
+                await asyncio.to_thread(self._hand_over, run_id, jail, request)
             except OSError as exc:
                 log.info("run %s: warm jail refused its limits (%s); building one", run_id, exc)
                 return None
@@ -213,4 +243,12 @@ class NsjailWarmPool:
             result.created_at = created
             return result
         finally:
-            await asyncio.shield(self._destroy(jail.slot, jail.ws, jail.group, jail.proc))
+            # Every process of the run is dead (supervise killed the cgroup): the rest is
+            # cleanup, after the response; then the pool prepares a replacement.
+            b.background.spawn(self._retire(profile, jail))
+
+    async def _retire(self, profile: str, jail: WarmJail) -> None:
+        try:
+            await self._discard(jail)
+        finally:
+            self.pools[profile].replenish()

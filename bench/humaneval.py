@@ -1,0 +1,131 @@
+"""HumanEval: the 164 canonical solutions with their tests, at concurrency 2, through the
+sandboxd API (warm pool) vs a pool of two bare subprocesses vs AutoGen's local executor.
+
+Every program must pass on every contender (a failure aborts the bench). Figures are the
+wall time of the whole set, as ratios against the bare subprocess pool, in the same run.
+    python -m bench.humaneval [--problems N] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench.peers import PeerWorker
+from sandboxd.client import Client
+from tests.daemon import Daemon
+
+CONCURRENCY = 2
+JAIL_PYTHON = "/usr/bin/python3"
+
+
+def programs(problems: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(task id, program): prompt + canonical solution + tests + the check call."""
+    return [
+        (
+            p["task_id"],
+            f"{p['prompt']}{p['canonical_solution']}\n\n{p['test']}\n\ncheck({p['entry_point']})\n",
+        )
+        for p in problems
+    ]
+
+
+def run_bare(progs: list[tuple[str, str]], work: Path) -> list[str]:
+    """Failures of a pool of CONCURRENCY bare interpreters, one file per program."""
+
+    def one(item: tuple[str, str]) -> str | None:
+        task, code = item
+        path = work / (task.replace("/", "_") + ".py")
+        path.write_text(code)
+        done = subprocess.run([JAIL_PYTHON, str(path)], capture_output=True, timeout=60)
+        return None if done.returncode == 0 else task
+
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        return [t for t in pool.map(one, progs) if t is not None]
+
+
+async def run_api(progs: list[tuple[str, str]], daemon: Daemon) -> list[str]:
+    """Failures through the API, CONCURRENCY requests in flight."""
+    failures: list[str] = []
+    queue = list(progs)
+    async with Client(daemon.url, token=daemon.token) as client:
+
+        async def worker() -> None:
+            while queue:
+                task, code = queue.pop()
+                result = await client.run(code=code)
+                if result.status != "ok":
+                    failures.append(f"{task}: {result.status} {result.stderr[-300:]}")
+
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return failures
+
+
+def run_autogen(progs: list[tuple[str, str]], peer: PeerWorker) -> list[str]:
+    failures = []
+    for i in range(0, len(progs), CONCURRENCY):
+        batch = progs[i : i + CONCURRENCY]
+        for (task, _), result in zip(batch, peer.autogen(*(c for _, c in batch)), strict=True):
+            if result["exit_code"] != 0:
+                failures.append(task)
+    return failures
+
+
+def measure(limit: int | None = None) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))
+    work.chmod(0o711)
+    daemon = Daemon(work, "humaneval", backend={"pool": {"min_size": CONCURRENCY}}).start()
+    times: dict[str, float] = {}
+    try:
+        with PeerWorker() as peer:
+            progs = programs(peer.humaneval_problems())[:limit]
+            runners = {
+                "bare": lambda: run_bare(progs, work),
+                "api": lambda: asyncio.run(run_api(progs, daemon)),
+                "autogen": lambda: run_autogen(progs, peer),
+            }
+            for name, runner in runners.items():
+                t0 = time.perf_counter()
+                failures = runner()
+                times[name] = time.perf_counter() - t0
+                if failures:
+                    raise RuntimeError(f"{name}: {len(failures)} failed: {failures[:5]}")
+    finally:
+        daemon.stop()
+    return {"n": len(progs), "times": times}
+
+
+def report(data: dict[str, Any]) -> str:
+    n, times = data["n"], data["times"]
+    base = times["bare"]
+    labels = {
+        "bare": f"bare `{JAIL_PYTHON} file.py`, pool of {CONCURRENCY} (baseline)",
+        "api": f"sandboxd HTTP API, nsjail, warm pool, {CONCURRENCY} in flight",
+        "autogen": f"AutoGen `LocalCommandLineCodeExecutor`, {CONCURRENCY} at a time",
+    }
+    rows = ["| what | passed | total s | ms per problem | ratio vs bare |", "|---|---|---|---|---|"]
+    for key, label in labels.items():
+        t = times[key]
+        rows.append(f"| {label} | {n}/{n} | {t:.2f} | {t / n * 1e3:.1f} | {t / base:.2f}x |")
+    return "\n".join([f"## HumanEval canonical solutions ({n} problems)", "", *rows, ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    text = report(measure(args.problems))
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

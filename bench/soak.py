@@ -1,0 +1,178 @@
+"""Soak: many runs, mixed normal and limit-hitting, through one daemon, then a leak check.
+
+Counts errors (a run whose status is not the one its kind must give, or a refused request),
+the daemon's RSS growth from after a warm-up to the end, and whatever is left on the host:
+sandbox processes, run cgroups, mounts, containers (all must be zero; the warm pool's idle
+jails are not leftovers). python -m bench.soak [--runs N] [--concurrency C] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from sandboxd.client import Client
+from sandboxd.errors import SandboxdError
+from tests.conftest import (
+    leftover_cgroups,
+    leftover_containers,
+    leftover_mounts,
+    sandbox_processes,
+)
+from tests.daemon import Daemon
+
+#: (name, request fields, the status it must end with); the mix repeats in this order.
+KINDS: list[tuple[str, dict[str, Any], str]] = [
+    ("hello", {"code": "print('hello')"}, "ok"),
+    ("hello", {"code": "print('hello')"}, "ok"),
+    ("bash", {"language": "bash", "code": "echo hi"}, "ok"),
+    ("exit 3", {"code": "import sys; sys.exit(3)"}, "failed"),
+    ("timeout", {"code": "import time; time.sleep(10)", "limits": {"wall_time_s": 0.2}}, "timeout"),
+    (
+        "memory",
+        {"code": "x = bytearray(256 << 20)", "limits": {"memory_mib": 32}},
+        "memory_limit",
+    ),
+    (
+        "output",
+        {"language": "bash", "code": "yes", "limits": {"output_bytes": 4096}},
+        "output_limit",
+    ),
+    (
+        "cpu",
+        {"code": "while True: pass", "limits": {"cpu_time_s": 0.2, "wall_time_s": 5}},
+        "cpu_limit",
+    ),
+    (
+        "fork bomb",
+        {
+            "language": "bash",
+            "code": "f() { f | f & }; f; sleep 1",
+            "limits": {"pids": 16, "wall_time_s": 0.5},
+        },
+        "timeout",
+    ),
+    ("hello", {"code": "print('hello')"}, "ok"),
+]
+WARMUP = 50
+
+
+def rss_mib(pid: int) -> float:
+    return float(psutil.Process(pid).memory_info().rss) / 2**20
+
+
+async def drive(daemon: Daemon, runs: int, concurrency: int, tally: Counter[str]) -> list[str]:
+    errors: list[str] = []
+    next_index = 0
+    async with Client(daemon.url, token=daemon.token) as client:
+
+        async def worker() -> None:
+            nonlocal next_index
+            while next_index < runs:
+                i, next_index = next_index, next_index + 1
+                name, fields, expected = KINDS[i % len(KINDS)]
+                try:
+                    result = await client.run(**fields)
+                except SandboxdError as exc:
+                    errors.append(f"run {i} ({name}): {exc.code}: {exc.message}")
+                    continue
+                tally[name] += 1
+                if result.status != expected:
+                    errors.append(f"run {i} ({name}): {result.status}, expected {expected}")
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return errors
+
+
+def measure(runs: int, concurrency: int = 4) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))
+    work.chmod(0o711)
+    daemon = Daemon(work, "soak", max_concurrent_runs=concurrency).start()
+    assert daemon.proc is not None
+    tally: Counter[str] = Counter()
+    try:
+        warm_errors = asyncio.run(drive(daemon, min(WARMUP, runs), concurrency, Counter()))
+        rss_start = rss_mib(daemon.proc.pid)
+        t0 = time.perf_counter()
+        errors = warm_errors + asyncio.run(drive(daemon, runs, concurrency, tally))
+        elapsed = time.perf_counter() - t0
+        rss_end = rss_mib(daemon.proc.pid)
+        deadline = time.monotonic() + 10  # cleanup finishes just after the last response
+        while time.monotonic() < deadline and (
+            leftover_cgroups(daemon.cgroup_parent) or leftover_mounts(daemon.state_dir)
+        ):
+            time.sleep(0.05)
+        leaks = {
+            "processes": len(sandbox_processes(cgroup_parent=daemon.cgroup_parent)),
+            "cgroups": len(leftover_cgroups(daemon.cgroup_parent)),
+            "mounts": len(leftover_mounts(daemon.state_dir)),
+            "containers": len(leftover_containers(daemon.state_dir)),
+        }
+    finally:
+        daemon.stop()
+    after_stop = {
+        "processes": len(sandbox_processes(include_warm=True, cgroup_parent=daemon.cgroup_parent)),
+        "cgroups": len(leftover_cgroups(daemon.cgroup_parent, include_warm=True)),
+        "mounts": len(leftover_mounts(daemon.state_dir, include_warm=True)),
+    }
+    return {
+        "runs": runs,
+        "concurrency": concurrency,
+        "elapsed_s": elapsed,
+        "errors": errors,
+        "tally": dict(tally),
+        "rss_start_mib": rss_start,
+        "rss_end_mib": rss_end,
+        "leaks": leaks,
+        "after_stop": after_stop,
+    }
+
+
+def report(data: dict[str, Any]) -> str:
+    growth = data["rss_end_mib"] - data["rss_start_mib"]
+    leaks, after = data["leaks"], data["after_stop"]
+    mix = ", ".join(f"{name} {count}" for name, count in sorted(data["tally"].items()))
+    lines = [
+        f"## Soak ({data['runs']} runs, {data['concurrency']} in flight)",
+        "",
+        f"Mix: {mix}.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| errors (wrong status or refused) | {len(data['errors'])} |",
+        f"| runs per second | {data['runs'] / data['elapsed_s']:.1f} |",
+        f"| daemon RSS after warm-up / at end, MiB | {data['rss_start_mib']:.1f} / "
+        f"{data['rss_end_mib']:.1f} (growth {growth:+.1f}) |",
+        f"| leaked sandbox processes / run cgroups / mounts / containers | "
+        f"{leaks['processes']} / {leaks['cgroups']} / {leaks['mounts']} / "
+        f"{leaks['containers']} |",
+        f"| left after the daemon stopped (incl. warm pool): processes / cgroups / mounts | "
+        f"{after['processes']} / {after['cgroups']} / {after['mounts']} |",
+        "",
+    ]
+    if data["errors"]:
+        lines += ["First errors:", "", *[f"- {e}" for e in data["errors"][:10]], ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    text = report(measure(args.runs, args.concurrency))
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
