@@ -3,9 +3,10 @@ the one run it will serve.
 
 The daemon starts it inside a fresh jail as `python3 -u -c <this file's text>`. It writes
 `READY` on stdout, then blocks on stdin for one handover: a decimal length line and that many
-bytes of JSON (argv, env, main file). It then becomes that run, as `python3 -u <main>` would
-be: environment, argv, `sys.path[0]`, a fresh `__main__`, uncaught exceptions printed by
-`sys.excepthook` without this file's frame, exit status 1. What follows the handover on stdin
+bytes of the run's environment (NUL-separated NAME=value). It then becomes the run, as
+`python3 -u main.py` in /workspace would be: environment, argv, `sys.path[0]`, a fresh
+`__main__`, uncaught exceptions printed by `sys.excepthook` without this file's frame, exit
+status 1. What follows the handover on stdin
 is the run's own stdin. The daemon sets the run's limits from outside before it hands over.
 If stdin closes first, the jail was discarded and exits quietly.
 """
@@ -14,12 +15,13 @@ READY = b"\x00sandboxd-warm-ready\n"
 
 
 def _boot() -> None:
+    # Only modules every interpreter has loaded at start-up: an import here would be one
+    # more module for the run to see and to tear down at exit.
     import builtins
-    import json
     import os
     import sys
-    from importlib.machinery import SourceFileLoader
 
+    loader = sys.modules["_frozen_importlib_external"].SourceFileLoader
     # The first compile() in a process sets up the compiler (~2 ms here): not on a run's time.
     compile("def f(a, *b, c=1, **d):\n    return [x for x in b if x]\nclass C: pass\n", "", "exec")
     os.write(1, READY)
@@ -36,13 +38,15 @@ def _boot() -> None:
     line = b""
     while not line.endswith(b"\n") and len(line) < 16:
         line += read_exactly(1)
-    spec = json.loads(read_exactly(int(line)))
+    entries = read_exactly(int(line)).decode("utf-8", "surrogateescape").split("\0")
     os.environ.clear()
-    os.environ.update(spec["env"])
-    path = spec["main"]
-    sys.argv[:] = spec["argv"]
-    sys.orig_argv[:] = spec["orig_argv"]
-    sys.path[0] = os.path.dirname(path)
+    for entry in filter(None, entries):
+        name, _, value = entry.partition("=")
+        os.environ[name] = value
+    path = "/workspace/main.py"
+    sys.argv[:] = ["main.py"]
+    sys.orig_argv[:] = [sys.executable, "-u", "main.py"]
+    sys.path[0] = "/workspace"
     main = sys.modules["__main__"]
     namespace = main.__dict__
     namespace.clear()
@@ -54,9 +58,9 @@ def _boot() -> None:
         __file__=path,
         __cached__=None,
         __builtins__=builtins,
-        __loader__=SourceFileLoader("__main__", path),
+        __loader__=loader("__main__", path),
     )
-    del builtins, json, SourceFileLoader, line, spec, main
+    del builtins, loader, line, entries, main
     try:
         with open(path, "rb") as fh:
             code = compile(fh.read(), path, "exec")

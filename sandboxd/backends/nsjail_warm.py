@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import os
@@ -27,7 +26,7 @@ from sandboxd import cgroups, warm_boot
 from sandboxd.backends.base import RunControl, SandboxMount, collect_files
 from sandboxd.backends.nsjail_config import BASE_ENV, jail_config
 from sandboxd.errors import Overloaded
-from sandboxd.models import MAIN_FILE, Limits, PoolStats, RunRequest, RunResult
+from sandboxd.models import Limits, PoolStats, RunRequest, RunResult
 from sandboxd.pool import TICK_S, WarmPool
 from sandboxd.supervise import supervise
 from sandboxd.workspace import Workspace, write_request_files
@@ -204,15 +203,11 @@ class NsjailWarmPool:
             resource.prlimit(jail.jail_pid, resource.RLIMIT_FSIZE, (fsize, fsize))
         jail.group.start_accounting()
 
-    def handover_message(self, request: RunRequest) -> bytes:
-        main = MAIN_FILE[request.language]
-        spec = {
-            "env": {**BASE_ENV, **request.env},
-            "argv": [main],
-            "orig_argv": [self.backend.config.python, "-u", main],
-            "main": f"/workspace/{main}",
-        }
-        body = json.dumps(spec).encode()
+    @staticmethod
+    def handover_message(request: RunRequest) -> bytes:
+        """The run's environment, NUL-separated (names are checked, values NUL-free)."""
+        env = {**BASE_ENV, **request.env}
+        body = "\0".join(f"{k}={v}" for k, v in env.items()).encode("utf-8", "surrogateescape")
         return b"%d\n" % len(body) + body
 
     async def run(
