@@ -127,6 +127,10 @@ class DockerBackendConfig(BaseModel):
         description="Image per language, when a request names none.",
     )
     nofile: int = Field(1024, ge=16)
+    pool: PoolSettings = Field(
+        default_factory=PoolSettings,
+        description="Warm containers (python, default image and limits), started ahead.",
+    )
 
 
 def _default_concurrency() -> int:

@@ -142,7 +142,9 @@ def sandbox_processes(
             groups = Path(f"/proc/{proc.pid}/cgroup").read_text()
         except OSError:
             continue  # gone meanwhile
-        if not include_warm and f"/{WARM_PREFIX}" in groups:
+        if not include_warm and (
+            f"/{WARM_PREFIX}" in groups or any(c in groups for c in warm_container_ids())
+        ):
             continue
         if cgroup_parent is not None and f"/{cgroup_parent}/" not in groups:
             continue
@@ -155,7 +157,7 @@ def leftover_mounts(state_dir: Path, *, include_warm: bool = False) -> list[str]
         return [
             ln
             for ln in fh
-            if f" {state_dir}/" in ln and (include_warm or f"/runs/{WARM_PREFIX}" not in ln)
+            if f" {state_dir}/" in ln and (include_warm or f"runs/{WARM_PREFIX}" not in ln)
         ]
 
 
@@ -201,19 +203,50 @@ def assert_no_leftovers(daemon: Daemon, timeout_s: float = 10.0) -> None:
     assert containers == []
     warm = {g.name for g in leftover_cgroups(daemon.cgroup_parent, include_warm=True)}
     assert len(warm) <= WARM_MAX, f"more warm jails than the pool may hold: {warm}"
+    warm_containers = leftover_containers(daemon.state_dir, include_warm=True)
+    assert len(warm_containers) <= WARM_MAX, f"more warm containers: {warm_containers}"
 
 
-def leftover_containers(state_dir: Path) -> list[str]:
-    """Containers of this daemon that still exist (every run's must be removed)."""
+def warm_container_ids() -> list[str]:
+    """Full ids of every sandboxd daemon's warm containers (idle or serving a run)."""
+    if DOCKER_PROBLEM:
+        return []
+    import subprocess
+
+    out = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--filter",
+            "label=sandboxd.run",
+            "--format",
+            "{{.ID}} {{.Labels}}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    return [ln.split()[0] for ln in out.splitlines() if f"sandboxd.run={WARM_PREFIX}" in ln]
+
+
+def leftover_containers(state_dir: Path, *, include_warm: bool = False) -> list[str]:
+    """Containers of this daemon that still exist (every run's must be removed), but its
+    warm pool's unless `include_warm`."""
     if DOCKER_PROBLEM:
         return []
     import subprocess
 
     owner = f"sandboxd.owner={state_dir.resolve()}"
     out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={owner}"],
+        ["docker", "ps", "-a", "--filter", f"label={owner}", "--format", "{{.ID}} {{.Labels}}"],
         capture_output=True,
         text=True,
         timeout=30,
     ).stdout
-    return out.split()
+    return [
+        line.split()[0]
+        for line in out.splitlines()
+        if include_warm or f"sandboxd.run={WARM_PREFIX}" not in line
+    ]

@@ -11,7 +11,7 @@ import pytest
 
 from sandboxd.client import SyncClient
 from sandboxd.models import PoolStats
-from tests.conftest import assert_no_leftovers, leftover_cgroups
+from tests.conftest import assert_no_leftovers, leftover_cgroups, leftover_containers
 from tests.daemon import Daemon
 
 PROBE = (
@@ -174,3 +174,71 @@ def test_the_pool_refuses_nothing_when_disabled(pools: tuple[Daemon, Daemon]) ->
         assert c.run(code="print('cold')").stdout == "cold\n"
     assert_no_leftovers(cold)
     assert leftover_cgroups(cold.cgroup_parent, include_warm=True) == []
+
+
+# -- warm containers (Docker backend) ------------------------------------------------------
+
+
+def docker_pool(client: SyncClient) -> PoolStats:
+    return client.info().warm_pools["docker/python"]
+
+
+def wait_docker_ready(client: SyncClient, timeout_s: float = 60.0) -> PoolStats:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = docker_pool(client)
+        if stats.ready >= 1 and stats.preparing == 0:
+            return stats
+        time.sleep(0.05)
+    raise AssertionError(f"the warm containers did not refill: {docker_pool(client)}")
+
+
+def test_a_warm_container_runs_like_a_cold_one(daemon: Daemon) -> None:
+    code = PROBE + "import sys\nprint(sys.stdin.read())\nraise ValueError('x')\n"
+    with daemon.client() as client:
+        before = wait_docker_ready(client).hits
+        hot = client.run(backend="docker", code=code, stdin="in", env={"A": "1"})
+        assert docker_pool(client).hits == before + 1
+        # a memory limit of its own: a container made for the run
+        plain = client.run(
+            backend="docker", code=code, stdin="in", env={"A": "1"}, limits={"memory_mib": 200}
+        )
+        assert docker_pool(client).hits == before + 1
+    assert (hot.status, hot.exit_code) == (plain.status, plain.exit_code) == ("failed", 1)
+    # A cold run with stdin goes through `sh` (which adds PWD) and names python3 by PATH.
+    assert hot.stdout.splitlines()[0] == plain.stdout.splitlines()[0]
+    assert hot.stderr == plain.stderr and "ValueError: x" in hot.stderr
+    assert "in\n" in hot.stdout and "'A'" in hot.stdout
+    assert_no_leftovers(daemon)
+
+
+@pytest.mark.parametrize(
+    ("code", "limits", "status"),
+    [
+        ("import time\ntime.sleep(5)", {"wall_time_s": 0.5}, "timeout"),
+        ("while True: pass", {"cpu_time_s": 1, "wall_time_s": 10}, "cpu_limit"),
+        ("print('x' * 100000)", {"output_bytes": 1000}, "output_limit"),
+        ("open('/tmp/big', 'wb').write(b'x' * 8 * 1024 * 1024)", {"disk_mib": 4}, "failed"),
+    ],
+)
+def test_the_runs_limits_hold_in_a_warm_container(
+    daemon: Daemon, code: str, limits: dict[str, float], status: str
+) -> None:
+    with daemon.client() as client:
+        before = wait_docker_ready(client).hits
+        result = client.run(backend="docker", code=code, limits=limits)
+        assert docker_pool(client).hits == before + 1
+    assert result.status == status, result
+    assert_no_leftovers(daemon)
+
+
+def test_a_warm_container_serves_one_run(daemon: Daemon) -> None:
+    with daemon.client() as client:
+        wait_docker_ready(client)
+        before = set(leftover_containers(daemon.state_dir, include_warm=True))
+        first = client.run(backend="docker", code="open('/workspace/left','w').write('1')")
+        wait_docker_ready(client)
+        after = set(leftover_containers(daemon.state_dir, include_warm=True))
+        second = client.run(backend="docker", code="import os; print(os.listdir('/workspace'))")
+    assert first.status == "ok" and second.stdout == "['main.py']\n"
+    assert before and not (before & after), "the used container must be gone"

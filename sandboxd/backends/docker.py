@@ -16,15 +16,26 @@ import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 from sandboxd import cgroups, jail_forwarder, seccomp
-from sandboxd.backends.base import Backend, RunControl, SandboxMount, capture_pair, collect_files
+from sandboxd.backends.base import (
+    Backend,
+    Background,
+    RunControl,
+    SandboxMount,
+    Slots,
+    capture_pair,
+    collect_files,
+)
+from sandboxd.backends.docker_warm import DockerWarmPool, docker_warm_profile
 from sandboxd.egress import EgressGuard
-from sandboxd.errors import BackendUnavailable, InvalidRequest, Overloaded
-from sandboxd.models import MAIN_FILE, Capabilities, RunRequest, RunResult, Usage
+from sandboxd.errors import BackendUnavailable, InvalidRequest
+from sandboxd.models import MAIN_FILE, Capabilities, PoolStats, RunRequest, RunResult, Usage
 from sandboxd.output import StreamCapture
 from sandboxd.settings import DockerBackendConfig, Settings
 from sandboxd.workspace import Workspace, prepare_workspace, reap_run_dirs
@@ -38,6 +49,17 @@ STDIN_WRAPPER = ["/bin/sh", "-c", f'exec "$@" < {STDIN_PATH}', "sh"]
 POLL_S = 0.05
 
 
+@dataclass
+class Started:
+    """A started container being watched: its cgroup, its exit, the end of its output."""
+
+    container: Any
+    group: cgroups.RunCgroup | None
+    waiter: asyncio.Future[Any]
+    done_reading: threading.Event
+    start: float
+
+
 class DockerBackend(Backend):
     name: ClassVar[str] = "docker"
 
@@ -48,7 +70,12 @@ class DockerBackend(Backend):
         self.owner = str(settings.state_dir.resolve())
         self._client: Any = None
         self._profile = ""
-        self._free_slots = list(range(settings.max_concurrent_runs))
+        runs = settings.max_concurrent_runs
+        self.slots = Slots(range(runs))
+        warm_slots = self.config.pool.max_size if self.config.pool.enabled else 0
+        self.warm_slots = Slots(range(runs, runs + warm_slots))
+        self.background = Background()
+        self.warm: DockerWarmPool | None = None
         self.egress = EgressGuard(settings)
         self._version = "unknown"
 
@@ -73,6 +100,19 @@ class DockerBackend(Backend):
             raise BackendUnavailable(
                 f"images {sorted(missing)} are missing: run `sandboxd images build`"
             )
+        if self.config.pool.enabled and self.config.pool.max_size > 0:
+            self.warm = DockerWarmPool(self)
+            await self.warm.start()
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    def uid_for(self, slot: int) -> int:
+        return self.settings.backend.uid_base + UID_OFFSET + slot
+
+    def pool_stats(self) -> dict[str, PoolStats]:
+        return self.warm.stats() if self.warm is not None else {}
 
     async def _has(self, image: str) -> bool:
         import docker.errors
@@ -97,6 +137,9 @@ class DockerBackend(Backend):
         return len(found)
 
     async def close(self) -> None:
+        if self.warm is not None:
+            await self.warm.close()
+        await self.background.drain()
         if self._client is not None:
             await self.reap_leftovers()
             await asyncio.to_thread(self._client.close)
@@ -140,7 +183,7 @@ class DockerBackend(Backend):
         # docker always sets HOSTNAME: take it out, so the environment is exactly ours.
         return ["/usr/bin/env", "-u", "HOSTNAME", *argv]
 
-    def _container_args(
+    def container_args(
         self, run_id: str, request: RunRequest, ws: Workspace, uid: int
     ) -> dict[str, Any]:
         from docker.types import Mount, Ulimit
@@ -205,10 +248,13 @@ class DockerBackend(Backend):
             raise BackendUnavailable("the docker backend is not started")
         if request.image is not None and not await self._has(request.image):
             raise InvalidRequest(f"image {request.image!r} is not on this host", field="image")
-        if not self._free_slots:
-            raise Overloaded("no free run slot in the docker backend")
-        slot = self._free_slots.pop()
-        uid = sandbox.uid if sandbox else self.settings.backend.uid_base + UID_OFFSET + slot
+        image = self.config.images["python"]
+        if self.warm is not None and docker_warm_profile(request, sandbox, image) is not None:
+            warm = self.warm.take()
+            if warm is not None:
+                return await self.warm.run(run_id, request, warm, control)
+        slot = await self.slots.take()
+        uid = sandbox.uid if sandbox else self.uid_for(slot)
         ws = Workspace(
             self.runs_dir / run_id, uid=uid, gid=uid, work_dir=sandbox.work_dir if sandbox else None
         )
@@ -221,7 +267,7 @@ class DockerBackend(Backend):
                 await asyncio.to_thread((ws.root / "stdin").write_text, request.stdin)
             proxy = await self.egress.start(request, ws.root / "egress.sock")
             container = await asyncio.to_thread(
-                self._client.containers.create, **self._container_args(run_id, request, ws, uid)
+                self._client.containers.create, **self.container_args(run_id, request, ws, uid)
             )
             result = await self._supervise(run_id, request, container, control)
             result.network = proxy.report if proxy is not None else None
@@ -229,25 +275,43 @@ class DockerBackend(Backend):
             result.created_at = created
             return result
         finally:
-            await asyncio.shield(self._cleanup(container, ws, proxy))
-            self._free_slots.append(slot)
+            self.background.spawn(self._cleanup(container, ws, proxy, slot))
 
-    async def _cleanup(self, container: Any, ws: Workspace, proxy: Any) -> None:
-        if container is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(container.remove, force=True)
-        if proxy is not None:
-            await proxy.close()
-        await asyncio.to_thread(ws.destroy)
+    async def _cleanup(self, container: Any, ws: Workspace, proxy: Any, slot: int) -> None:
+        """After the response: the container is dead (or never started); remove it all."""
+        try:
+            if container is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(container.remove, force=True)
+            if proxy is not None:
+                await proxy.close()
+            await asyncio.to_thread(ws.destroy)
+        finally:
+            self.slots.release(slot)
 
     async def _supervise(
         self, run_id: str, request: RunRequest, container: Any, control: RunControl | None
     ) -> RunResult:
         loop = asyncio.get_running_loop()
-        limits = request.limits
-        out, err = capture_pair(control, limits.output_bytes, threadsafe=True)
-        cancel = control.cancel if control is not None else asyncio.Event()
+        out, err = capture_pair(control, request.limits.output_bytes, threadsafe=True)
         overflow = asyncio.Event()
+
+        def sink(chunk_out: bytes | None, chunk_err: bytes | None) -> None:
+            for cap, chunk in ((out, chunk_out), (err, chunk_err)):
+                if chunk and cap.feed(chunk):
+                    loop.call_soon_threadsafe(overflow.set)
+
+        done_reading = await self.read_output(container, sink)
+        start = loop.time()
+        await asyncio.to_thread(container.start)
+        started = await self.watch_exit(container, done_reading, start)
+        return await self.finish(run_id, request, started, (out, err), overflow, control)
+
+    async def read_output(
+        self, container: Any, sink: Callable[[bytes | None, bytes | None], None]
+    ) -> threading.Event:
+        """Attach to the container's output (before it starts) and feed `sink` from a thread;
+        the event is set once the stream ends."""
         done_reading = threading.Event()
         stream = await asyncio.to_thread(
             container.attach, stdout=True, stderr=True, stream=True, demux=True, logs=True
@@ -256,23 +320,42 @@ class DockerBackend(Backend):
         def read() -> None:
             try:
                 for chunk_out, chunk_err in stream:
-                    for cap, chunk in ((out, chunk_out), (err, chunk_err)):
-                        if chunk and cap.feed(chunk):
-                            loop.call_soon_threadsafe(overflow.set)
+                    sink(chunk_out, chunk_err)
             except Exception:  # the container was killed and removed under us
                 pass
             finally:
                 done_reading.set()
 
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        start = loop.time()
-        await asyncio.to_thread(container.start)
+        threading.Thread(target=read, daemon=True).start()
+        return done_reading
+
+    async def watch_exit(
+        self, container: Any, done_reading: threading.Event, start: float
+    ) -> Started:
+        """A started container, watched: its cgroup (None if already gone) and its exit."""
         await asyncio.to_thread(container.reload)
         group = cgroups.of_process(int(container.attrs["State"]["Pid"] or 0))
         if group is not None and not all(container.id in str(d) for d in group.dirs):
             group = None  # the process is gone and its pid says nothing about the container
         waiter = asyncio.ensure_future(asyncio.to_thread(container.wait))
+        return Started(container, group, waiter, done_reading, start)
+
+    async def finish(
+        self,
+        run_id: str,
+        request: RunRequest,
+        started: Started,
+        captures: tuple[StreamCapture, StreamCapture],
+        overflow: asyncio.Event,
+        control: RunControl | None,
+    ) -> RunResult:
+        """Enforce wall time, cpu, output and cancel until the container exits; the result."""
+        loop = asyncio.get_running_loop()
+        limits = request.limits
+        out, err = captures
+        container, group, waiter = started.container, started.group, started.waiter
+        start, done_reading = started.start, started.done_reading
+        cancel = control.cancel if control is not None else asyncio.Event()
         killed_for: str | None = None
         cpu = peak = 0.0
         refused = 0
