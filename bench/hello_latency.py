@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.jail_floor import JailFloor
 from bench.machine import describe
 from bench.peers import PeerWorker
 from sandboxd.client import SyncClient
@@ -30,6 +31,9 @@ LABELS = {
     "pool": "sandboxd HTTP API, nsjail, warm pool",
     "cold": "sandboxd HTTP API, nsjail, no pool (jail built per run)",
     "autogen": "AutoGen `LocalCommandLineCodeExecutor` (no isolation at all)",
+    "floor_py": "floor of a jail per run: nsjail alone (the daemon's arguments, no daemon, "
+    "no cgroup) starting `python3 -u main.py`",
+    "floor_true": "the same nsjail starting `/bin/true`",
 }
 
 
@@ -61,7 +65,12 @@ def measure(iterations: int, warmup: int = 5) -> dict[str, list[float]]:
     warm, cold = start_daemons(work)
     samples: dict[str, list[float]] = {key: [] for key in LABELS}
     try:
-        with warm.client() as pool, cold.client() as nopool, PeerWorker() as peer:
+        with (
+            warm.client() as pool,
+            cold.client() as nopool,
+            PeerWorker() as peer,
+            JailFloor() as floor,
+        ):
             for i in range(warmup + iterations):
                 times: dict[str, float] = {}
                 # The cold daemon first: its cleanup (after its response) is over long
@@ -69,6 +78,8 @@ def measure(iterations: int, warmup: int = 5) -> dict[str, list[float]]:
                 t0 = time.perf_counter()
                 unpooled = nopool.run(code=HELLO)
                 times["cold"] = time.perf_counter() - t0
+                times["floor_py"] = floor.python()
+                times["floor_true"] = floor.true()
                 t0 = time.perf_counter()
                 (agent,) = peer.autogen(HELLO)
                 times["autogen"] = time.perf_counter() - t0

@@ -3,7 +3,8 @@
 Counts errors (a run whose status is not the one its kind must give, or a refused request),
 the daemon's RSS growth from after a warm-up to the end, and whatever is left on the host:
 sandbox processes, run cgroups, mounts, containers (all must be zero; the warm pool's idle
-jails are not leftovers). python -m bench.soak [--runs N] [--concurrency C] [--out FILE]
+jails are not leftovers). Every 50th run goes to the Docker backend.
+python -m bench.soak [--runs N] [--concurrency C] [--out FILE]
 """
 
 from __future__ import annotations
@@ -62,6 +63,20 @@ KINDS: list[tuple[str, dict[str, Any], str]] = [
     ("hello", {"code": "print('hello')"}, "ok"),
 ]
 WARMUP = 50
+#: Every DOCKER_EVERY-th run goes to the Docker backend instead (alternately warm and cold).
+DOCKER_EVERY = 50
+DOCKER_KINDS: list[tuple[str, dict[str, Any], str]] = [
+    ("docker hello", {"backend": "docker", "code": "print('hello')"}, "ok"),
+    (
+        "docker timeout",
+        {
+            "backend": "docker",
+            "code": "import time; time.sleep(10)",
+            "limits": {"wall_time_s": 0.5, "memory_mib": 128},
+        },
+        "timeout",
+    ),
+]
 
 
 def rss_mib(pid: int) -> float:
@@ -77,7 +92,10 @@ async def drive(daemon: Daemon, runs: int, concurrency: int, tally: Counter[str]
             nonlocal next_index
             while next_index < runs:
                 i, next_index = next_index, next_index + 1
-                name, fields, expected = KINDS[i % len(KINDS)]
+                if i % DOCKER_EVERY == DOCKER_EVERY // 2:
+                    name, fields, expected = DOCKER_KINDS[(i // DOCKER_EVERY) % 2]
+                else:
+                    name, fields, expected = KINDS[i % len(KINDS)]
                 try:
                     result = await client.run(**fields)
                 except SandboxdError as exc:
@@ -94,7 +112,7 @@ async def drive(daemon: Daemon, runs: int, concurrency: int, tally: Counter[str]
 def measure(runs: int, concurrency: int = 4) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))
     work.chmod(0o711)
-    daemon = Daemon(work, "soak", max_concurrent_runs=concurrency).start()
+    daemon = Daemon(work, "soak", max_concurrent_runs=concurrency, docker={"enabled": True}).start()
     assert daemon.proc is not None
     tally: Counter[str] = Counter()
     try:
@@ -121,6 +139,7 @@ def measure(runs: int, concurrency: int = 4) -> dict[str, Any]:
         "processes": len(sandbox_processes(include_warm=True, cgroup_parent=daemon.cgroup_parent)),
         "cgroups": len(leftover_cgroups(daemon.cgroup_parent, include_warm=True)),
         "mounts": len(leftover_mounts(daemon.state_dir, include_warm=True)),
+        "containers": len(leftover_containers(daemon.state_dir, include_warm=True)),
     }
     return {
         "runs": runs,
@@ -153,8 +172,9 @@ def report(data: dict[str, Any]) -> str:
         f"| leaked sandbox processes / run cgroups / mounts / containers | "
         f"{leaks['processes']} / {leaks['cgroups']} / {leaks['mounts']} / "
         f"{leaks['containers']} |",
-        f"| left after the daemon stopped (incl. warm pool): processes / cgroups / mounts | "
-        f"{after['processes']} / {after['cgroups']} / {after['mounts']} |",
+        f"| left after the daemon stopped (incl. warm pools): processes / cgroups / mounts / "
+        f"containers | {after['processes']} / {after['cgroups']} / {after['mounts']} / "
+        f"{after['containers']} |",
         "",
     ]
     if data["errors"]:

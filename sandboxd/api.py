@@ -85,6 +85,10 @@ async def metrics(request: web.Request) -> web.Response:
     require(request, "metrics")
     registry = request.app[METRICS]
     registry.active_sandboxes.set(await request.app[SANDBOXES].count_active())
+    for name, backend in request.app[RUNS].backends.items():
+        for profile, stats in backend.pool_stats().items():
+            for measure, value in stats.model_dump().items():
+                registry.warm_pool.labels(measure, f"{name}/{profile}").set(value)
     return web.Response(
         body=generate_latest(registry.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

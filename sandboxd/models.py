@@ -287,18 +287,7 @@ class RunRecord(BaseModel):
     """A run as the daemon recorded it; `interrupted` when the daemon died during it."""
 
     id: str
-    status: Literal[
-        "running",
-        "interrupted",
-        "ok",
-        "failed",
-        "timeout",
-        "cpu_limit",
-        "memory_limit",
-        "output_limit",
-        "killed",
-        "error",
-    ]
+    status: Literal["running", "interrupted"] | RunStatus
     sandbox_id: str | None = None
     trace_id: str
     created_at: datetime

@@ -92,6 +92,12 @@ class Metrics:
         self.active_sandboxes = Gauge(
             "sandboxd_active_sandboxes", "Persistent sandboxes that exist", registry=self.registry
         )
+        self.warm_pool = Gauge(
+            "sandboxd_warm_pool",
+            "Warm pools: sandboxes ready and in preparation, target size, hits, misses, failures",
+            ["measure", "pool"],
+            registry=self.registry,
+        )
         self.rejected = Counter(
             "sandboxd_rejected_requests_total",
             "Requests refused, by error code",

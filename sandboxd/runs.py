@@ -4,9 +4,11 @@ bounded queue (then 503), every run recorded in the store from start to end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sandboxd.auth import Principal
@@ -141,16 +143,50 @@ class RunManager:
     ) -> RunResult:
         run_id = new_run_id()
         await self.store.run_started(run_id, tenant, sandbox_id, request_digest(request), trace_id)
+        with self._in_flight(run_id, tenant, control) as done:
+            if control.on_start is not None:
+                control.on_start(run_id)
+            try:
+                with self.tracer.span(
+                    "sandboxd.run",
+                    trace_id,
+                    run_id=run_id,
+                    tenant=tenant,
+                    language=request.language,
+                    backend=backend.name,
+                ):
+                    result = await backend.run(run_id, request, sandbox=sandbox, control=control)
+            except BaseException as exc:
+                status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "error"
+                await asyncio.shield(self.store.run_finished(run_id, status, None))
+                raise
+            result.trace_id, result.sandbox_id = trace_id, sandbox_id
+            await self.store.run_finished(run_id, result.status, result.model_dump_json())
+            done.set_result(result)
+        self.metrics.runs.labels(result.status, backend.name).inc()
+        self.metrics.run_duration.labels(backend.name).observe(result.usage.wall_time_s)
+        log.info(
+            "run %s finished: %s",
+            run_id,
+            result.status,
+            extra={
+                "run_id": run_id,
+                "tenant": tenant,
+                "status": result.status,
+                "sandbox_id": sandbox_id,
+            },
+        )
+        return result
+
+    @contextlib.contextmanager
+    def _in_flight(
+        self, run_id: str, tenant: str, control: RunControl
+    ) -> Iterator[asyncio.Future[RunResult]]:
+        """The run, findable by `cancel` while it runs; its result, or why there is none."""
         done: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
         self._inflight[run_id] = _InFlight(tenant, control, done)
         try:
-            if control.on_start is not None:
-                control.on_start(run_id)
-            result = await self._run_recorded(
-                backend, request, tenant, trace_id, sandbox, sandbox_id, control, run_id
-            )
-            done.set_result(result)
-            return result
+            yield done
         except BaseException as exc:
             done.set_exception(SandboxdError(f"run {run_id} ended without a result: {exc!r}"))
             done.exception()  # retrieved: nobody may be waiting
@@ -172,45 +208,3 @@ class RunManager:
             raise NotFound(f"no run {run_id!r}")
         entry.control.cancel.set()
         return await asyncio.shield(entry.done)
-
-    async def _run_recorded(
-        self,
-        backend: Backend,
-        request: RunRequest,
-        tenant: str,
-        trace_id: str,
-        sandbox: SandboxMount | None,
-        sandbox_id: str | None,
-        control: RunControl,
-        run_id: str,
-    ) -> RunResult:
-        try:
-            with self.tracer.span(
-                "sandboxd.run",
-                trace_id,
-                run_id=run_id,
-                tenant=tenant,
-                language=request.language,
-                backend=backend.name,
-            ):
-                result = await backend.run(run_id, request, sandbox=sandbox, control=control)
-        except BaseException as exc:
-            status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "error"
-            await asyncio.shield(self.store.run_finished(run_id, status, None))
-            raise
-        result.trace_id, result.sandbox_id = trace_id, sandbox_id
-        await self.store.run_finished(run_id, result.status, result.model_dump_json())
-        self.metrics.runs.labels(result.status, backend.name).inc()
-        self.metrics.run_duration.labels(backend.name).observe(result.usage.wall_time_s)
-        log.info(
-            "run %s finished: %s",
-            run_id,
-            result.status,
-            extra={
-                "run_id": run_id,
-                "tenant": tenant,
-                "status": result.status,
-                "sandbox_id": sandbox_id,
-            },
-        )
-        return result

@@ -9,7 +9,7 @@ from bench import docker_latency, hello_latency, humaneval, soak
 def test_hello_latency_bench_runs() -> None:
     samples = hello_latency.measure(iterations=3, warmup=1)
     assert {len(v) for v in samples.values()} == {3}
-    assert set(samples) == {"bare", "pool", "cold", "autogen"}
+    assert set(samples) == {"bare", "pool", "cold", "autogen", "floor_py", "floor_true"}
     assert "| sandboxd HTTP API, nsjail, warm pool |" in hello_latency.report(samples)
 
 
@@ -22,6 +22,7 @@ def test_humaneval_bench_runs() -> None:
 def test_docker_bench_runs() -> None:
     samples = docker_latency.measure(iterations=2, warmup=1)
     assert {len(v) for v in samples.values()} == {2}
+    assert set(samples) == {"raw", "cold", "warm"}
 
 
 def test_soak_bench_runs_clean() -> None:

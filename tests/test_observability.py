@@ -81,6 +81,8 @@ def test_metrics_move(daemon: Daemon) -> None:
         metric(after, rejected, code="unauthorized")
         == metric(before, rejected, code="unauthorized") + 1
     )
+    hits = metric(after, "sandboxd_warm_pool", pool="nsjail/python", measure="hits")
+    assert hits >= metric(before, "sandboxd_warm_pool", pool="nsjail/python", measure="hits") + 1
     assert metric(after, "sandboxd_queue_depth") == 0
     assert metric(after, "sandboxd_active_runs") == 0
 

@@ -22,18 +22,19 @@ PROBE = (
 )
 
 
-def pool(client: SyncClient) -> PoolStats:
-    return client.info().warm_pools["nsjail/python"]
+def pool(client: SyncClient, name: str = "nsjail/python") -> PoolStats:
+    return client.info().warm_pools[name]
 
 
-def wait_ready(client: SyncClient, timeout_s: float = 30.0) -> PoolStats:
-    deadline = time.monotonic() + timeout_s
+def wait_ready(client: SyncClient, name: str = "nsjail/python") -> PoolStats:
+    """The pool's stats once it is full and idle (at most 60 s)."""
+    deadline = time.monotonic() + 60.0
     while time.monotonic() < deadline:
-        stats = pool(client)
+        stats = pool(client, name)
         if stats.ready >= 1 and stats.preparing == 0:
             return stats
         time.sleep(0.02)
-    raise AssertionError(f"the pool did not refill: {pool(client)}")
+    raise AssertionError(f"the pool did not refill: {pool(client, name)}")
 
 
 @pytest.fixture(scope="module")
@@ -179,31 +180,20 @@ def test_the_pool_refuses_nothing_when_disabled(pools: tuple[Daemon, Daemon]) ->
 # -- warm containers (Docker backend) ------------------------------------------------------
 
 
-def docker_pool(client: SyncClient) -> PoolStats:
-    return client.info().warm_pools["docker/python"]
-
-
-def wait_docker_ready(client: SyncClient, timeout_s: float = 60.0) -> PoolStats:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        stats = docker_pool(client)
-        if stats.ready >= 1 and stats.preparing == 0:
-            return stats
-        time.sleep(0.05)
-    raise AssertionError(f"the warm containers did not refill: {docker_pool(client)}")
+DOCKER = "docker/python"
 
 
 def test_a_warm_container_runs_like_a_cold_one(daemon: Daemon) -> None:
     code = PROBE + "import sys\nprint(sys.stdin.read())\nraise ValueError('x')\n"
     with daemon.client() as client:
-        before = wait_docker_ready(client).hits
+        before = wait_ready(client, DOCKER).hits
         hot = client.run(backend="docker", code=code, stdin="in", env={"A": "1"})
-        assert docker_pool(client).hits == before + 1
+        assert pool(client, DOCKER).hits == before + 1
         # a memory limit of its own: a container made for the run
         plain = client.run(
             backend="docker", code=code, stdin="in", env={"A": "1"}, limits={"memory_mib": 200}
         )
-        assert docker_pool(client).hits == before + 1
+        assert pool(client, DOCKER).hits == before + 1
     assert (hot.status, hot.exit_code) == (plain.status, plain.exit_code) == ("failed", 1)
     # A cold run with stdin goes through `sh` (which adds PWD) and names python3 by PATH.
     assert hot.stdout.splitlines()[0] == plain.stdout.splitlines()[0]
@@ -225,19 +215,19 @@ def test_the_runs_limits_hold_in_a_warm_container(
     daemon: Daemon, code: str, limits: dict[str, float], status: str
 ) -> None:
     with daemon.client() as client:
-        before = wait_docker_ready(client).hits
+        before = wait_ready(client, DOCKER).hits
         result = client.run(backend="docker", code=code, limits=limits)
-        assert docker_pool(client).hits == before + 1
+        assert pool(client, DOCKER).hits == before + 1
     assert result.status == status, result
     assert_no_leftovers(daemon)
 
 
 def test_a_warm_container_serves_one_run(daemon: Daemon) -> None:
     with daemon.client() as client:
-        wait_docker_ready(client)
+        wait_ready(client, DOCKER)
         before = set(leftover_containers(daemon.state_dir, include_warm=True))
         first = client.run(backend="docker", code="open('/workspace/left','w').write('1')")
-        wait_docker_ready(client)
+        wait_ready(client, DOCKER)
         after = set(leftover_containers(daemon.state_dir, include_warm=True))
         second = client.run(backend="docker", code="import os; print(os.listdir('/workspace'))")
     assert first.status == "ok" and second.stdout == "['main.py']\n"

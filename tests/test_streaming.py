@@ -153,6 +153,9 @@ def test_cancel_kills_the_tree_and_returns_the_partial_result(daemon: Daemon, ba
     assert getattr(cancelled, "stdout", None) == "started\n"
     assert isinstance(last, RunEvent) and last.result is not None
     assert last.result.status == "cancelled"
+    with daemon.client() as client:
+        record = client.get_run(last.result.id)
+    assert record.status == "cancelled" and record.result == last.result
     assert_no_leftovers(daemon)
 
 

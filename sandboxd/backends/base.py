@@ -57,6 +57,21 @@ def capture_pair(
     )
 
 
+Sink = Callable[[bytes | None, bytes | None], None]
+
+
+def output_sink(out: StreamCapture, err: StreamCapture, overflow: asyncio.Event) -> Sink:
+    """Feed the captures from the reader thread; set `overflow` (on the loop) once over."""
+    loop = asyncio.get_running_loop()
+
+    def sink(chunk_out: bytes | None, chunk_err: bytes | None) -> None:
+        for cap, chunk in ((out, chunk_out), (err, chunk_err)):
+            if chunk and cap.feed(chunk):
+                loop.call_soon_threadsafe(overflow.set)
+
+    return sink
+
+
 @dataclass(frozen=True)
 class SandboxMount:
     """A persistent sandbox's workspace, handed to a run: its work tree and its owner uid."""

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,9 +27,11 @@ from sandboxd.backends.base import (
     Background,
     RunControl,
     SandboxMount,
+    Sink,
     Slots,
     capture_pair,
     collect_files,
+    output_sink,
 )
 from sandboxd.backends.docker_warm import DockerWarmPool, docker_warm_profile
 from sandboxd.egress import EgressGuard
@@ -295,21 +296,13 @@ class DockerBackend(Backend):
         loop = asyncio.get_running_loop()
         out, err = capture_pair(control, request.limits.output_bytes, threadsafe=True)
         overflow = asyncio.Event()
-
-        def sink(chunk_out: bytes | None, chunk_err: bytes | None) -> None:
-            for cap, chunk in ((out, chunk_out), (err, chunk_err)):
-                if chunk and cap.feed(chunk):
-                    loop.call_soon_threadsafe(overflow.set)
-
-        done_reading = await self.read_output(container, sink)
+        done_reading = await self.read_output(container, output_sink(out, err, overflow))
         start = loop.time()
         await asyncio.to_thread(container.start)
         started = await self.watch_exit(container, done_reading, start)
         return await self.finish(run_id, request, started, (out, err), overflow, control)
 
-    async def read_output(
-        self, container: Any, sink: Callable[[bytes | None, bytes | None], None]
-    ) -> threading.Event:
+    async def read_output(self, container: Any, sink: Sink) -> threading.Event:
         """Attach to the container's output (before it starts) and feed `sink` from a thread;
         the event is set once the stream ends."""
         done_reading = threading.Event()

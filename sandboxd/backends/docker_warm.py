@@ -15,13 +15,19 @@ import logging
 import secrets
 import socket
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sandboxd import warm_boot
-from sandboxd.backends.base import RunControl, SandboxMount, capture_pair, collect_files
+from sandboxd.backends.base import (
+    RunControl,
+    SandboxMount,
+    Sink,
+    capture_pair,
+    collect_files,
+    output_sink,
+)
 from sandboxd.backends.nsjail_warm import BOOT_SOURCE, STARTUP_ENV_PREFIXES, NsjailWarmPool
 from sandboxd.errors import Overloaded
 from sandboxd.models import Limits, PoolStats, RunRequest, RunResult
@@ -33,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sandboxd.docker.warm")
 READY_TIMEOUT_S = 60.0
-Sink = Callable[[bytes | None, bytes | None], None]
 
 
 def docker_warm_profile(
@@ -189,9 +194,18 @@ class DockerWarmPool:
 
     @staticmethod
     def _send(stdin: Any, data: bytes) -> None:
+        """Write the handover and the run's stdin, then end the container's stdin
+        (stdin_once). A program that never reads its stdin blocks this until `_abort`."""
         raw: socket.socket = getattr(stdin, "_sock", stdin)
-        raw.sendall(data)
-        raw.shutdown(socket.SHUT_WR)  # the container's stdin ends here (stdin_once)
+        with contextlib.suppress(OSError):
+            raw.sendall(data)
+            raw.shutdown(socket.SHUT_WR)
+
+    @staticmethod
+    def _abort(stdin: Any) -> None:
+        raw: socket.socket = getattr(stdin, "_sock", stdin)
+        with contextlib.suppress(OSError):
+            raw.shutdown(socket.SHUT_RDWR)
 
     async def run(
         self, run_id: str, request: RunRequest, warm: WarmContainer, control: RunControl | None
@@ -203,21 +217,23 @@ class DockerWarmPool:
             await asyncio.to_thread(self._hand_over, run_id, warm, request)
             out, err = capture_pair(control, request.limits.output_bytes, threadsafe=True)
             overflow = asyncio.Event()
-
-            def sink(chunk_out: bytes | None, chunk_err: bytes | None) -> None:
-                for cap, chunk in ((out, chunk_out), (err, chunk_err)):
-                    if chunk and cap.feed(chunk):
-                        loop.call_soon_threadsafe(overflow.set)
-
-            warm.router.connect(sink)
+            warm.router.connect(output_sink(out, err, overflow))
             payload = NsjailWarmPool.handover_message(request)
             if request.stdin is not None:
                 payload += request.stdin.encode()
             if warm.started.group is not None:
                 warm.started.group.start_accounting()  # the interpreter's start is not the run's
             warm.started.start = loop.time()
-            await asyncio.to_thread(self._send, warm.stdin, payload)
-            result = await b.finish(run_id, request, warm.started, (out, err), overflow, control)
+            # Not awaited first: a run that leaves its stdin unread must still be supervised.
+            sender = asyncio.ensure_future(asyncio.to_thread(self._send, warm.stdin, payload))
+            try:
+                result = await b.finish(
+                    run_id, request, warm.started, (out, err), overflow, control
+                )
+            finally:
+                if not sender.done():
+                    await asyncio.to_thread(self._abort, warm.stdin)
+                await sender
             await collect_files(result, warm.ws, request, b.settings)
             result.created_at = created
             return result
