@@ -3,8 +3,9 @@ started as a subprocess vs AutoGen's LocalCommandLineCodeExecutor (unsandboxed).
 
 All are measured in the same run, interleaved, so that the machine's noise hits them alike;
 figures are ratios against the bare baseline. Before each pooled call the bench waits until
-the daemon is idle (pool refilled, nothing in preparation), as after any pause between runs;
-back-to-back load is the soak bench's business. Usage:
+the daemon is idle (pool refilled, nothing in preparation), as after any pause between runs,
+and both the baseline and the pooled call follow the same 50 ms pause; back-to-back load is
+the HumanEval and soak benches' business. Usage:
     python -m bench.hello_latency [--iterations N] [--out FILE]
 """
 
@@ -26,6 +27,7 @@ from tests.daemon import Daemon
 HELLO = 'print("hello")'
 JAIL_PYTHON = "/usr/bin/python3"
 IDLE_WAIT_S = 10.0
+SETTLE_S = 0.05
 LABELS = {
     "bare": f"bare `{JAIL_PYTHON} -c 'print(\"hello\")'` as a subprocess (baseline)",
     "pool": "sandboxd HTTP API, nsjail, warm pool",
@@ -83,10 +85,14 @@ def measure(iterations: int, warmup: int = 5) -> dict[str, list[float]]:
                 t0 = time.perf_counter()
                 (agent,) = peer.autogen(HELLO)
                 times["autogen"] = time.perf_counter() - t0
+                # The same pause before the baseline and before the pooled call: the kernel
+                # finishes tearing down the jails above (network namespaces go away later).
+                time.sleep(SETTLE_S)
                 t0 = time.perf_counter()
                 bare = subprocess.run([JAIL_PYTHON, "-c", HELLO], capture_output=True, text=True)
                 times["bare"] = time.perf_counter() - t0
                 wait_idle(pool)
+                time.sleep(SETTLE_S)
                 t0 = time.perf_counter()
                 pooled = pool.run(code=HELLO)
                 times["pool"] = time.perf_counter() - t0

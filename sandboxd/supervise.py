@@ -87,7 +87,8 @@ async def supervise(
                 killed_for = "cpu_limit"
                 break
         wall = loop.time() - start
-        await cgroup.terminate({proc.pid})
+        if killed_for is not None or not exited.done() or cgroup.pids():
+            await cgroup.terminate({proc.pid})  # (an empty cgroup after a plain exit: done)
         returncode = await exited
         # Every writer of the pipes was in the cgroup, so EOF follows; bound it all the same.
         _done, late = await asyncio.wait(pumps, timeout=DRAIN_S)
