@@ -26,7 +26,7 @@ class JailFloor:
         state.chmod(0o711)
         settings = Settings(
             state_dir=state,
-            backend={"cgroup_parent": f"sandboxd-floor-{state.name}", "pool": {"enabled": False}},
+            backend={"cgroup_parent": "sandboxd-floor", "pool": {"enabled": False}},
         )
         self.backend = NsjailBackend(settings)
         asyncio.run(self.backend.start())
