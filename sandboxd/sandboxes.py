@@ -88,9 +88,12 @@ class SandboxDisk:
         if not self.mnt.is_mount():
             await _exec("mount", "-o", "loop,nosuid,nodev,noatime", str(self.image), str(self.mnt))
 
-    async def destroy(self) -> None:
+    async def unmount(self) -> None:
         if self.mnt.is_mount():
             await asyncio.to_thread(linux.umount, self.mnt)
+
+    async def destroy(self) -> None:
+        await self.unmount()
         await asyncio.to_thread(shutil.rmtree, self.root, True)
 
 
@@ -138,6 +141,12 @@ class SandboxManager:
         for row in rows:
             await self.disk(row["id"]).mount()
         return len(rows)
+
+    async def close(self) -> None:
+        """Unmount every sandbox disk (its files stay in the image; `start` remounts)."""
+        children = await asyncio.to_thread(lambda: sorted(self.dir.iterdir()))
+        for child in children:
+            await SandboxDisk(child).unmount()
 
     async def count_active(self) -> int:
         row = await self.store.call(

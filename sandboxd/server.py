@@ -222,6 +222,7 @@ async def _sandboxes(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    await manager.close()
 
 
 async def _tracer(app: web.Application) -> AsyncIterator[None]:

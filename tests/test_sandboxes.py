@@ -184,3 +184,20 @@ def test_idle_sandboxes_expire(workdir: Path) -> None:
             assert ("sandbox.expire", gone.id) in actions
     finally:
         assert d.stop() == 0
+
+
+def test_a_stopped_daemon_unmounts_sandbox_disks_and_the_next_remounts(workdir: Path) -> None:
+    d = Daemon(workdir, "remount").start()
+    with d.client() as c:
+        box = c.create_sandbox(language="python").id
+        c.put_file(box, "kept.txt", b"still here")
+    assert d.stop() == 0
+    mounts = [ln for ln in Path("/proc/self/mountinfo").read_text().splitlines() if box in ln]
+    assert mounts == [], "a stopped daemon leaves no sandbox disk mounted"
+    d2 = Daemon(workdir, "remount").start()
+    try:
+        with d2.client() as c:
+            assert c.get_file(box, "kept.txt") == b"still here"
+            c.delete_sandbox(box)
+    finally:
+        assert d2.stop() == 0
