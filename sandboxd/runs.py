@@ -161,7 +161,7 @@ class RunManager:
                 await asyncio.shield(self.store.run_finished(run_id, status, None))
                 raise
             result.trace_id, result.sandbox_id = trace_id, sandbox_id
-            await self.store.run_finished(run_id, result.status, result.model_dump_json())
+            self.store.run_finished(run_id, result.status, result.model_dump_json())
             done.set_result(result)
         self.metrics.runs.labels(result.status, backend.name).inc()
         self.metrics.run_duration.labels(backend.name).observe(result.usage.wall_time_s)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 from sandboxd.audit import AuditChain
 
 T = TypeVar("T")
+log = logging.getLogger("sandboxd.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -81,6 +83,19 @@ class Store:
         """Run `fn` in one transaction on the database thread."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.sync, fn)
 
+    def submit(self, what: str, fn: Callable[[], object]) -> asyncio.Future[object]:
+        """Queue `fn` on the database thread without waiting for it: it runs before any work
+        queued later (the thread takes jobs in order). A failure is logged; whoever needs
+        the outcome awaits the returned future."""
+        future = asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+        def report(done: asyncio.Future[object]) -> None:
+            if not done.cancelled() and (exc := done.exception()) is not None:
+                log.error("database: %s failed: %r", what, exc)
+
+        future.add_done_callback(report)
+        return future
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         if self._db is not None:
@@ -90,9 +105,12 @@ class Store:
     # -- audit -------------------------------------------------------------------------------
 
     async def record(self, action: str, **fields: Any) -> None:
-        """Append one record to the audit chain (fields as for `record_sync`)."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, lambda: self.record_sync(action, **fields))
+        """Append one record to the audit chain (fields as for `record_sync`); returns once it
+        is committed. The head file follows on the database thread, before any later record
+        (a crash in between leaves the head one record behind, which `verify` accepts)."""
+        entry = self._audit_entry(action, **fields)
+        seq, digest = await self.call(lambda db: self.audit.append(db, entry))
+        self.submit("audit head", lambda: self.audit.write_head(seq, digest))
 
     def record_sync(
         self,
@@ -106,7 +124,30 @@ class Store:
         trace_id: str | None = None,
     ) -> None:
         """Append one record on the calling thread (the CLI's way)."""
-        entry = {
+        entry = self._audit_entry(
+            action,
+            tenant=tenant,
+            token_id=token_id,
+            request=request,
+            result=result,
+            target=target,
+            trace_id=trace_id,
+        )
+        seq, digest = self.sync(lambda db: self.audit.append(db, entry))
+        self.audit.write_head(seq, digest)  # after the commit: the head never runs ahead
+
+    @staticmethod
+    def _audit_entry(
+        action: str,
+        *,
+        tenant: str | None,
+        token_id: str | None,
+        request: dict[str, Any] | None = None,
+        result: dict[str, Any] | None = None,
+        target: str | None = None,
+        trace_id: str | None = None,
+    ) -> dict[str, Any]:
+        return {
             "time": round(time.time(), 6),
             "tenant": tenant,
             "token_id": token_id,
@@ -116,8 +157,6 @@ class Store:
             "result": result or {},
             "trace_id": trace_id,
         }
-        seq, digest = self.sync(lambda db: self.audit.append(db, entry))
-        self.audit.write_head(seq, digest)  # after the commit: the head never runs ahead
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -137,12 +176,20 @@ class Store:
             )
         )
 
-    async def run_finished(self, run_id: str, status: str, result_json: str | None) -> None:
-        await self.call(
-            lambda db: db.execute(
-                "UPDATE runs SET status = ?, result = ?, finished_at = ? WHERE id = ?",
-                (status, result_json, time.time(), run_id),
-            )
+    def run_finished(
+        self, run_id: str, status: str, result_json: str | None
+    ) -> asyncio.Future[object]:
+        """Queued, not awaited by the caller in the common case: anything queued after it
+        (the audit record of the request, a lookup of the run) sees it committed."""
+        finished_at = time.time()
+        return self.submit(
+            f"recording the end of run {run_id}",
+            lambda: self.sync(
+                lambda db: db.execute(
+                    "UPDATE runs SET status = ?, result = ?, finished_at = ? WHERE id = ?",
+                    (status, result_json, finished_at, run_id),
+                )
+            ),
         )
 
     def mark_interrupted(self, db: sqlite3.Connection) -> list[sqlite3.Row]:

@@ -3,6 +3,7 @@ run's limits, adapt in size, and leave nothing behind."""
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +71,71 @@ def test_a_warm_traceback_shows_only_the_program(pools: tuple[Daemon, Daemon]) -
         wait_ready(w)
         syntax = w.run(code="x = (\n")
     assert syntax.exit_code == 1 and "SyntaxError" in syntax.stderr and "_boot" not in syntax.stderr
+
+
+EXITS = {
+    "atexit": ("import atexit\natexit.register(lambda: print('bye'))\nprint('hi')", "hi\nbye\n"),
+    "__del__ with its globals": (
+        "import os\nclass C:\n    def __del__(self): print('del', os.sep)\nc = C()\nprint('made')",
+        "made\ndel /\n",
+    ),
+    "__del__ in a cycle": (
+        "class A:\n    def __del__(self): print('cycle')\na = A()\na.me = a\ndel a\nprint('x')",
+        "x\ncycle\n",
+    ),
+    "unclosed file in __main__": (
+        "f = open('/workspace/out.txt', 'w')\nf.write('data')\nprint('written')",
+        "written\n",
+    ),
+    "unclosed file in an imported module": (
+        "open('/workspace/helper.py', 'w').write("
+        '\'f = open("/workspace/h.txt", "w")\\nf.write("helper")\\n\')\n'
+        "import helper\nprint('imported')",
+        "imported\n",
+    ),
+    "non-daemon thread": (
+        "import threading, time\n"
+        "def late():\n    time.sleep(0.2)\n    print('thread done')\n"
+        "threading.Thread(target=late).start()\nprint('main done')",
+        "main done\nthread done\n",
+    ),
+    "sys.exit with a message": ("import sys\nsys.exit('custom message')", ""),
+    "SystemExit(3)": ("raise SystemExit(3)", ""),
+    "sys.exit(-1)": ("import sys\nsys.exit(-1)", ""),
+    "uncaught exception": ("raise KeyError('k')", ""),
+    "C stdio buffer (full exit)": (
+        "import ctypes\nlibc = ctypes.CDLL(None)\nlibc.fopen.restype = ctypes.c_void_p\n"
+        "fp = libc.fopen(b'/workspace/c.txt', b'w')\n"
+        "libc.fputs(b'from C', ctypes.c_void_p(fp))\nprint('py')",
+        "py\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(EXITS))
+def test_a_warm_exit_behaves_like_a_cold_one(pools: tuple[Daemon, Daemon], name: str) -> None:
+    """A warm run skips the interpreter's own teardown; nothing a program sees may change."""
+    code, stdout = EXITS[name]
+    warm, cold = pools
+    collect = ["out.txt", "h.txt", "c.txt"]
+    with warm.client() as w, cold.client() as c:
+        before = wait_ready(w).hits
+        hot = w.run(code=code, collect=collect)
+        assert pool(w).hits == before + 1
+        plain = c.run(code=code, collect=collect)
+    seen = [(r.stdout, r.stderr, r.exit_code, r.files) for r in (hot, plain)]
+    assert seen[0] == seen[1]
+    assert hot.stdout == stdout
+    expected = {
+        "unclosed file in __main__": {"out.txt": "data"},
+        "unclosed file in an imported module": {"h.txt": "helper"},
+        "C stdio buffer (full exit)": {"c.txt": "from C"},
+    }.get(name, {})
+    assert {f.path: base64.b64decode(f.content).decode() for f in hot.files} == expected
+    status = {"sys.exit with a message": 1, "SystemExit(3)": 3, "sys.exit(-1)": 255}
+    assert hot.exit_code == status.get(name, 1 if name == "uncaught exception" else 0)
+    if name == "sys.exit with a message":
+        assert hot.stderr == "custom message\n"
 
 
 def test_stdin_and_exit_status(pools: tuple[Daemon, Daemon]) -> None:
