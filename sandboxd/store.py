@@ -105,34 +105,16 @@ class Store:
     # -- audit -------------------------------------------------------------------------------
 
     async def record(self, action: str, **fields: Any) -> None:
-        """Append one record to the audit chain (fields as for `record_sync`); returns once it
+        """Append one record to the audit chain (fields as for `_audit_entry`); returns once it
         is committed. The head file follows on the database thread, before any later record
         (a crash in between leaves the head one record behind, which `verify` accepts)."""
         entry = self._audit_entry(action, **fields)
         seq, digest = await self.call(lambda db: self.audit.append(db, entry))
         self.submit("audit head", lambda: self.audit.write_head(seq, digest))
 
-    def record_sync(
-        self,
-        action: str,
-        *,
-        tenant: str | None,
-        token_id: str | None,
-        request: dict[str, Any] | None = None,
-        result: dict[str, Any] | None = None,
-        target: str | None = None,
-        trace_id: str | None = None,
-    ) -> None:
+    def record_sync(self, action: str, **fields: Any) -> None:
         """Append one record on the calling thread (the CLI's way)."""
-        entry = self._audit_entry(
-            action,
-            tenant=tenant,
-            token_id=token_id,
-            request=request,
-            result=result,
-            target=target,
-            trace_id=trace_id,
-        )
+        entry = self._audit_entry(action, **fields)
         seq, digest = self.sync(lambda db: self.audit.append(db, entry))
         self.audit.write_head(seq, digest)  # after the commit: the head never runs ahead
 
@@ -147,6 +129,7 @@ class Store:
         target: str | None = None,
         trace_id: str | None = None,
     ) -> dict[str, Any]:
+        """One audit record's fields; its sequence number and hashes come with the append."""
         return {
             "time": round(time.time(), 6),
             "tenant": tenant,
