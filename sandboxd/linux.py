@@ -44,7 +44,7 @@ def umount(target: Path) -> None:
     _check(rc, f"umount {target}")
 
 
-def _unescape_mountinfo(field: str) -> str:
+def unescape_mountinfo(field: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as \ooo octal.
     out, i = [], 0
     while i < len(field):
@@ -63,7 +63,7 @@ def mounts_under(prefix: Path) -> list[Path]:
     found: list[Path] = []
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
         for line in fh:
-            mount_point = _unescape_mountinfo(line.split(" ")[4])
+            mount_point = unescape_mountinfo(line.split(" ")[4])
             if mount_point == root or mount_point.startswith(root + "/"):
                 found.append(Path(mount_point))
     return sorted(found, key=lambda p: len(p.parts), reverse=True)

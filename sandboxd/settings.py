@@ -60,6 +60,12 @@ class NsjailBackendConfig(BaseModel):
     supervisor_memory_mib: int = Field(
         8, ge=0, description="Memory allowed on top of memory_mib for nsjail itself."
     )
+    favor_cgroup_moves: bool = Field(
+        True,
+        description="Remount the host's cgroup2 hierarchy with `favordynmods` (Linux 6.1+), "
+        "so that moving nsjail into a run's cgroup stops waiting for an RCU grace period "
+        "(see sandboxd/cgroup_moves.py); false leaves the host's mounts alone.",
+    )
     seccomp_policy: Path | None = Field(
         None,
         description="Kafel policy file for every jail; default: sandboxd's built-in policy "

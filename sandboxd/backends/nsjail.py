@@ -29,6 +29,7 @@ from sandboxd.backends.base import (
 )
 from sandboxd.backends.nsjail_config import BASE_ENV, jail_config
 from sandboxd.backends.nsjail_warm import NsjailWarmPool, warm_profile
+from sandboxd.cgroup_moves import favor_cgroup_moves
 from sandboxd.egress import EgressGuard
 from sandboxd.errors import BackendUnavailable
 from sandboxd.models import MAIN_FILE, Capabilities, Limits, PoolStats, RunRequest, RunResult, Usage
@@ -113,6 +114,8 @@ class NsjailBackend(Backend):
     def _prepare_host(self) -> None:
         assert self.cgroups is not None
         self.cgroups.setup()
+        if self.config.favor_cgroup_moves:
+            log.info(favor_cgroup_moves())
         for parent in self.state_dir.resolve().parents:
             if parent.exists() and not parent.stat().st_mode & 0o001:
                 raise BackendUnavailable(
