@@ -29,27 +29,31 @@ from tests.conftest import (
 )
 from tests.daemon import Daemon
 
-#: (name, request fields, the status it must end with); the mix repeats in this order.
-KINDS: list[tuple[str, dict[str, Any], str]] = [
-    ("hello", {"code": "print('hello')"}, "ok"),
-    ("hello", {"code": "print('hello')"}, "ok"),
-    ("bash", {"language": "bash", "code": "echo hi"}, "ok"),
-    ("exit 3", {"code": "import sys; sys.exit(3)"}, "failed"),
-    ("timeout", {"code": "import time; time.sleep(10)", "limits": {"wall_time_s": 0.2}}, "timeout"),
+#: (name, request fields, the statuses it may end with); the mix repeats in this order.
+KINDS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
+    ("hello", {"code": "print('hello')"}, ("ok",)),
+    ("hello", {"code": "print('hello')"}, ("ok",)),
+    ("bash", {"language": "bash", "code": "echo hi"}, ("ok",)),
+    ("exit 3", {"code": "import sys; sys.exit(3)"}, ("failed",)),
+    (
+        "timeout",
+        {"code": "import time; time.sleep(10)", "limits": {"wall_time_s": 0.2}},
+        ("timeout",),
+    ),
     (
         "memory",
         {"code": "x = bytearray(256 << 20)", "limits": {"memory_mib": 32}},
-        "memory_limit",
+        ("memory_limit",),
     ),
     (
         "output",
         {"language": "bash", "code": "yes", "limits": {"output_bytes": 4096}},
-        "output_limit",
+        ("output_limit",),
     ),
     (
         "cpu",
         {"code": "while True: pass", "limits": {"cpu_time_s": 0.2, "wall_time_s": 5}},
-        "cpu_limit",
+        ("cpu_limit",),
     ),
     (
         "fork bomb",
@@ -58,15 +62,17 @@ KINDS: list[tuple[str, dict[str, Any], str]] = [
             "code": "f() { f | f & }; f; sleep 1",
             "limits": {"pids": 16, "wall_time_s": 0.5},
         },
-        "timeout",
+        # bash retries a refused fork after a sleep; a child's SIGCHLD can cut that sleep
+        # short, and bash then gives up: `failed`, with the pids note (checked below).
+        ("timeout", "failed"),
     ),
-    ("hello", {"code": "print('hello')"}, "ok"),
+    ("hello", {"code": "print('hello')"}, ("ok",)),
 ]
 WARMUP = 50
 #: Every DOCKER_EVERY-th run goes to the Docker backend instead (alternately warm and cold).
 DOCKER_EVERY = 50
-DOCKER_KINDS: list[tuple[str, dict[str, Any], str]] = [
-    ("docker hello", {"backend": "docker", "code": "print('hello')"}, "ok"),
+DOCKER_KINDS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
+    ("docker hello", {"backend": "docker", "code": "print('hello')"}, ("ok",)),
     (
         "docker timeout",
         {
@@ -74,7 +80,7 @@ DOCKER_KINDS: list[tuple[str, dict[str, Any], str]] = [
             "code": "import time; time.sleep(10)",
             "limits": {"wall_time_s": 0.5, "memory_mib": 128},
         },
-        "timeout",
+        ("timeout",),
     ),
 ]
 
@@ -102,7 +108,12 @@ async def drive(daemon: Daemon, runs: int, concurrency: int, tally: Counter[str]
                     errors.append(f"run {i} ({name}): {exc.code}: {exc.message}")
                     continue
                 tally[name] += 1
-                if result.status != expected:
+                unexplained = (
+                    name == "fork bomb"
+                    and result.status == "failed"
+                    and ("pids limit" not in (result.message or ""))
+                )
+                if result.status not in expected or unexplained:
                     errors.append(f"run {i} ({name}): {result.status}, expected {expected}")
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
