@@ -1,5 +1,6 @@
 """Hello-world latency: sandboxd's HTTP API (warm pool, and without it) vs a bare interpreter
-started as a subprocess vs AutoGen's LocalCommandLineCodeExecutor (unsandboxed).
+started as a subprocess vs AutoGen's LocalCommandLineCodeExecutor (unsandboxed); and bash and
+node through the exec pool vs without a pool vs bare, each against its own bare baseline.
 
 All are measured in the same run, interleaved, so that the machine's noise hits them alike;
 figures are ratios against the bare baseline. Before each pooled call the bench waits until
@@ -37,6 +38,16 @@ LABELS = {
     "no cgroup) starting `python3 -u main.py`",
     "floor_true": "the same nsjail starting `/bin/true`",
 }
+#: Languages served by the exec pool: the code and the bare command it is compared with.
+EXEC_LANGUAGES = {
+    "bash": ("echo hello", ["/bin/bash", "-c", "echo hello"]),
+    "node": ('console.log("hello")', ["/usr/bin/node", "-e", 'console.log("hello")']),
+}
+EXEC_LABELS = {
+    "bare": "bare `{}` as a subprocess (baseline)",
+    "pool": "sandboxd HTTP API, nsjail, exec pool",
+    "cold": "sandboxd HTTP API, nsjail, no pool (jail built per run)",
+}
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -44,15 +55,34 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def wait_idle(client: SyncClient) -> None:
-    """Until the daemon's python pool is full and prepares nothing (bounded)."""
+def wait_idle(client: SyncClient, name: str = "nsjail/python") -> None:
+    """Until one of the daemon's pools is full and prepares nothing (bounded)."""
     deadline = time.monotonic() + IDLE_WAIT_S
     while time.monotonic() < deadline:
-        stats = client.info().warm_pools["nsjail/python"]
+        stats = client.info().warm_pools[name]
         if stats.ready >= 1 and stats.preparing == 0:
             return
         time.sleep(0.002)
-    raise RuntimeError("the warm pool did not refill")
+    raise RuntimeError(f"the warm pool {name} did not refill")
+
+
+def measure_exec(pool: SyncClient, nopool: SyncClient, times: dict[str, float]) -> None:
+    """One interleaved round of each exec-pool language: no pool, bare, pool."""
+    for language, (code, bare_argv) in EXEC_LANGUAGES.items():
+        t0 = time.perf_counter()
+        unpooled = nopool.run(language=language, code=code)
+        times[f"{language}_cold"] = time.perf_counter() - t0
+        time.sleep(SETTLE_S)
+        t0 = time.perf_counter()
+        bare = subprocess.run(bare_argv, capture_output=True, text=True)
+        times[f"{language}_bare"] = time.perf_counter() - t0
+        wait_idle(pool, "nsjail/exec")
+        time.sleep(SETTLE_S)
+        t0 = time.perf_counter()
+        pooled = pool.run(language=language, code=code)
+        times[f"{language}_pool"] = time.perf_counter() - t0
+        if {bare.stdout, pooled.stdout, unpooled.stdout} != {"hello\n"}:
+            raise RuntimeError(f"{language}: wrong output {bare.stdout!r} {pooled.stdout!r}")
 
 
 def start_daemons(work: Path) -> tuple[Daemon, Daemon]:
@@ -66,6 +96,8 @@ def measure(iterations: int, warmup: int = 5) -> dict[str, list[float]]:
     work.chmod(0o711)
     warm, cold = start_daemons(work)
     samples: dict[str, list[float]] = {key: [] for key in LABELS}
+    for language in EXEC_LANGUAGES:
+        samples.update({f"{language}_{key}": [] for key in EXEC_LABELS})
     try:
         with (
             warm.client() as pool,
@@ -99,12 +131,16 @@ def measure(iterations: int, warmup: int = 5) -> dict[str, list[float]]:
                 outputs = {bare.stdout, pooled.stdout, unpooled.stdout, agent["output"]}
                 if outputs != {"hello\n"}:
                     raise RuntimeError(f"wrong output: {outputs}")
+                measure_exec(pool, nopool, times)
                 if i >= warmup:
                     for key, value in times.items():
                         samples[key].append(value)
-            hits = pool.info().warm_pools["nsjail/python"].hits
-        if hits < warmup + iterations:
-            raise RuntimeError(f"only {hits} of the pooled runs used a warm jail")
+            pools = pool.info().warm_pools
+        rounds = warmup + iterations
+        if pools["nsjail/python"].hits < rounds:
+            raise RuntimeError(f"only {pools['nsjail/python'].hits} pooled runs used a warm jail")
+        if pools["nsjail/exec"].hits < rounds * len(EXEC_LANGUAGES):
+            raise RuntimeError(f"only {pools['nsjail/exec'].hits} runs used an exec jail")
     finally:
         warm.stop()
         cold.stop()
@@ -118,7 +154,26 @@ def report(samples: dict[str, list[float]]) -> str:
         p50, p90 = statistics.median(samples[key]), percentile(samples[key], 0.9)
         rows.append(f"| {label} | {p50 * 1e3:.1f} | {p90 * 1e3:.1f} | {p50 / base:.2f}x |")
     n = len(samples["bare"])
-    return "\n".join([f"## Hello latency ({n} interleaved iterations each)", "", *rows, ""])
+    exec_rows = ["| what | p50 ms | p90 ms | p50 ratio vs bare |", "|---|---|---|---|"]
+    for language, (_, bare_argv) in EXEC_LANGUAGES.items():
+        base = statistics.median(samples[f"{language}_bare"])
+        for key, label in EXEC_LABELS.items():
+            runs = samples[f"{language}_{key}"]
+            p50, p90 = statistics.median(runs), percentile(runs, 0.9)
+            text = f"{language}: " + label.format(" ".join(bare_argv))
+            exec_rows.append(f"| {text} | {p50 * 1e3:.1f} | {p90 * 1e3:.1f} | {p50 / base:.2f}x |")
+    return "\n".join(
+        [
+            f"## Hello latency ({n} interleaved iterations each)",
+            "",
+            *rows,
+            "",
+            "### bash and node: the exec pool (ratios against the same language's bare run)",
+            "",
+            *exec_rows,
+            "",
+        ]
+    )
 
 
 def main() -> None:

@@ -9,8 +9,11 @@ from bench import docker_latency, hello_latency, humaneval, soak
 def test_hello_latency_bench_runs() -> None:
     samples = hello_latency.measure(iterations=3, warmup=1)
     assert {len(v) for v in samples.values()} == {3}
-    assert set(samples) == {"bare", "pool", "cold", "autogen", "floor_py", "floor_true"}
-    assert "| sandboxd HTTP API, nsjail, warm pool |" in hello_latency.report(samples)
+    exec_keys = {f"{lang}_{k}" for lang in ("bash", "node") for k in ("bare", "pool", "cold")}
+    assert set(samples) == {"bare", "pool", "cold", "autogen", "floor_py", "floor_true"} | exec_keys
+    report = hello_latency.report(samples)
+    assert "| sandboxd HTTP API, nsjail, warm pool |" in report
+    assert "| bash: sandboxd HTTP API, nsjail, exec pool |" in report
 
 
 def test_humaneval_bench_runs() -> None:

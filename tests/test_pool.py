@@ -198,27 +198,124 @@ def test_nothing_crosses_from_one_run_to_the_next(pools: tuple[Daemon, Daemon]) 
     assert second.stdout == "['main.py'] [] False None\n"
 
 
-def test_each_jail_serves_one_run_and_is_destroyed(pools: tuple[Daemon, Daemon]) -> None:
+@pytest.mark.parametrize(("profile", "language"), [("python", "python"), ("exec", "bash")])
+def test_each_jail_serves_one_run_and_is_destroyed(
+    pools: tuple[Daemon, Daemon], profile: str, language: str
+) -> None:
     warm, _ = pools
+    name = f"nsjail/{profile}"
     with warm.client() as w:
-        wait_ready(w)
+        wait_ready(w, name)
+        wait_ready(w, "nsjail/exec" if profile == "python" else "nsjail/python")
         before = {p.name for p in leftover_cgroups(warm.cgroup_parent, include_warm=True)}
-        w.run(code="print(1)")
-        wait_ready(w)
+        assert len(before) == 2, "one idle jail of each profile"
+        w.run(language=language, code="print(1)" if language == "python" else "echo 1")
+        wait_ready(w, name)
         after = {p.name for p in leftover_cgroups(warm.cgroup_parent, include_warm=True)}
-    assert before and not (before & after), "the used jail must be gone, a new one ready"
+    gone, new = before - after, after - before
+    assert len(gone) == 1 and len(new) == 1, "the used jail must be gone, a new one ready"
     assert_no_leftovers(warm)
 
 
 def test_runs_that_need_their_own_jail_still_work(pools: tuple[Daemon, Daemon]) -> None:
     warm, _ = pools
     with warm.client() as w:
-        stats = wait_ready(w)
-        r = w.run(code="import sys; print(sys.flags.optimize)", env={"PYTHONOPTIMIZE": "1"})
-        assert r.stdout == "1\n"
-        bash = w.run(language="bash", code="echo $0")
-        assert bash.status == "ok"
-        assert pool(w).hits == stats.hits, "these runs must not use a warm jail"
+        python, exec_ = wait_ready(w), wait_ready(w, "nsjail/exec")
+        # A program named by path may not exist: nsjail's own report of that is kept.
+        missing = w.run(command=["/workspace/nope"])
+        assert (missing.status, missing.exit_code) == ("failed", 127)
+        assert missing.message is not None and "cannot execute /workspace/nope" in missing.message
+        assert w.run(command=["/bin/echo", "x"]).stdout == "x\n"
+        assert pool(w).hits == python.hits and pool(w, "nsjail/exec").hits == exec_.hits
+
+
+# -- exec jails: bash, node, commands, python with start-up variables ------------------------
+
+EXEC_PROBE = (
+    'echo "$$ $0 $# $PWD"; env | sort\n'
+    'grep -E "^(Sig|Cap|NoNewPrivs|Seccomp|Uid|Gid|Groups)" /proc/self/status\n'
+    "cat /proc/self/limits; ls /proc/self/fd; tr '\\0' ' ' < /proc/1/cmdline; echo\n"
+    'read -r line; echo "stdin=$line"; cat; umask; ulimit -a\n'
+)
+EXEC_RUNS = {
+    "bash probe": {"language": "bash", "code": EXEC_PROBE, "stdin": "one\ntwo\n", "env": {"E": ""}},
+    "SIGPIPE kills a writer": {"language": "bash", "code": "yes | head -1; echo ${PIPESTATUS[@]}"},
+    "bash exit status": {"language": "bash", "code": "echo out; echo err >&2; exit 7"},
+    "node": {
+        "language": "node",
+        "code": "console.log(process.argv.slice(1), process.env.A, process.pid, process.cwd())",
+        "env": {"A": "x"},
+    },
+    "python with a start-up variable": {
+        "language": "python",
+        "code": "import sys\nprint(sys.flags.optimize, sys.argv, sys.orig_argv)\nassert False",
+        "env": {"PYTHONOPTIMIZE": "1"},
+    },
+    "command with an empty argument": {"command": ["printf", "[%s]", "", "a b"]},
+    "command that is not installed": {"command": ["no-such-program", "x"]},
+    "python command": {"command": ["python3", "-c", "import sys; print(sys.argv)", "a"]},
+}
+
+
+@pytest.mark.parametrize("name", list(EXEC_RUNS))
+def test_an_exec_jail_runs_like_a_cold_one(pools: tuple[Daemon, Daemon], name: str) -> None:
+    """Everything a program can see of its process: pid, argv, env, signals, capabilities,
+    seccomp, rlimits, fds, stdin, exit status."""
+    warm, cold = pools
+    request = EXEC_RUNS[name]
+    with warm.client() as w, cold.client() as c:
+        before = wait_ready(w, "nsjail/exec").hits
+        hot = w.run(**request)  # type: ignore[arg-type]
+        assert pool(w, "nsjail/exec").hits == before + 1, "the run must take an exec jail"
+        plain = c.run(**request)  # type: ignore[arg-type]
+    seen = [(r.status, r.exit_code, r.signal, r.stdout, r.stderr, r.message) for r in (hot, plain)]
+    assert seen[0] == seen[1]
+    expected = {
+        "bash probe": "1 main.sh 0 /workspace",
+        "SIGPIPE kills a writer": "y\n141 0\n",
+        "bash exit status": "out\n",
+        "node": "[ '/workspace/main.js' ] x 1 /workspace\n",
+        "python with a start-up variable": "1 ['main.py'] ['/usr/bin/python3', '-u', 'main.py']\n",
+        "command with an empty argument": "[][a b]",
+        "python command": "['-c', 'a']\n",
+    }.get(name, "")
+    assert hot.stdout.startswith(expected)
+    if name == "bash probe":
+        assert "stdin=one\ntwo\n" in hot.stdout and "CapEff:\t0000000000000000" in hot.stdout
+        assert "NoNewPrivs:\t1\nSeccomp:\t2" in hot.stdout
+        assert "SigIgn:\t0000000000000000" in hot.stdout
+    if name == "command that is not installed":
+        assert (hot.exit_code, hot.status) == (127, "failed") and "no-such-program" in hot.stderr
+
+
+@pytest.mark.parametrize(
+    ("code", "limits", "status"),
+    [
+        ("python3 -c 'bytearray(200 << 20)'", {"memory_mib": 64}, "memory_limit"),
+        ("while :; do :; done", {"cpu_time_s": 1, "wall_time_s": 10}, "cpu_limit"),
+        ("sleep 5", {"wall_time_s": 0.5}, "timeout"),
+        ("yes | head -c 100000", {"output_bytes": 1000}, "output_limit"),
+        ("for i in 1 2 3 4 5 6 7 8; do sleep 2 & done; wait", {"pids": 4}, None),
+        ("head -c 3M /dev/zero > /workspace/big", {"file_size_mib": 1}, "failed"),
+        ("head -c 8M /dev/zero > /tmp/big", {"disk_mib": 4}, "failed"),
+    ],
+)
+def test_the_runs_limits_hold_in_an_exec_jail(
+    pools: tuple[Daemon, Daemon], code: str, limits: dict[str, float], status: str | None
+) -> None:
+    warm, _ = pools
+    with warm.client() as w:
+        before = wait_ready(w, "nsjail/exec").hits
+        r = w.run(language="bash", code=code, limits=limits)
+        assert pool(w, "nsjail/exec").hits == before + 1
+    assert r.status == status or status is None, r
+    if "pids" in limits:  # refused at 4 (the jail was made with 64); bash retries, or gives up
+        assert "fork: retry: Resource temporarily unavailable" in r.stderr
+        assert r.status in ("ok", "failed"), r
+    if "file_size_mib" in limits:  # SIGXFSZ is at its default in the jail: head is killed
+        assert r.exit_code == 128 + 25, r
+    if "disk_mib" in limits:
+        assert "No space left on device" in r.stderr
 
 
 def test_the_pool_grows_under_load_and_never_leaks(pools: tuple[Daemon, Daemon]) -> None:
@@ -232,7 +329,7 @@ def test_the_pool_grows_under_load_and_never_leaks(pools: tuple[Daemon, Daemon])
         wait_ready(w)
     assert_no_leftovers(warm)
     warm_jails = {p.name for p in leftover_cgroups(warm.cgroup_parent, include_warm=True)}
-    assert 1 <= len(warm_jails) <= 2
+    assert 1 <= len(warm_jails) <= 2 + 1  # python's pool grew to 2; exec's stayed at 1
 
 
 def test_the_pool_refuses_nothing_when_disabled(pools: tuple[Daemon, Daemon]) -> None:

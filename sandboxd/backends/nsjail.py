@@ -28,7 +28,7 @@ from sandboxd.backends.base import (
     collect_files,
 )
 from sandboxd.backends.nsjail_config import BASE_ENV, jail_config
-from sandboxd.backends.nsjail_warm import NsjailWarmPool, warm_profile
+from sandboxd.backends.nsjail_warm import PROFILES, NsjailWarmPool, warm_profile
 from sandboxd.cgroup_moves import favor_cgroup_moves
 from sandboxd.egress import EgressGuard
 from sandboxd.errors import BackendUnavailable
@@ -84,8 +84,9 @@ class NsjailBackend(Backend):
         self.cgroups: cgroups.CgroupManager | None = None
         runs = settings.max_concurrent_runs
         self.slots = Slots(range(runs))
-        # Warm jails have uids of their own, so the pool can never starve a run of a slot.
-        warm_slots = self.config.pool.max_size if self.config.pool.enabled else 0
+        # Warm jails have uids of their own, so the pools can never starve a run of a slot.
+        pool = self.config.pool
+        warm_slots = pool.max_size * len(PROFILES) if pool.enabled else 0
         self.warm_slots = Slots(range(runs, runs + warm_slots))
         self.background = Background()
         self.warm: NsjailWarmPool | None = None
@@ -225,7 +226,8 @@ class NsjailBackend(Backend):
             args += ["--symlink", f"{target}:{link}"]
         return args
 
-    def _argv(self, request: RunRequest) -> list[str]:
+    def program_argv(self, request: RunRequest) -> list[str]:
+        """The run's argv, as a jail built for it starts it."""
         if request.command is not None:
             cmd = request.command
             return cmd if "/" in cmd[0] else ["/usr/bin/env", "--", *cmd]
@@ -239,7 +241,7 @@ class NsjailBackend(Backend):
 
     def _config_text(self, run_id: str, request: RunRequest) -> bytes:
         env = {**BASE_ENV, **request.env}
-        argv = self._argv(request)
+        argv = self.program_argv(request)
         if request.network.mode == "allowlist":
             env = {**BASE_ENV, **jail_forwarder.proxy_env(), **request.env}
             argv = jail_forwarder.wrap(self.config.python, argv)

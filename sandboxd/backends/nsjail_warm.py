@@ -1,17 +1,20 @@
-"""Warm jails for the nsjail backend: a jail with its interpreter already started.
+"""Warm jails for the nsjail backend: jails built ahead of demand, one per run.
 
 A warm jail is built exactly like a run's (fresh tmpfs, fresh cgroup, fresh namespaces, its
-own uid) but runs `warm_boot` instead of the program, and waits. When a run takes it, the
-daemon, from outside the jail: re-caps the tmpfs to the run's `disk_mib`, writes the files,
-sets the cgroup's memory and pids limits and the interpreter's cpu and file-size rlimits
-(prlimit), restarts the accounting, and only then sends the handover and the run's stdin. Each
-warm jail serves one run and is destroyed after it, like any other.
+own uid) but runs a waiter instead of the program. Two profiles: `python`, whose waiter is
+`warm_boot`, an interpreter already started that becomes the run; `exec`, whose waiter is
+`warm_exec`, which `execve`s the run's program (bash, node, commands, python runs that set
+start-up variables). When a run takes a jail, the daemon, from outside the jail: re-caps the
+tmpfs to the run's `disk_mib`, writes the files, sets the cgroup's memory and pids limits and
+the waiter's cpu and file-size rlimits (prlimit), restarts the accounting, and only then sends
+the handover and the run's stdin. Each warm jail serves one run and is destroyed after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -22,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sandboxd import cgroups, warm_boot
+from sandboxd import cgroups, warm_boot, warm_exec
 from sandboxd.backends.base import RunControl, SandboxMount, collect_files
 from sandboxd.backends.nsjail_config import BASE_ENV, jail_config
 from sandboxd.errors import Overloaded
@@ -41,17 +44,23 @@ NAMESPACES = ("mnt", "pid", "net", "user", "ipc", "uts", "cgroup")
 #: Variables the interpreter reads while it starts: a run that sets one gets a cold jail.
 STARTUP_ENV_PREFIXES = ("PYTHON", "LANG", "LC_")
 BOOT_SOURCE = Path(warm_boot.__file__).read_text(encoding="utf-8")
+EXEC_SOURCE = Path(warm_exec.__file__).read_text(encoding="utf-8")
+PROFILES = ("python", "exec")
 
 
 def warm_profile(request: RunRequest, sandbox: SandboxMount | None) -> str | None:
-    """The pool a run can be served from, or None when it needs a jail built for it."""
-    if sandbox is not None or request.command is not None or request.network.mode != "none":
+    """The pool a run can be served from, or None when it needs a jail built for it: runs in
+    a sandbox (its workspace), with an egress proxy, or whose program is a path (it may not
+    exist, and nsjail reports that)."""
+    if sandbox is not None or request.network.mode != "none":
         return None
-    if request.language != "python":
-        return None
-    if any(key.startswith(STARTUP_ENV_PREFIXES) for key in request.env):
-        return None
-    return "python"
+    if request.command is not None:
+        return None if "/" in request.command[0] else "exec"
+    if request.language == "python" and not any(
+        key.startswith(STARTUP_ENV_PREFIXES) for key in request.env
+    ):
+        return "python"
+    return "exec"
 
 
 def hold_namespaces(pid: int) -> list[int]:
@@ -88,7 +97,13 @@ class NsjailWarmPool:
         self.backend = backend
         settings = backend.config.pool
         self.pools: dict[str, WarmPool[WarmJail]] = {
-            "python": WarmPool("nsjail/python", settings, self._prepare, self._discard)
+            profile: WarmPool(
+                f"nsjail/{profile}",
+                settings,
+                functools.partial(self._prepare, profile),
+                self._discard,
+            )
+            for profile in PROFILES
         }
 
     async def start(self) -> None:
@@ -113,7 +128,7 @@ class NsjailWarmPool:
         wall = self.backend.settings.max_limits.wall_time_s + wait
         return Limits(wall_time_s=wall)
 
-    async def _prepare(self) -> WarmJail:
+    async def _prepare(self, profile: str) -> WarmJail:
         b = self.backend
         slot = b.warm_slots.try_take()
         if slot is None:
@@ -133,15 +148,16 @@ class NsjailWarmPool:
                 memory_bytes=(limits.memory_mib + b.config.supervisor_memory_mib) << 20,
                 pids_max=limits.pids + 1,
             )
-            argv = [b.config.python, "-u", "-c", BOOT_SOURCE]
+            if profile == "python":
+                argv, expected = [b.config.python, "-u", "-c", BOOT_SOURCE], warm_boot.READY
+            else:
+                argv, expected = [b.config.python, "-I", "-S", "-c", EXEC_SOURCE], warm_exec.READY
             config = jail_config(jail_id, argv, BASE_ENV)
             args = b.run_args(ws, uid, limits, egress=False)
             proc = await b.spawn(args, config, group, stdin=True)
             assert proc.stdout is not None
-            ready = await asyncio.wait_for(
-                proc.stdout.readexactly(len(warm_boot.READY)), READY_TIMEOUT_S
-            )
-            if ready != warm_boot.READY:
+            ready = await asyncio.wait_for(proc.stdout.readexactly(len(expected)), READY_TIMEOUT_S)
+            if ready != expected:
                 raise RuntimeError(f"warm jail said {ready!r} instead of ready")
             jailed = group.pids() - group.root_pids()
             if len(jailed) != 1:
@@ -210,6 +226,11 @@ class NsjailWarmPool:
         body = "\0".join(f"{k}={v}" for k, v in env.items()).encode("utf-8", "surrogateescape")
         return b"%d\n" % len(body) + body
 
+    def exec_handover(self, request: RunRequest) -> bytes:
+        """An exec jail's handover: the environment and argv a cold jail would get."""
+        env = [f"{k}={v}" for k, v in {**BASE_ENV, **request.env}.items()]
+        return warm_exec.pack(env) + warm_exec.pack(self.backend.program_argv(request))
+
     async def run(
         self,
         run_id: str,
@@ -228,7 +249,10 @@ class NsjailWarmPool:
             except OSError as exc:
                 log.info("run %s: warm jail refused its limits (%s); building one", run_id, exc)
                 return None
-            stdin = self.handover_message(request)
+            if profile == "python":
+                stdin = self.handover_message(request)
+            else:
+                stdin = self.exec_handover(request)
             if request.stdin is not None:
                 stdin += request.stdin.encode()
             seen = await supervise(jail.proc, jail.group, request.limits, stdin, control)
