@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.machine import BARE_ENV
 from bench.peers import PeerWorker
 from sandboxd.client import Client
 from tests.daemon import Daemon
@@ -43,7 +44,9 @@ def run_bare(progs: list[tuple[str, str]], work: Path) -> list[str]:
         task, code = item
         path = work / (task.replace("/", "_") + ".py")
         path.write_text(code)
-        done = subprocess.run([JAIL_PYTHON, str(path)], capture_output=True, timeout=60)
+        done = subprocess.run(
+            [JAIL_PYTHON, str(path)], capture_output=True, timeout=60, env=BARE_ENV
+        )
         return None if done.returncode == 0 else task
 
     with ThreadPoolExecutor(CONCURRENCY) as pool:

@@ -1,12 +1,15 @@
 """The floor under a jail built per run: nsjail itself, run directly with the daemon's own
-arguments (no HTTP, no daemon, no cgroup), starting `python3 -u main.py` or `/bin/true`.
+arguments (no HTTP, no daemon, no cgroup), starting `python3 -u main.py` or `/bin/true`; and
+the same with nsjail already started (loaded, linked, waiting for its config on a pipe), the
+least a jail built per run could cost with nsjail.
 
-    with JailFloor() as floor: floor.python(); floor.true()   # each returns seconds
+    with JailFloor() as floor: floor.python(); floor.true(); floor.python_prestarted()
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import tempfile
 import time
@@ -49,6 +52,29 @@ class JailFloor:
 
     def python(self) -> float:
         return self._time([self.backend.config.python, "-u", "main.py"], "hello\n")
+
+    def python_prestarted(self, settle_s: float = 0.05) -> float:
+        """From handing the config to a waiting nsjail to its exit."""
+        config = jail_config("floor", [self.backend.config.python, "-u", "main.py"], BASE_ENV)
+        cfg_r, cfg_w = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [str(self.backend.binary), "--config", f"/dev/fd/{cfg_r}", *self.args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(cfg_r,),
+            )
+        finally:
+            os.close(cfg_r)
+        time.sleep(settle_s)  # loaded and blocked on the pipe
+        t0 = time.perf_counter()
+        with os.fdopen(cfg_w, "wb") as fh:
+            fh.write(config)
+        out, err = proc.communicate()
+        elapsed = time.perf_counter() - t0
+        if out != b"hello\n":
+            raise RuntimeError(f"prestarted nsjail printed {out!r}: {err[-500:]!r}")
+        return elapsed
 
     def true(self) -> float:
         return self._time(["/bin/true"], "")

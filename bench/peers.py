@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.machine import BARE_ENV
+
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "peers-requirements.txt"
 ENV_DIR = Path("/var/tmp/sandboxd-bench-peers")
@@ -42,6 +44,7 @@ class PeerWorker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=BARE_ENV,  # the peers' programs start as the bare baselines do
         )
 
     def call(self, **request: Any) -> dict[str, Any]:

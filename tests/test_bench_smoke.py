@@ -10,7 +10,19 @@ def test_hello_latency_bench_runs() -> None:
     samples = hello_latency.measure(iterations=3, warmup=1)
     assert {len(v) for v in samples.values()} == {3}
     exec_keys = {f"{lang}_{k}" for lang in ("bash", "node") for k in ("bare", "pool", "cold")}
-    assert set(samples) == {"bare", "pool", "cold", "autogen", "floor_py", "floor_true"} | exec_keys
+    assert (
+        set(samples)
+        == {
+            "bare",
+            "pool",
+            "cold",
+            "autogen",
+            "floor_py",
+            "floor_true",
+            "floor_prestarted",
+        }
+        | exec_keys
+    )
     report = hello_latency.report(samples)
     assert "| sandboxd HTTP API, nsjail, warm pool |" in report
     assert "| bash: sandboxd HTTP API, nsjail, exec pool |" in report
@@ -25,7 +37,7 @@ def test_humaneval_bench_runs() -> None:
 def test_docker_bench_runs() -> None:
     samples = docker_latency.measure(iterations=2, warmup=1)
     assert {len(v) for v in samples.values()} == {2}
-    assert set(samples) == {"raw", "cold", "warm"}
+    assert set(samples) == {f"{p}{k}" for p in ("", "bash_") for k in ("raw", "cold", "warm")}
 
 
 def test_soak_bench_runs_clean() -> None:

@@ -394,4 +394,75 @@ def test_a_warm_container_serves_one_run(daemon: Daemon) -> None:
         after = set(leftover_containers(daemon.state_dir, include_warm=True))
         second = client.run(backend="docker", code="import os; print(os.listdir('/workspace'))")
     assert first.status == "ok" and second.stdout == "['main.py']\n"
-    assert before and not (before & after), "the used container must be gone"
+    gone, new = before - after, after - before
+    assert len(gone) == 1 and len(new) == 1, "the used container must be gone, a new one ready"
+
+
+DOCKER_EXEC = "docker/exec"
+DOCKER_PROBE = (
+    'echo "$PPID $0 $# $PWD"; env | sort\n'
+    'grep -E "^(Sig|Cap|NoNewPrivs|Seccomp)" /proc/self/status; ls /proc/self/fd\n'
+    'read -r line; echo "stdin=$line"; cat; umask; ulimit -a\n'
+    '[ "$(id -u)" -ne 0 ] && echo non-root\n'
+)
+DOCKER_EXEC_RUNS = {
+    "bash probe": {"language": "bash", "code": DOCKER_PROBE, "stdin": "a\nb\n", "env": {"E": ""}},
+    "bash exit status": {"language": "bash", "code": "echo out; echo err >&2; exit 7"},
+    "command with an empty argument": {"command": ["printf", "[%s]", "", "a b"]},
+    "command by a path that is missing": {"command": ["/workspace/nope"]},
+    "python with a start-up variable": {
+        "language": "python",
+        "code": "import sys\nprint(sys.flags.optimize, sys.argv)\nassert False",
+        "env": {"PYTHONOPTIMIZE": "1"},
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(DOCKER_EXEC_RUNS))
+def test_an_exec_container_runs_like_a_cold_one(daemon: Daemon, name: str) -> None:
+    request = {"backend": "docker", **DOCKER_EXEC_RUNS[name]}
+    with daemon.client() as client:
+        before = wait_ready(client, DOCKER_EXEC).hits
+        hot = client.run(**request)  # type: ignore[arg-type]
+        assert pool(client, DOCKER_EXEC).hits == before + 1, "the run must take an exec container"
+        # a memory limit of its own: a container made for the run
+        plain = client.run(**request, limits={"memory_mib": 200})  # type: ignore[arg-type]
+        assert pool(client, DOCKER_EXEC).hits == before + 1
+    seen = [(r.status, r.exit_code, r.signal, r.stdout, r.stderr) for r in (hot, plain)]
+    assert seen[0] == seen[1]
+    expected = {
+        "bash probe": "1 main.sh 0 /workspace\n",
+        "bash exit status": "out\n",
+        "command with an empty argument": "[][a b]",
+        "python with a start-up variable": "1 ['main.py']\n",
+    }.get(name, "")
+    assert hot.stdout.startswith(expected)
+    if name == "bash probe":
+        assert "stdin=a\nb\n" in hot.stdout and hot.stdout.endswith("non-root\n")
+        assert "CapEff:\t0000000000000000" in hot.stdout and "NoNewPrivs:\t1" in hot.stdout
+        assert "HOSTNAME" not in hot.stdout
+        ignored = int(hot.stdout.split("SigIgn:\t")[1].split()[0], 16)
+        assert not ignored & (1 << (13 - 1) | 1 << (25 - 1)), "SIGPIPE, SIGXFSZ at default"
+    if name == "command by a path that is missing":
+        assert (hot.status, hot.exit_code) == ("failed", 127) and "nope" in hot.stderr
+    assert_no_leftovers(daemon)
+
+
+@pytest.mark.parametrize(
+    ("code", "limits", "status"),
+    [
+        ("sleep 5", {"wall_time_s": 0.5}, "timeout"),
+        ("while :; do :; done", {"cpu_time_s": 1, "wall_time_s": 10}, "cpu_limit"),
+        ("yes | head -c 100000", {"output_bytes": 1000}, "output_limit"),
+        ("head -c 8M /dev/zero > /tmp/big", {"disk_mib": 4}, "failed"),
+    ],
+)
+def test_the_runs_limits_hold_in_an_exec_container(
+    daemon: Daemon, code: str, limits: dict[str, float], status: str
+) -> None:
+    with daemon.client() as client:
+        before = wait_ready(client, DOCKER_EXEC).hits
+        result = client.run(backend="docker", language="bash", code=code, limits=limits)
+        assert pool(client, DOCKER_EXEC).hits == before + 1
+    assert result.status == status, result
+    assert_no_leftovers(daemon)

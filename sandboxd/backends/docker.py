@@ -34,6 +34,8 @@ from sandboxd.backends.base import (
     output_sink,
 )
 from sandboxd.backends.docker_warm import DockerWarmPool, docker_warm_profile
+from sandboxd.backends.nsjail_config import BASE_ENV
+from sandboxd.backends.nsjail_warm import PROFILES
 from sandboxd.egress import EgressGuard
 from sandboxd.errors import BackendUnavailable, InvalidRequest
 from sandboxd.models import MAIN_FILE, Capabilities, PoolStats, RunRequest, RunResult, Usage
@@ -73,7 +75,8 @@ class DockerBackend(Backend):
         self._profile = ""
         runs = settings.max_concurrent_runs
         self.slots = Slots(range(runs))
-        warm_slots = self.config.pool.max_size if self.config.pool.enabled else 0
+        pool = self.config.pool
+        warm_slots = pool.max_size * len(PROFILES) if pool.enabled else 0
         self.warm_slots = Slots(range(runs, runs + warm_slots))
         self.background = Background()
         self.warm: DockerWarmPool | None = None
@@ -170,7 +173,8 @@ class DockerBackend(Backend):
     def image_for(self, request: RunRequest) -> str:
         return request.image or self.config.images[request.language]
 
-    def _argv(self, request: RunRequest) -> list[str]:
+    def program_argv(self, request: RunRequest, *, stdin_file: bool = True) -> list[str]:
+        """The container's command for a run (its stdin read from a file if it has one)."""
         if request.command is not None:
             argv = list(request.command)
         else:
@@ -179,10 +183,18 @@ class DockerBackend(Backend):
             ] + [MAIN_FILE[request.language]]
         if request.network.mode == "allowlist":
             argv = jail_forwarder.wrap("python3", argv)
-        if request.stdin is not None:
+        if request.stdin is not None and stdin_file:
             argv = STDIN_WRAPPER + argv
         # docker always sets HOSTNAME: take it out, so the environment is exactly ours.
         return ["/usr/bin/env", "-u", "HOSTNAME", *argv]
+
+    @staticmethod
+    def environment(request: RunRequest) -> dict[str, str]:
+        """The run's environment, exactly (docker's own HOSTNAME is taken out at start)."""
+        env = dict(BASE_ENV)
+        if request.network.mode == "allowlist":
+            env |= jail_forwarder.proxy_env()
+        return env | request.env
 
     def container_args(
         self, run_id: str, request: RunRequest, ws: Workspace, uid: int
@@ -190,10 +202,7 @@ class DockerBackend(Backend):
         from docker.types import Mount, Ulimit
 
         limits = request.limits
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/workspace", "LANG": "C.UTF-8"}
-        if request.network.mode == "allowlist":
-            env |= jail_forwarder.proxy_env()
-        env |= request.env
+        env = self.environment(request)
         mounts = [
             Mount("/workspace", str(ws.work), type="bind"),
             Mount("/tmp", str(ws.fs / "tmp"), type="bind"),
@@ -208,7 +217,7 @@ class DockerBackend(Backend):
         memory = limits.memory_mib * 1024 * 1024
         return dict(
             image=self.image_for(request),
-            command=self._argv(request),
+            command=self.program_argv(request),
             user=f"{uid}:{uid}",
             working_dir="/workspace",
             environment=env,
@@ -249,11 +258,11 @@ class DockerBackend(Backend):
             raise BackendUnavailable("the docker backend is not started")
         if request.image is not None and not await self._has(request.image):
             raise InvalidRequest(f"image {request.image!r} is not on this host", field="image")
-        image = self.config.images["python"]
-        if self.warm is not None and docker_warm_profile(request, sandbox, image) is not None:
-            warm = self.warm.take()
+        profile = docker_warm_profile(request, sandbox, self.config.images)
+        if self.warm is not None and profile is not None:
+            warm = self.warm.take(profile)
             if warm is not None:
-                return await self.warm.run(run_id, request, warm, control)
+                return await self.warm.run(run_id, request, profile, warm, control)
         slot = await self.slots.take()
         uid = sandbox.uid if sandbox else self.uid_for(slot)
         ws = Workspace(

@@ -1,16 +1,20 @@
-"""Warm containers for the Docker backend: started ahead of demand, interpreter waiting.
+"""Warm containers for the Docker backend: started ahead of demand, waiting for one run.
 
 A warm container is created and started exactly like a run's (same image, uid, mounts,
-limits, seccomp, cap-drop), running `warm_boot` with its stdin attached. A run that fits it
-(python, the default image and the default memory, pids and file-size limits, which a
-started container keeps) gets its disk cap and files from the host, then the handover and
-its stdin on the container's stdin. One container serves one run and is removed after it.
+limits, seccomp, cap-drop) with its stdin attached, running a waiter: `warm_boot` (profile
+`python`: an interpreter already started that becomes the run) or `warm_exec` (profile `exec`:
+bash runs, commands, python runs that set start-up variables; it `execve`s the argv a cold
+container would run). A run that fits (the default image and the default memory, pids and
+file-size limits, which a started container keeps) gets its disk cap and files from the
+host, then the handover and its stdin on the container's stdin. One container serves one run
+and is removed after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import socket
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sandboxd import warm_boot
+from sandboxd import warm_boot, warm_exec
 from sandboxd.backends.base import (
     RunControl,
     SandboxMount,
@@ -28,7 +32,13 @@ from sandboxd.backends.base import (
     collect_files,
     output_sink,
 )
-from sandboxd.backends.nsjail_warm import BOOT_SOURCE, STARTUP_ENV_PREFIXES, NsjailWarmPool
+from sandboxd.backends.nsjail_warm import (
+    BOOT_SOURCE,
+    EXEC_SOURCE,
+    PROFILES,
+    NsjailWarmPool,
+    waiter_profile,
+)
 from sandboxd.errors import Overloaded
 from sandboxd.models import Limits, PoolStats, RunRequest, RunResult
 from sandboxd.pool import WarmPool
@@ -42,14 +52,14 @@ READY_TIMEOUT_S = 60.0
 
 
 def docker_warm_profile(
-    request: RunRequest, sandbox: SandboxMount | None, default_image: str
+    request: RunRequest, sandbox: SandboxMount | None, images: dict[str, str]
 ) -> str | None:
-    """The pool a run can be served from, or None when it needs its own container."""
-    if sandbox is not None or request.command is not None or request.network.mode != "none":
+    """The pool a run can be served from, or None when it needs its own container: runs in a
+    sandbox, with an egress proxy, in another image, or with limits a started container
+    cannot change (memory, pids, file size)."""
+    if sandbox is not None or request.network.mode != "none":
         return None
-    if request.language != "python" or request.image not in (None, default_image):
-        return None
-    if any(key.startswith(STARTUP_ENV_PREFIXES) for key in request.env):
+    if (request.image or images[request.language]) != images["python"]:
         return None
     fixed, defaults = request.limits, Limits()
     if (fixed.memory_mib, fixed.pids, fixed.file_size_mib) != (
@@ -58,7 +68,7 @@ def docker_warm_profile(
         defaults.file_size_mib,
     ):
         return None
-    return "python"
+    return waiter_profile(request)
 
 
 def create_with_stdin_once(client: Any, args: dict[str, Any]) -> Any:
@@ -77,7 +87,8 @@ def create_with_stdin_once(client: Any, args: dict[str, Any]) -> Any:
 class Router:
     """A warm container's output: until READY it is held back; then it goes to the run."""
 
-    def __init__(self) -> None:
+    def __init__(self, marker: bytes) -> None:
+        self.marker = marker
         self.ready = threading.Event()
         self._lock = threading.Lock()
         self._head = b""
@@ -92,11 +103,11 @@ class Router:
                 return
             if not self.ready.is_set() and out:
                 self._head += out
-                if len(self._head) < len(warm_boot.READY):
+                if len(self._head) < len(self.marker):
                     return
-                if not self._head.startswith(warm_boot.READY):
+                if not self._head.startswith(self.marker):
                     return  # never ready: the pool gives up on it after the timeout
-                out = self._head[len(warm_boot.READY) :] or None
+                out = self._head[len(self.marker) :] or None
                 self.ready.set()
             self._pending.append((out, err))
 
@@ -119,27 +130,35 @@ class WarmContainer:
 
 
 class DockerWarmPool:
-    """The Docker backend's warm pool (python in the default image)."""
+    """The Docker backend's warm pools (one per profile, in the default image)."""
 
     def __init__(self, backend: DockerBackend) -> None:
         self.backend = backend
-        self.pool: WarmPool[WarmContainer] = WarmPool(
-            "docker/python", backend.config.pool, self._prepare, self._discard
-        )
+        self.pools: dict[str, WarmPool[WarmContainer]] = {
+            profile: WarmPool(
+                f"docker/{profile}",
+                backend.config.pool,
+                functools.partial(self._prepare, profile),
+                self._discard,
+            )
+            for profile in PROFILES
+        }
 
     async def start(self) -> None:
-        await self.pool.start()
+        for pool in self.pools.values():
+            await pool.start()
 
     async def close(self) -> None:
-        await self.pool.close()
+        for pool in self.pools.values():
+            await pool.close()
 
     def stats(self) -> dict[str, PoolStats]:
-        return {"python": self.pool.stats()}
+        return {profile: pool.stats() for profile, pool in self.pools.items()}
 
-    def take(self) -> WarmContainer | None:
-        return self.pool.take()
+    def take(self, profile: str) -> WarmContainer | None:
+        return self.pools[profile].take()
 
-    async def _prepare(self) -> WarmContainer:
+    async def _prepare(self, profile: str) -> WarmContainer:
         b = self.backend
         slot = b.warm_slots.try_take()
         if slot is None:
@@ -153,9 +172,13 @@ class DockerWarmPool:
             template = RunRequest(language="python", code="")
             await asyncio.to_thread(ws.create, disk_mib=template.limits.disk_mib)
             args = b.container_args(name, template, ws, uid)
-            args["command"] = ["/usr/bin/env", "-u", "HOSTNAME", "python3", "-u", "-c", BOOT_SOURCE]
+            if profile == "python":
+                waiter, marker = ["python3", "-u", "-c", BOOT_SOURCE], warm_boot.READY
+            else:
+                waiter, marker = ["python3", "-I", "-S", "-c", EXEC_SOURCE], warm_exec.READY
+            args["command"] = ["/usr/bin/env", "-u", "HOSTNAME", *waiter]
             container = await asyncio.to_thread(create_with_stdin_once, b.client, args)
-            router = Router()
+            router = Router(marker)
             done_reading = await b.read_output(container, router.feed)
             stdin = await asyncio.to_thread(
                 container.attach_socket, params={"stdin": 1, "stream": 1}
@@ -207,8 +230,22 @@ class DockerWarmPool:
         with contextlib.suppress(OSError):
             raw.shutdown(socket.SHUT_RDWR)
 
+    def handover(self, profile: str, request: RunRequest) -> bytes:
+        """What the waiter reads first: for `exec`, the environment and argv a container made
+        for the run would have (without the stdin redirection: the stdin is attached)."""
+        if profile == "python":
+            return NsjailWarmPool.handover_message(request)
+        env = [f"{k}={v}" for k, v in self.backend.environment(request).items()]
+        argv = self.backend.program_argv(request, stdin_file=False)
+        return warm_exec.pack(env) + warm_exec.pack(argv)
+
     async def run(
-        self, run_id: str, request: RunRequest, warm: WarmContainer, control: RunControl | None
+        self,
+        run_id: str,
+        request: RunRequest,
+        profile: str,
+        warm: WarmContainer,
+        control: RunControl | None,
     ) -> RunResult:
         b = self.backend
         loop = asyncio.get_running_loop()
@@ -218,7 +255,7 @@ class DockerWarmPool:
             out, err = capture_pair(control, request.limits.output_bytes, threadsafe=True)
             overflow = asyncio.Event()
             warm.router.connect(output_sink(out, err, overflow))
-            payload = NsjailWarmPool.handover_message(request)
+            payload = self.handover(profile, request)
             if request.stdin is not None:
                 payload += request.stdin.encode()
             if warm.started.group is not None:
@@ -238,10 +275,10 @@ class DockerWarmPool:
             result.created_at = created
             return result
         finally:
-            b.background.spawn(self._retire(warm))
+            b.background.spawn(self._retire(profile, warm))
 
-    async def _retire(self, warm: WarmContainer) -> None:
+    async def _retire(self, profile: str, warm: WarmContainer) -> None:
         try:
             await self._discard(warm)
         finally:
-            self.pool.replenish()
+            self.pools[profile].replenish()

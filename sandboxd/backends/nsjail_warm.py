@@ -54,13 +54,19 @@ def warm_profile(request: RunRequest, sandbox: SandboxMount | None) -> str | Non
     exist, and nsjail reports that)."""
     if sandbox is not None or request.network.mode != "none":
         return None
-    if request.command is not None:
-        return None if "/" in request.command[0] else "exec"
-    if request.language == "python" and not any(
-        key.startswith(STARTUP_ENV_PREFIXES) for key in request.env
-    ):
-        return "python"
-    return "exec"
+    if request.command is not None and "/" in request.command[0]:
+        return None
+    return waiter_profile(request)
+
+
+def waiter_profile(request: RunRequest) -> str:
+    """`python` when a started interpreter can become the run (a python program without
+    start-up variables), else `exec` (the waiter execs the run's own program)."""
+    if request.language != "python" or request.command is not None:
+        return "exec"
+    if any(key.startswith(STARTUP_ENV_PREFIXES) for key in request.env):
+        return "exec"
+    return "python"
 
 
 def hold_namespaces(pid: int) -> list[int]:
