@@ -46,6 +46,7 @@ from sandboxd.workspace import Workspace, prepare_workspace, reap_run_dirs
 log = logging.getLogger("sandboxd.docker")
 LABEL = "sandboxd"
 UID_OFFSET = 20_000
+KILL_GRACE_S = 5.0
 STDIN_PATH = "/run/sandboxd/stdin"
 # A constant script: the request's argv arrives as positional parameters, never as shell text.
 STDIN_WRAPPER = ["/bin/sh", "-c", f'exec "$@" < {STDIN_PATH}', "sh"]
@@ -342,6 +343,25 @@ class DockerBackend(Backend):
         waiter = asyncio.ensure_future(asyncio.to_thread(container.wait))
         return Started(container, group, waiter, done_reading, start)
 
+    async def _kill(
+        self,
+        run_id: str,
+        container: Any,
+        group: cgroups.RunCgroup | None,
+        waiter: asyncio.Future[Any],
+    ) -> None:
+        """End a run's container: through docker, and if it has not exited soon after, by
+        killing every process of its cgroup from the host. A limit never fails open."""
+        try:
+            await asyncio.to_thread(container.kill)
+        except Exception as exc:
+            log.warning("run %s: docker did not kill its container: %r", run_id, exc)
+        exited, _ = await asyncio.wait({waiter}, timeout=KILL_GRACE_S)
+        if not exited and group is not None:
+            log.error("run %s: its container outlived the kill; killing its cgroup", run_id)
+            with contextlib.suppress(OSError):
+                await group.kill_all()
+
     async def finish(
         self,
         run_id: str,
@@ -394,8 +414,7 @@ class DockerBackend(Backend):
             cancelled.cancel()
         wall = loop.time() - start
         if killed_for is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(container.kill)
+            await self._kill(run_id, container, group, waiter)
         status_code = int((await waiter).get("StatusCode", -1))
         await asyncio.to_thread(done_reading.wait, 5)
         await asyncio.to_thread(container.reload)
