@@ -480,3 +480,29 @@ def test_the_runs_limits_hold_in_an_exec_container(
         assert pool(client, DOCKER_EXEC).hits == before + 1
     assert result.status == status, result
     assert_no_leftovers(daemon)
+
+
+def test_many_warm_containers_never_delay_a_kill(workdir: Path) -> None:
+    """Each live container is watched by a blocking call: with more of them than the loop's
+    shared executor has threads, a kill queued behind them would wait for one to exit."""
+    many = {"min_size": 5, "max_size": 5, "max_preparing": 4}
+    crowded = Daemon(workdir, "crowded", docker={"enabled": True, "pool": many}).start()
+    try:
+        with crowded.client() as client:
+            deadline = time.monotonic() + 120.0
+            while time.monotonic() < deadline:
+                pools = client.info().warm_pools
+                if all(pools[f"docker/{p}"].ready == 5 for p in ("python", "exec")):
+                    break
+                time.sleep(0.1)
+            assert len(leftover_containers(crowded.state_dir, include_warm=True)) == 10
+            started = time.monotonic()
+            slow = client.run(
+                backend="docker", code="import time\ntime.sleep(30)", limits={"wall_time_s": 1}
+            )
+            took = time.monotonic() - started
+            assert slow.status == "timeout" and took < 10, (slow, took)
+            assert client.run(backend="docker", language="bash", code="echo ok").stdout == "ok\n"
+    finally:
+        assert crowded.stop() == 0
+    assert leftover_containers(crowded.state_dir, include_warm=True) == []

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sandboxd.errors import Overloaded
 from sandboxd.models import Capabilities, PoolStats, RunRequest, RunResult
@@ -210,3 +211,33 @@ async def collect_files(
     if got.skipped:
         note = "not collected: " + "; ".join(got.skipped[:10])
         result.message = f"{result.message}; {note}" if result.message else note
+
+
+T = TypeVar("T")
+
+
+def in_own_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """`fn()` on a thread of its own: for calls that block as long as a container lives.
+    On the loop's shared executor, a few of them would hold all its threads, and every
+    short call behind them (a kill among them) would wait."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(setter: Callable[[Any], None], outcome: object) -> None:
+        def unless_done() -> None:
+            if not future.done():  # a caller may have cancelled it
+                setter(outcome)
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(unless_done)
+
+    def target() -> None:
+        try:
+            value = fn()
+        except BaseException as error:
+            deliver(future.set_exception, error)
+        else:
+            deliver(future.set_result, value)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return future

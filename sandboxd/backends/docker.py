@@ -31,6 +31,7 @@ from sandboxd.backends.base import (
     Slots,
     capture_pair,
     collect_files,
+    in_own_thread,
     output_sink,
 )
 from sandboxd.backends.docker_warm import DockerWarmPool, docker_warm_profile
@@ -340,7 +341,7 @@ class DockerBackend(Backend):
         group = cgroups.of_process(int(container.attrs["State"]["Pid"] or 0))
         if group is not None and not all(container.id in str(d) for d in group.dirs):
             group = None  # the process is gone and its pid says nothing about the container
-        waiter = asyncio.ensure_future(asyncio.to_thread(container.wait))
+        waiter = in_own_thread(container.wait, "sandboxd-docker-wait")
         return Started(container, group, waiter, done_reading, start)
 
     async def _kill(

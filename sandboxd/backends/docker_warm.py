@@ -90,6 +90,9 @@ class Router:
     def __init__(self, marker: bytes) -> None:
         self.marker = marker
         self.ready = threading.Event()
+        loop = asyncio.get_running_loop()
+        self.became_ready: asyncio.Future[None] = loop.create_future()
+        self._announce = functools.partial(loop.call_soon_threadsafe, self._set_ready)
         self._lock = threading.Lock()
         self._head = b""
         self._pending: list[tuple[bytes | None, bytes | None]] = []
@@ -109,7 +112,13 @@ class Router:
                     return  # never ready: the pool gives up on it after the timeout
                 out = self._head[len(self.marker) :] or None
                 self.ready.set()
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    self._announce()
             self._pending.append((out, err))
+
+    def _set_ready(self) -> None:
+        if not self.became_ready.done():
+            self.became_ready.set_result(None)
 
     def connect(self, sink: Sink) -> None:
         """From now on the output goes to `sink` (what came before READY's end first)."""
@@ -184,8 +193,10 @@ class DockerWarmPool:
                 container.attach_socket, params={"stdin": 1, "stream": 1}
             )
             await asyncio.to_thread(container.start)
-            if not await asyncio.to_thread(router.ready.wait, READY_TIMEOUT_S):
-                raise RuntimeError("the warm container did not become ready")
+            try:
+                await asyncio.wait_for(asyncio.shield(router.became_ready), READY_TIMEOUT_S)
+            except TimeoutError:
+                raise RuntimeError("the warm container did not become ready") from None
             started = await b.watch_exit(container, done_reading, 0.0)
             return WarmContainer(slot, ws, started, router, stdin)
         except BaseException:
