@@ -30,6 +30,7 @@ from sandboxd.backends.base import (
     Sink,
     capture_pair,
     collect_files,
+    in_own_thread,
     output_sink,
 )
 from sandboxd.backends.nsjail_warm import (
@@ -273,7 +274,9 @@ class DockerWarmPool:
                 warm.started.group.start_accounting()  # the interpreter's start is not the run's
             warm.started.start = loop.time()
             # Not awaited first: a run that leaves its stdin unread must still be supervised.
-            sender = asyncio.ensure_future(asyncio.to_thread(self._send, warm.stdin, payload))
+            # On a thread of its own: it blocks for as long as the program leaves stdin unread.
+            send = functools.partial(self._send, warm.stdin, payload)
+            sender = in_own_thread(send, "sandboxd-docker-stdin")
             try:
                 result = await b.finish(
                     run_id, request, warm.started, (out, err), overflow, control
