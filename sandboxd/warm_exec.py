@@ -13,6 +13,9 @@ own stdin. If stdin closes first, the jail was discarded and the waiter exits qu
 
 One thing of the waiter's would survive the exec: the signals CPython ignores at start-up
 (SIGPIPE, SIGXFSZ). They are set back to their default first, as the daemon starts nsjail.
+
+Like `warm_boot`, this file's text is the whole program (the jail has no sandboxd to import),
+so the few lines that read the handover stand in both.
 """
 
 READY = b"\x00sandboxd-exec-ready\n"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sandboxd import warm_boot, warm_exec
+from sandboxd import warm_exec
 from sandboxd.backends.base import (
     RunControl,
     SandboxMount,
@@ -33,13 +33,7 @@ from sandboxd.backends.base import (
     in_own_thread,
     output_sink,
 )
-from sandboxd.backends.nsjail_warm import (
-    BOOT_SOURCE,
-    EXEC_SOURCE,
-    PROFILES,
-    NsjailWarmPool,
-    waiter_profile,
-)
+from sandboxd.backends.nsjail_warm import PROFILES, NsjailWarmPool, waiter, waiter_profile
 from sandboxd.errors import Overloaded
 from sandboxd.models import Limits, PoolStats, RunRequest, RunResult
 from sandboxd.pool import WarmPool
@@ -182,11 +176,8 @@ class DockerWarmPool:
             template = RunRequest(language="python", code="")
             await asyncio.to_thread(ws.create, disk_mib=template.limits.disk_mib)
             args = b.container_args(name, template, ws, uid)
-            if profile == "python":
-                waiter, marker = ["python3", "-u", "-c", BOOT_SOURCE], warm_boot.READY
-            else:
-                waiter, marker = ["python3", "-I", "-S", "-c", EXEC_SOURCE], warm_exec.READY
-            args["command"] = ["/usr/bin/env", "-u", "HOSTNAME", *waiter]
+            argv, marker = waiter(profile, "python3")
+            args["command"] = ["/usr/bin/env", "-u", "HOSTNAME", *argv]
             container = await asyncio.to_thread(create_with_stdin_once, b.client, args)
             router = Router(marker)
             done_reading = await b.read_output(container, router.feed)

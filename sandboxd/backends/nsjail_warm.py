@@ -41,7 +41,7 @@ log = logging.getLogger("sandboxd.nsjail.warm")
 
 READY_TIMEOUT_S = 15.0
 NAMESPACES = ("mnt", "pid", "net", "user", "ipc", "uts", "cgroup")
-#: Variables the interpreter reads while it starts: a run that sets one gets a cold jail.
+#: Variables the interpreter reads while it starts: a run that sets one gets an exec jail.
 STARTUP_ENV_PREFIXES = ("PYTHON", "LANG", "LC_")
 BOOT_SOURCE = Path(warm_boot.__file__).read_text(encoding="utf-8")
 EXEC_SOURCE = Path(warm_exec.__file__).read_text(encoding="utf-8")
@@ -57,6 +57,14 @@ def warm_profile(request: RunRequest, sandbox: SandboxMount | None) -> str | Non
     if request.command is not None and "/" in request.command[0]:
         return None
     return waiter_profile(request)
+
+
+def waiter(profile: str, python: str) -> tuple[list[str], bytes]:
+    """The argv of the waiter a warm jail or container of `profile` starts (`python` names
+    the interpreter), and what it writes on stdout once ready."""
+    if profile == "python":
+        return [python, "-u", "-c", BOOT_SOURCE], warm_boot.READY
+    return [python, "-I", "-S", "-c", EXEC_SOURCE], warm_exec.READY
 
 
 def waiter_profile(request: RunRequest) -> str:
@@ -154,10 +162,7 @@ class NsjailWarmPool:
                 memory_bytes=(limits.memory_mib + b.config.supervisor_memory_mib) << 20,
                 pids_max=limits.pids + 1,
             )
-            if profile == "python":
-                argv, expected = [b.config.python, "-u", "-c", BOOT_SOURCE], warm_boot.READY
-            else:
-                argv, expected = [b.config.python, "-I", "-S", "-c", EXEC_SOURCE], warm_exec.READY
+            argv, expected = waiter(profile, b.config.python)
             config = jail_config(jail_id, argv, BASE_ENV)
             args = b.run_args(ws, uid, limits, egress=False)
             proc = await b.spawn(args, config, group, stdin=True)
