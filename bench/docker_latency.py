@@ -1,6 +1,6 @@
 """Hello latency of the Docker backend through the API (warm containers, and without them)
 vs a raw `docker run --rm` of the same image, interleaved in one run: python (the `python`
-pool) and bash (the `exec` pool)."""
+pool), bash (the `exec` pool) and node (the `node` pool, in its own image)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,13 @@ LABELS = {
     "cold": "sandboxd HTTP API, docker backend, no pool (all limits, seccomp, cap-drop, ro)",
     "warm": "sandboxd HTTP API, docker backend, warm containers (`{pool}` pool)",
 }
-#: language: (code, raw docker run's command, pool, prefix of its sample keys)
+NODE_IMAGE = "sandboxd/node:bookworm"
+NODE_HELLO = 'console.log("hello")'
+#: language: (code, image, raw docker run's command, pool, prefix of its sample keys)
 CASES = {
-    "python": (HELLO, ["python3", "-c", HELLO], "docker/python", ""),
-    "bash": ("echo hello", ["bash", "-c", "echo hello"], "docker/exec", "bash_"),
+    "python": (HELLO, IMAGE, ["python3", "-c", HELLO], "docker/python", ""),
+    "bash": ("echo hello", IMAGE, ["bash", "-c", "echo hello"], "docker/exec", "bash_"),
+    "node": (NODE_HELLO, NODE_IMAGE, ["node", "-e", NODE_HELLO], "docker/node", "node_"),
 }
 
 
@@ -50,10 +53,10 @@ def measure(iterations: int = 30, warmup: int = 3) -> dict[str, list[float]]:
         with warm.client() as pooled, cold.client() as unpooled:
             for i in range(warmup + iterations):
                 times = {}
-                for language, (code, argv, pool, prefix) in CASES.items():
+                for language, (code, image, argv, pool, prefix) in CASES.items():
                     t0 = time.perf_counter()
                     raw = subprocess.run(
-                        ["docker", "run", "--rm", IMAGE, *argv],
+                        ["docker", "run", "--rm", image, *argv],
                         capture_output=True,
                         text=True,
                         timeout=120,
@@ -73,7 +76,7 @@ def measure(iterations: int = 30, warmup: int = 3) -> dict[str, list[float]]:
                     for key, value in times.items():
                         samples[key].append(value)
             pools = pooled.info().warm_pools
-        for _, _, pool, _ in CASES.values():
+        for *_, pool, _ in CASES.values():
             if pools[pool].hits < warmup + iterations:
                 raise RuntimeError(f"only {pools[pool].hits} runs used a container of {pool}")
     finally:
@@ -84,13 +87,13 @@ def measure(iterations: int = 30, warmup: int = 3) -> dict[str, list[float]]:
 
 def report(samples: dict[str, list[float]]) -> str:
     rows = ["| what | p50 ms | p90 ms | p50 ratio vs raw docker run |", "|---|---|---|---|"]
-    for language, (_, argv, pool, prefix) in CASES.items():
+    for language, (_, image, argv, pool, prefix) in CASES.items():
         base = statistics.median(samples[prefix + "raw"])
         for key, label in LABELS.items():
             ordered = sorted(samples[prefix + key])
             p50, p90 = statistics.median(ordered), ordered[int(0.9 * (len(ordered) - 1))]
             shown = " ".join(argv[:2]) + " ..."
-            what = f"{language}: " + label.format(image=IMAGE, argv=shown, pool=pool)
+            what = f"{language}: " + label.format(image=image, argv=shown, pool=pool)
             rows.append(f"| {what} | {p50 * 1e3:.0f} | {p90 * 1e3:.0f} | {p50 / base:.2f}x |")
     n = len(samples["raw"])
     return "\n".join(

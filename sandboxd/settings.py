@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -14,7 +14,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from sandboxd.models import Limits
+from sandboxd.models import Language, Limits
 from sandboxd.pool import PoolSettings
 
 #: Host paths the nsjail backend shows read-only inside every jail (when they exist).
@@ -135,8 +135,16 @@ class DockerBackendConfig(BaseModel):
     nofile: int = Field(1024, ge=16)
     pool: PoolSettings = Field(
         default_factory=PoolSettings,
-        description="Warm containers (python, default image and limits), started ahead.",
+        description="Warm containers (the python and node images, default limits), per profile.",
     )
+
+    @field_validator("images")
+    @classmethod
+    def _every_language(cls, images: dict[str, str]) -> dict[str, str]:
+        missing = sorted(set(get_args(Language)) - set(images))
+        if missing:
+            raise ValueError(f"images must name an image for every language; missing {missing}")
+        return images
 
 
 def _default_concurrency() -> int:

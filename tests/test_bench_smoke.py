@@ -37,7 +37,8 @@ def test_humaneval_bench_runs() -> None:
 def test_docker_bench_runs() -> None:
     samples = docker_latency.measure(iterations=2, warmup=1)
     assert {len(v) for v in samples.values()} == {2}
-    assert set(samples) == {f"{p}{k}" for p in ("", "bash_") for k in ("raw", "cold", "warm")}
+    prefixes = ("", "bash_", "node_")
+    assert set(samples) == {f"{p}{k}" for p in prefixes for k in ("raw", "cold", "warm")}
 
 
 def test_soak_bench_runs_clean() -> None:

@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,11 +140,20 @@ def test_settings_file_and_env_cap_requests(workdir: Path) -> None:
         assert d.stop() == 0
 
 
-def test_bad_settings_fail_startup_in_one_line(workdir: Path) -> None:
-    d = Daemon(workdir, "bad", max_concurrent_runs=0)
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"max_concurrent_runs": 0}, "max_concurrent_runs"),
+        ({"docker": {"images": {"python": "x:1"}}}, "missing ['bash', 'node']"),
+    ],
+)
+def test_bad_settings_fail_startup_in_one_line(
+    workdir: Path, settings: dict[str, Any], says: str
+) -> None:
+    d = Daemon(workdir, "bad", **settings)
     with pytest.raises(RuntimeError) as err:
         d.start()
-    assert "bad settings" in str(err.value)
+    assert "bad settings" in str(err.value) and says in str(err.value)
     assert "Traceback" not in str(err.value)
 
 

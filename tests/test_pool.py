@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sandboxd.backends.docker_warm import DOCKER_PROFILES
 from sandboxd.client import SyncClient
 from sandboxd.models import PoolStats
 from tests.conftest import assert_no_leftovers, leftover_cgroups, leftover_containers
@@ -500,10 +501,11 @@ def test_many_warm_containers_never_delay_a_kill(workdir: Path) -> None:
             deadline = time.monotonic() + 120.0
             while time.monotonic() < deadline:
                 pools = client.info().warm_pools
-                if all(pools[f"docker/{p}"].ready == 5 for p in ("python", "exec")):
+                if all(pools[f"docker/{p}"].ready == 5 for p in DOCKER_PROFILES):
                     break
                 time.sleep(0.1)
-            assert len(leftover_containers(crowded.state_dir, include_warm=True)) == 10
+            warm = leftover_containers(crowded.state_dir, include_warm=True)
+            assert len(warm) == 5 * len(DOCKER_PROFILES)
             started = time.monotonic()
             slow = client.run(
                 backend="docker", code="import time\ntime.sleep(30)", limits={"wall_time_s": 1}
@@ -514,3 +516,35 @@ def test_many_warm_containers_never_delay_a_kill(workdir: Path) -> None:
     finally:
         assert crowded.stop() == 0
     assert leftover_containers(crowded.state_dir, include_warm=True) == []
+
+
+def test_a_node_container_runs_like_a_cold_one(daemon: Daemon) -> None:
+    code = (
+        "console.log(process.argv.slice(1), process.env.A, process.cwd(), process.getuid() > 0)\n"
+        "require('fs').readFileSync(0, 'utf8').split('\\n').forEach(l => console.log('in:' + l))\n"
+        "process.exit(4)\n"
+    )
+    request = {"backend": "docker", "language": "node", "code": code, "stdin": "x\ny"}
+    request["env"] = {"A": "1"}
+    with daemon.client() as client:
+        before = wait_ready(client, "docker/node").hits
+        hot = client.run(**request)  # type: ignore[arg-type]
+        assert pool(client, "docker/node").hits == before + 1
+        plain = client.run(**request, limits={"memory_mib": 200})  # type: ignore[arg-type]
+        slow = client.run(
+            backend="docker",
+            language="node",
+            code="setTimeout(() => {}, 30000)",
+            limits={"wall_time_s": 0.5},
+        )
+        assert pool(client, "docker/node").hits == before + 2
+    assert (hot.status, hot.exit_code, hot.stdout, hot.stderr) == (
+        plain.status,
+        plain.exit_code,
+        plain.stdout,
+        plain.stderr,
+    )
+    assert hot.stdout == "[ '/workspace/main.js' ] 1 /workspace true\nin:x\nin:y\n"
+    assert (hot.status, hot.exit_code) == ("failed", 4)
+    assert slow.status == "timeout"
+    assert_no_leftovers(daemon)

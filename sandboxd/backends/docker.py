@@ -34,9 +34,8 @@ from sandboxd.backends.base import (
     in_own_thread,
     output_sink,
 )
-from sandboxd.backends.docker_warm import DockerWarmPool, docker_warm_profile
+from sandboxd.backends.docker_warm import DOCKER_PROFILES, DockerWarmPool, docker_warm_profile
 from sandboxd.backends.nsjail_config import BASE_ENV
-from sandboxd.backends.nsjail_warm import PROFILES
 from sandboxd.egress import EgressGuard
 from sandboxd.errors import BackendUnavailable, InvalidRequest
 from sandboxd.models import MAIN_FILE, Capabilities, PoolStats, RunRequest, RunResult, Usage
@@ -78,7 +77,7 @@ class DockerBackend(Backend):
         runs = settings.max_concurrent_runs
         self.slots = Slots(range(runs))
         pool = self.config.pool
-        warm_slots = pool.max_size * len(PROFILES) if pool.enabled else 0
+        warm_slots = pool.max_size * len(DOCKER_PROFILES) if pool.enabled else 0
         self.warm_slots = Slots(range(runs, runs + warm_slots))
         self.background = Background()
         self.warm: DockerWarmPool | None = None

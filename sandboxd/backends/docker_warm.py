@@ -2,12 +2,12 @@
 
 A warm container is created and started exactly like a run's (same image, uid, mounts,
 limits, seccomp, cap-drop) with its stdin attached, running a waiter: `warm_boot` (profile
-`python`: an interpreter already started that becomes the run) or `warm_exec` (profile `exec`:
-bash runs, commands, python runs that set start-up variables; it `execve`s the argv a cold
-container would run). A run that fits (the default image and the default memory, pids and
-file-size limits, which a started container keeps) gets its disk cap and files from the
-host, then the handover and its stdin on the container's stdin. One container serves one run
-and is removed after it.
+`python`: an interpreter already started that becomes the run) or `warm_exec` (profiles
+`exec` in the python image, `node` in the node image: it `execve`s the argv a cold container
+would run). A run that fits (an image with a pool, and the default memory, pids and file-size
+limits, which a started container keeps) gets its disk cap and files from the host, then the
+handover and its stdin on the container's stdin. One container serves one run and is
+removed after it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from sandboxd.backends.base import (
     in_own_thread,
     output_sink,
 )
-from sandboxd.backends.nsjail_warm import PROFILES, NsjailWarmPool, waiter, waiter_profile
+from sandboxd.backends.nsjail_warm import NsjailWarmPool, waiter, waiter_profile
 from sandboxd.errors import Overloaded
 from sandboxd.models import Limits, PoolStats, RunRequest, RunResult
 from sandboxd.pool import WarmPool
@@ -46,15 +46,21 @@ log = logging.getLogger("sandboxd.docker.warm")
 READY_TIMEOUT_S = 60.0
 
 
+#: Docker's warm profiles: the language whose image a container runs, and its waiter.
+DOCKER_PROFILES = {
+    "python": ("python", "python"),  # python programs in the python image
+    "exec": ("python", "exec"),  # bash, commands, python with start-up variables there
+    "node": ("node", "exec"),  # anything in the node image
+}
+
+
 def docker_warm_profile(
     request: RunRequest, sandbox: SandboxMount | None, images: dict[str, str]
 ) -> str | None:
     """The pool a run can be served from, or None when it needs its own container: runs in a
-    sandbox, with an egress proxy, in another image, or with limits a started container
-    cannot change (memory, pids, file size)."""
+    sandbox, with an egress proxy, in an image without a pool, or with limits a started
+    container cannot change (memory, pids, file size)."""
     if sandbox is not None or request.network.mode != "none":
-        return None
-    if (request.image or images[request.language]) != images["python"]:
         return None
     fixed, defaults = request.limits, Limits()
     if (fixed.memory_mib, fixed.pids, fixed.file_size_mib) != (
@@ -63,7 +69,10 @@ def docker_warm_profile(
         defaults.file_size_mib,
     ):
         return None
-    return waiter_profile(request)
+    image = request.image or images[request.language]
+    if image == images["python"]:
+        return waiter_profile(request)
+    return "node" if image == images["node"] else None
 
 
 def create_with_stdin_once(client: Any, args: dict[str, Any]) -> Any:
@@ -145,7 +154,7 @@ class DockerWarmPool:
                 functools.partial(self._prepare, profile),
                 self._discard,
             )
-            for profile in PROFILES
+            for profile in DOCKER_PROFILES
         }
 
     async def start(self) -> None:
@@ -173,10 +182,11 @@ class DockerWarmPool:
         container: Any = None
         stdin: Any = None
         try:
-            template = RunRequest(language="python", code="")
+            language, kind = DOCKER_PROFILES[profile]
+            template = RunRequest(language=language, code="")
             await asyncio.to_thread(ws.create, disk_mib=template.limits.disk_mib)
             args = b.container_args(name, template, ws, uid)
-            argv, marker = waiter(profile, "python3")
+            argv, marker = waiter(kind, "python3")
             args["command"] = ["/usr/bin/env", "-u", "HOSTNAME", *argv]
             container = await asyncio.to_thread(create_with_stdin_once, b.client, args)
             router = Router(marker)
@@ -236,7 +246,7 @@ class DockerWarmPool:
     def handover(self, profile: str, request: RunRequest) -> bytes:
         """What the waiter reads first: for `exec`, the environment and argv a container made
         for the run would have (without the stdin redirection: the stdin is attached)."""
-        if profile == "python":
+        if DOCKER_PROFILES[profile][1] == "python":
             return NsjailWarmPool.handover_message(request)
         env = [f"{k}={v}" for k, v in self.backend.environment(request).items()]
         argv = self.backend.program_argv(request, stdin_file=False)
