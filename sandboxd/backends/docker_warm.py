@@ -143,7 +143,7 @@ class WarmContainer:
 
 
 class DockerWarmPool:
-    """The Docker backend's warm pools (one per profile, in the default image)."""
+    """The Docker backend's warm pools, one per profile (`DOCKER_PROFILES`)."""
 
     def __init__(self, backend: DockerBackend) -> None:
         self.backend = backend
