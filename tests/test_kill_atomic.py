@@ -67,7 +67,7 @@ def test_a_timeout_stops_a_shell_between_its_commands(backend_client: BackendCli
 
 def test_a_cpu_limit_kill_is_atomic_too(backend_client: BackendClient) -> None:
     # The child burns the cpu; its parent would print once it died.
-    code = "try:\n    import subprocess\n    subprocess.run(['bash', '-c', 'while :; do :; done'])\n"
+    code = "import subprocess\ntry:\n    subprocess.run(['bash', '-c', 'while :; do :; done'])\n"
     code += "finally:\n    print('end', flush=True)\n"
     result = backend_client.run(
         language="python", code=code, limits={"cpu_time_s": 1, "wall_time_s": 20}

@@ -68,8 +68,10 @@ def serve_once(workdir: Path, state_dir: Path, port: int) -> subprocess.Complete
     config = workdir / f"refused-{port}.toml"
     write_toml(config, {"backend": {"cgroup_parent": SHARED_ROOT}})
     return subprocess.run(
-        [sys.executable, "-m", "sandboxd", "serve", "--config", str(config)]
-        + ["--state-dir", str(state_dir), "--port", str(port)],
+        [
+            *(sys.executable, "-m", "sandboxd", "serve", "--config", str(config)),
+            *("--state-dir", str(state_dir), "--port", str(port)),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
