@@ -7,10 +7,11 @@ Several daemons share one host (test suites, CI, two users, coder's own daemon).
 - has an identity kept in `<state>/identity.json`: a random id that names everything it creates
   outside the state dir (its cgroups live under `<cgroup_parent>/<id>/`, and only those are
   ever reaped), and the host uid range its jails run as;
-- reserves that uid range host-wide with an `flock` on one file per block of `UID_SPAN` uids
-  in `lock_dir` (`/run/sandboxd` by default), held while it runs: two daemons never share a
-  host uid. The range is chosen once (the first free block from `FIRST_UID_BASE`) and kept,
-  since a persistent sandbox's files belong to a uid in it.
+- reserves that uid range host-wide with one file per block of `UID_SPAN` uids in `lock_dir`
+  (`/var/lib/sandboxd-uids` by default), `flock`ed while it runs and naming its state dir
+  while it does not: two daemons never share a host uid, running or stopped. The range is
+  chosen once (the first free block from `FIRST_UID_BASE`) and kept, since a persistent
+  sandbox's files belong to a uid in it; a state dir that is gone frees its blocks.
 
 A lock dies with its process, so a crashed daemon never blocks the next one.
 """
@@ -120,18 +121,46 @@ def _blocks(uid_base: int) -> range:
     return range(uid_base // UID_SPAN, (uid_base + UID_SPAN - 1) // UID_SPAN + 1)
 
 
-def _lock_range(lock_dir: Path, uid_base: int, note: str) -> list[int] | str:
+def _reserved_elsewhere(path: Path, state_dir: Path, block: int) -> str | None:
+    """Who holds a block while stopped: the state dir its file names, if that is another
+    one whose identity still claims the block (a removed state dir frees its blocks)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    _, found, other = text.partition("state dir ")
+    if not found or Path(other) == state_dir.resolve():
+        return None
+    try:
+        base = json.loads((Path(other) / IDENTITY_FILE).read_text(encoding="utf-8"))["uid_base"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return f"state dir {other}" if isinstance(base, int) and block in _blocks(base) else None
+
+
+def _lock_range(lock_dir: Path, state_dir: Path, uid_base: int, note: str) -> list[int] | str:
     """Locks on every block of the range, or the holder of the first one already taken."""
     fds: list[int] = []
     for block in _blocks(uid_base):
         path = lock_dir / f"uids-{block * UID_SPAN}.lock"
-        fd = _try_lock(path, note)
+        holder = _reserved_elsewhere(path, state_dir, block)
+        fd = None if holder else _try_lock(path, note)
         if fd is None:
             for held in fds:
                 os.close(held)
-            return _holder(path)
+            return holder or _holder(path)
         fds.append(fd)
     return fds
+
+
+def _uid_blocks_in_use() -> set[int]:
+    """The uid blocks of the host's running processes."""
+    blocks = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                blocks.add(entry.stat().st_uid // UID_SPAN)
+    return blocks
 
 
 def claim(state_dir: Path, *, uid_base: int | None, cgroup_root: str, lock_dir: Path) -> StateClaim:
@@ -160,9 +189,13 @@ def claim(state_dir: Path, *, uid_base: int | None, cgroup_root: str, lock_dir: 
             candidates = [recorded]  # its sandboxes' files belong to uids in that range
         else:
             candidates = list(range(FIRST_UID_BASE, LAST_UID - UID_SPAN, UID_SPAN))
+        fresh = uid_base is None and not isinstance(recorded, int)
+        busy = _uid_blocks_in_use() if fresh else set()
         held: list[int] | str = "no free uid range"
         for base in candidates:
-            held = _lock_range(lock_dir, base, note)
+            if base // UID_SPAN in busy:
+                continue  # processes run as those uids already (a daemon of an older version?)
+            held = _lock_range(lock_dir, state_dir, base, note)
             if isinstance(held, list):
                 break
         if not isinstance(held, list):

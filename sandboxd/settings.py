@@ -173,8 +173,9 @@ class Settings(BaseSettings):
     port: int = Field(8765, ge=0, le=65535)
     state_dir: Path = Path("/var/lib/sandboxd")
     lock_dir: Path = Field(
-        Path("/run/sandboxd"),
-        description="Host-wide directory of the locks by which daemons reserve uid ranges.",
+        Path("/var/lib/sandboxd-uids"),
+        description="Host-wide: the files by which daemons reserve their uid ranges (shared "
+        "by every daemon on the host; each one locks and rewrites only its own).",
     )
     max_concurrent_runs: int = Field(default_factory=_default_concurrency, ge=1, le=1000)
     max_queued_runs: int = Field(64, ge=0)

@@ -152,8 +152,15 @@ def test_the_identity_and_uid_range_survive_a_restart(workdir: Path) -> None:
     d = shared_daemon(workdir, "same-again").start()
     identity = d.identity()
     assert d.stop() == 0
-    d.start()
+    # While it is stopped, its uids stay its own: a new daemon takes another block...
+    other = shared_daemon(workdir, "meanwhile").start()
     try:
-        assert d.identity() == identity
+        assert other.uid_base != identity["uid_base"]
+        # ...and it gets them back when it starts again.
+        d.start()
+        try:
+            assert d.identity() == identity
+        finally:
+            assert d.stop() == 0
     finally:
-        assert d.stop() == 0
+        assert other.stop() == 0
