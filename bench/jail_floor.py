@@ -19,6 +19,7 @@ from types import TracebackType
 from sandboxd.backends.nsjail import NsjailBackend
 from sandboxd.backends.nsjail_config import BASE_ENV, jail_config
 from sandboxd.models import Limits
+from sandboxd.server import claim_state
 from sandboxd.settings import Settings
 from sandboxd.workspace import Workspace
 
@@ -31,9 +32,11 @@ class JailFloor:
             state_dir=state,
             backend={"cgroup_parent": "sandboxd-floor", "pool": {"enabled": False}},
         )
+        self.claim = claim_state(settings)
+        settings = settings.with_identity(self.claim.identity)
         self.backend = NsjailBackend(settings)
         asyncio.run(self.backend.start())
-        uid = self.backend.config.uid_base + settings.max_concurrent_runs - 1
+        uid = settings.identity.uid_base + settings.max_concurrent_runs - 1
         self.ws = Workspace(self.backend.runs_dir / "floor", uid=uid, gid=uid)
         self.ws.create(disk_mib=Limits().disk_mib)
         self.ws.write_file("main.py", b'print("hello")\n')

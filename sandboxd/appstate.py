@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sandboxd.auth import Principal
 from sandboxd.backends.base import Backend
 from sandboxd.errors import Forbidden, Unauthorized
+from sandboxd.identity import StateClaim
 from sandboxd.observability import Metrics, Tracer
 from sandboxd.runs import RunManager
 from sandboxd.sandboxes import SandboxManager
@@ -23,6 +24,7 @@ RUNS = web.AppKey("runs", RunManager)
 SANDBOXES = web.AppKey("sandboxes", SandboxManager)
 METRICS = web.AppKey("metrics", Metrics)
 TRACER = web.AppKey("tracer", Tracer)
+CLAIM = web.AppKey("claim", StateClaim)
 
 # Per-request keys (set by middlewares and handlers, read by the audit middleware).
 PRINCIPAL = "sandboxd.principal"

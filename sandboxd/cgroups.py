@@ -2,7 +2,12 @@
 
 Supports cgroup v1 (one hierarchy per controller, as on hybrid hosts) and cgroup v2 (unified).
 The daemon creates `<parent>/<run id>` itself and puts the nsjail supervisor in it *before* the
-jail starts, so every process of the run is inside, whatever it forks.
+jail starts, so every process of the run is inside, whatever it forks. `<parent>` is the
+daemon's own (`<cgroup_parent>/<daemon id>`): it reaps nothing outside it.
+
+A kill freezes the cgroup first (v1 freezer, v2 `cgroup.freeze`), signals every process, then
+thaws it: no process of the run can act on another's death (a shell printing after its
+`sleep` was killed, a `finally` running after its child died) once the kill has begun.
 """
 
 from __future__ import annotations
@@ -20,7 +25,11 @@ from sandboxd.errors import BackendUnavailable
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "pids", "cpuacct")
+#: Used when the host mounts it (it makes kills atomic), not required.
+V1_OPTIONAL = ("freezer",)
 POLL_S = 0.005
+FREEZE_WAIT_S = 1.0
+FREEZE_POLL_S = 0.001
 
 
 def _read(path: Path) -> str:
@@ -107,21 +116,56 @@ class RunCgroup(ABC):
     async def kill_all(self, deadline_s: float = 5.0, *, spare: Set[int] = frozenset()) -> bool:
         """SIGKILL every process in the cgroup but `spare` until none is left; True then.
 
-        Sparing the supervisor (nsjail) at first lets it reap its jail, instead of leaving
-        zombies to the host's init; `terminate` then takes the supervisor too.
+        The first pass happens frozen, so that none of them runs between two kills. Sparing
+        the supervisor (nsjail) at first lets it reap its jail, instead of leaving zombies to
+        the host's init; `terminate` then takes the supervisor too.
         """
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline_s
+        frozen = await self._freeze(min(FREEZE_WAIT_S, deadline_s))
+        try:
+            self._kill(self.pids() - spare)
+        finally:
+            if frozen:
+                self._thaw()
         while True:
             pids = self.pids() - spare
             if not pids:
                 return True
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            self._kill(pids)
             if loop.time() > end:
                 return False
             await asyncio.sleep(POLL_S)
+
+    @staticmethod
+    def _kill(pids: Set[int]) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    async def _freeze(self, wait_s: float) -> bool:
+        """Freeze the cgroup and wait (up to `wait_s`) until it is; False where it cannot
+        freeze (then the kill goes on unfrozen, as fast as it can)."""
+        try:
+            if not self._start_freeze():
+                return False
+        except OSError:
+            return False
+        for _ in range(int(wait_s / FREEZE_POLL_S)):  # v1 has no event to wait on
+            if self._is_frozen():
+                break
+            await asyncio.sleep(FREEZE_POLL_S)
+        return True
+
+    @abstractmethod
+    def _start_freeze(self) -> bool:
+        """Ask the kernel to freeze the cgroup; False if it has no freezer."""
+
+    @abstractmethod
+    def _is_frozen(self) -> bool: ...
+
+    @abstractmethod
+    def _thaw(self) -> None: ...
 
     async def terminate(self, supervisors: Set[int], grace_s: float = 2.0) -> bool:
         """Kill the jail, give its supervisors `grace_s` to reap it and exit, then kill all."""
@@ -168,8 +212,25 @@ def _v1_memory_limit(memory: Path, limit: int) -> None:
 
 class _V1Run(RunCgroup):
     def __init__(self, mounts: dict[str, Path], name: str) -> None:
-        self.by = {c: mounts[c] / name for c in V1_CONTROLLERS}
+        self.by = {c: m / name for c, m in mounts.items()}
         super().__init__(sorted(set(self.by.values())))
+
+    def _start_freeze(self) -> bool:
+        freezer = self.by.get("freezer")
+        if freezer is None:
+            return False
+        _write(freezer / "freezer.state", "FROZEN")
+        return True
+
+    def _is_frozen(self) -> bool:
+        try:
+            return _read(self.by["freezer"] / "freezer.state").strip() == "FROZEN"
+        except OSError:
+            return True  # gone: nothing left to freeze
+
+    def _thaw(self) -> None:
+        with contextlib.suppress(OSError):
+            _write(self.by["freezer"] / "freezer.state", "THAWED")
 
     def rename(self, name: str) -> None:
         done: list[Path] = []
@@ -235,8 +296,24 @@ class _V2Run(RunCgroup):
     def _refused_total(self) -> int:
         return _keyed(_read(self.path / "pids.events")).get("max", 0)
 
+    def _start_freeze(self) -> bool:
+        if not (self.path / "cgroup.freeze").exists():
+            return False
+        _write(self.path / "cgroup.freeze", "1")
+        return True
+
+    def _is_frozen(self) -> bool:
+        try:
+            return _keyed(_read(self.path / "cgroup.events")).get("frozen") == 1
+        except OSError:
+            return True
+
+    def _thaw(self) -> None:
+        with contextlib.suppress(OSError):
+            _write(self.path / "cgroup.freeze", "0")
+
     async def kill_all(self, deadline_s: float = 5.0, *, spare: Set[int] = frozenset()) -> bool:
-        if not spare:
+        if not spare:  # one atomic kill of everything, where the kernel has it
             with contextlib.suppress(FileNotFoundError):
                 _write(self.path / "cgroup.kill", "1")
         return await super().kill_all(deadline_s, spare=spare)
@@ -271,6 +348,12 @@ class CgroupManager(ABC):
                 names.update(p.name for p in d.iterdir() if p.is_dir())
         return sorted(names)
 
+    def remove_parent(self) -> None:
+        """Remove the daemon's own (empty) cgroup at its end; the shared root stays."""
+        for d in self.parent_dirs():
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
 
 class CgroupV1(CgroupManager):
     version = 1
@@ -285,7 +368,7 @@ class CgroupV1(CgroupManager):
     def setup(self) -> None:
         for d in self.parent_dirs():
             try:
-                d.mkdir(exist_ok=True)
+                d.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise BackendUnavailable(f"cannot create cgroup {d}: {exc.strerror}") from exc
 
@@ -319,10 +402,13 @@ class CgroupV2(CgroupManager):
                 f"cgroup v2 at {self.root} lacks controllers {sorted(wanted - available)}"
             )
         try:
-            self.path.mkdir(exist_ok=True)
             enable = " ".join(f"+{c}" for c in sorted(wanted))
             _write(self.root / "cgroup.subtree_control", enable)
-            _write(self.path / "cgroup.subtree_control", enable)
+            level = self.root
+            for part in Path(self.parent).parts:  # the shared root, then the daemon's own
+                level = level / part
+                level.mkdir(exist_ok=True)
+                _write(level / "cgroup.subtree_control", enable)
         except OSError as exc:
             hint = " (is the daemon's cgroup delegated to it?)" if exc.errno == errno.EBUSY else ""
             raise BackendUnavailable(f"cannot set up cgroup {self.path}: {exc}{hint}") from exc
@@ -347,7 +433,7 @@ def _v1_mounts() -> dict[str, Path]:
             if fstype != "cgroup":
                 continue
             for controller in opts.split(","):
-                if controller in V1_CONTROLLERS:
+                if controller in V1_CONTROLLERS + V1_OPTIONAL:
                     found.setdefault(controller, Path(target))
     return found
 
@@ -383,7 +469,8 @@ def of_process(pid: int) -> RunCgroup | None:
             relative[c] = path.lstrip("/")
     if any(c not in relative or c not in mounts for c in V1_CONTROLLERS):
         return None
-    run = _V1Run({c: mounts[c] for c in V1_CONTROLLERS}, "")
-    run.by = {c: mounts[c] / relative[c] for c in V1_CONTROLLERS}
+    present = [c for c in V1_CONTROLLERS + V1_OPTIONAL if c in relative and c in mounts]
+    run = _V1Run({c: mounts[c] for c in present}, "")
+    run.by = {c: mounts[c] / relative[c] for c in present}
     run.dirs = sorted(set(run.by.values()))
     return run

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -47,7 +48,7 @@ _fail = cli_admin.fail
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from sandboxd.server import make_app
+    from sandboxd.server import claim_state, make_app
     from sandboxd.settings import load_settings
 
     overrides: dict[str, object] = {}
@@ -64,26 +65,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         return _fail(f"bad settings: {str(exc).splitlines()[0]}")
     configure_logging(settings.log_level)
+    # Order matters on a shared host: the state dir's lock before anything is touched, the
+    # port before anything is reaped, so a daemon that cannot serve disturbs nobody.
     try:
-        app = make_app(settings)
+        claim = claim_state(settings)
     except SandboxdError as exc:
         return _fail(exc.message)
+    except OSError as exc:
+        return _fail(f"cannot use state dir {settings.state_dir}: {exc}")
     try:
+        sock = bind_socket(settings.host, settings.port)
+    except OSError as exc:
+        claim.release()
+        return _fail(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}; "
+            "choose another --port or stop what uses it"
+        )
+    host, port = sock.getsockname()[:2]
+    try:
+        app = make_app(settings, claim)
         web.run_app(
             app,
-            host=settings.host,
-            port=settings.port,
-            print=lambda _msg: print(
-                f"sandboxd listening on http://{settings.host}:{settings.port}", flush=True
-            ),
+            sock=sock,
+            print=lambda _msg: print(f"sandboxd listening on http://{host}:{port}", flush=True),
             access_log=None,
             shutdown_timeout=settings.shutdown_grace_s,
         )
     except SandboxdError as exc:
         return _fail(exc.message)
-    except OSError as exc:
-        return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+    finally:
+        claim.release()
     return 0
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (the first address it resolves to), not yet serving."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
 
 
 def cmd_images(args: argparse.Namespace) -> int:

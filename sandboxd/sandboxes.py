@@ -25,6 +25,7 @@ from sandboxd import linux
 from sandboxd.auth import Principal
 from sandboxd.backends.base import SandboxMount
 from sandboxd.errors import BackendUnavailable, InvalidRequest, NotFound, QuotaExceeded
+from sandboxd.identity import UID_SPAN
 from sandboxd.models import Limits, Sandbox, SandboxCreate
 from sandboxd.policy import apply_caps, check_network
 from sandboxd.runs import RunManager
@@ -126,7 +127,8 @@ class SandboxManager:
         self.settings = settings
         self.store = store
         self.dir = settings.state_dir / "sandboxes"
-        self.uid_base = settings.backend.uid_base + SANDBOX_UID_OFFSET
+        self.uid_base = settings.identity.uid_base + SANDBOX_UID_OFFSET
+        self.uid_end = settings.identity.uid_base + UID_SPAN
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def disk(self, sandbox_id: str) -> SandboxDisk:
@@ -185,7 +187,10 @@ class SandboxManager:
                     field="max_disk_mib",
                 )
             used = {r[0] for r in db.execute("SELECT uid FROM sandboxes")}
-            uid = next(u for u in range(self.uid_base, self.uid_base + 10**6) if u not in used)
+            free = (u for u in range(self.uid_base, self.uid_end) if u not in used)
+            uid = next(free, None)
+            if uid is None:
+                raise QuotaExceeded("this daemon holds as many sandboxes as it has uids")
             db.execute(
                 "INSERT INTO sandboxes (id, tenant, uid, spec, disk_mib, created_at, last_used_at,"
                 " state) VALUES (?, ?, ?, ?, ?, ?, ?, 'creating')",

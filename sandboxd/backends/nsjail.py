@@ -102,7 +102,7 @@ class NsjailBackend(Backend):
             )
         if not os.access(self.binary, os.X_OK):
             raise BackendUnavailable(f"nsjail binary {self.binary} is missing or not executable")
-        self.cgroups = cgroups.detect(self.config.cgroup_parent)
+        self.cgroups = cgroups.detect(self.settings.identity.cgroup_parent)
         await asyncio.to_thread(self._prepare_host)
         await self.reap_leftovers()
         self._static_args = self._build_static_args()
@@ -148,7 +148,9 @@ class NsjailBackend(Backend):
             group.remove()
         await asyncio.to_thread(reap_run_dirs, self.runs_dir)
         if reaped:
-            log.warning("reaped %d run cgroups left by an earlier daemon", len(reaped))
+            log.warning(
+                "reaped %d run cgroups an earlier daemon on this state dir left", len(reaped)
+            )
         return reaped
 
     async def close(self) -> None:
@@ -157,6 +159,7 @@ class NsjailBackend(Backend):
         await self.background.drain()
         if self.cgroups is not None:
             await self.reap_leftovers()
+            await asyncio.to_thread(self.cgroups.remove_parent)
 
     async def _self_test(self) -> None:
         """Run one trivial jail; a host that cannot isolate must fail now, not per request."""
@@ -297,7 +300,7 @@ class NsjailBackend(Backend):
             if result is not None:
                 return result
         slot = await self.slots.take()
-        uid = sandbox.uid if sandbox else self.config.uid_base + slot
+        uid = sandbox.uid if sandbox else self.settings.identity.uid_base + slot
         work_dir = sandbox.work_dir if sandbox else None
         ws = Workspace(self.runs_dir / run_id, uid=uid, gid=uid, work_dir=work_dir)
         group: cgroups.RunCgroup | None = None

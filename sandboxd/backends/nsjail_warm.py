@@ -148,7 +148,7 @@ class NsjailWarmPool:
         if slot is None:
             raise Overloaded("every warm slot is in use")
         jail_id = "warm_" + secrets.token_hex(8)
-        uid = b.config.uid_base + slot
+        uid = b.settings.identity.uid_base + slot
         ws = Workspace(b.runs_dir / jail_id, uid=uid, gid=uid)
         group: cgroups.RunCgroup | None = None
         proc: asyncio.subprocess.Process | None = None
