@@ -72,7 +72,9 @@ async def _sandboxd(
                 "SANDBOXD_URL, nor sandboxd_url in the config) to let coder start one"
             ) from exc
     local = LocalDaemon()
-    say = (lambda text: progress.say("setup", f"none answers at {DEFAULT_URL}; {text}")) if progress else None
+    say = None
+    if progress is not None:
+        say = lambda text: progress.say("setup", f"none answers at {DEFAULT_URL}; {text}")  # noqa: E731
     try:
         await local.start(say=say)
     except BaseException:
