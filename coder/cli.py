@@ -23,11 +23,13 @@ from coder.budget import Budget
 from coder.config import CoderConfig, load_config
 from coder.errors import CoderError, SandboxError, UsageError
 from coder.model import Model, OpenAIModel, ReplayModel, ResponseCache
+from coder.progress import Progress, plural
 from coder.result import SolveResult
 from coder.sandbox import LocalDaemon, SandboxSession
 from coder.solve import Solver
 from coder.trace import TraceWriter, read_events, replies
-from sandboxd.client import Client, default_token
+from sandboxd.cli_admin import quiet_broken_pipe
+from sandboxd.client import DEFAULT_URL, Client, default_token
 from sandboxd.errors import SandboxdError
 
 
@@ -50,19 +52,31 @@ def live_model(cfg: CoderConfig, name: str, trace: TraceWriter, agent: str) -> M
     )
 
 
-async def _sandboxd(cfg: CoderConfig, trace_id: str) -> tuple[Client, LocalDaemon | None]:
-    """The configured (or default) sandboxd; when none answers there, one started for us."""
+async def _sandboxd(
+    cfg: CoderConfig, trace_id: str, progress: Progress | None = None
+) -> tuple[Client, LocalDaemon | None]:
+    """The configured sandboxd, which must answer; with none configured, the default one, and
+    when that does not answer either, one started for this solve (and said so)."""
     parent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
     url = cfg.sandboxd_url or os.environ.get("SANDBOXD_URL") or None
-    client = Client(url, token=cfg.sandboxd_token or default_token(), traceparent=parent)
+    token = cfg.sandboxd_token or default_token()
+    client = Client(url or DEFAULT_URL, token=token, traceparent=parent)
     try:
         await client.health()
         return client, None
-    except SandboxdError:
+    except SandboxdError as exc:
         await client.close()
+        if url is not None:
+            raise SandboxError(
+                f"{exc.message}; start sandboxd there, or give no --sandboxd-url (nor "
+                "SANDBOXD_URL, nor sandboxd_url in the config) to let coder start one"
+            ) from exc
     local = LocalDaemon()
+    say = None
+    if progress is not None:
+        say = lambda text: progress.say("setup", f"none answers at {DEFAULT_URL}; {text}")  # noqa: E731
     try:
-        await local.start()
+        await local.start(say=say)
     except BaseException:
         await local.stop()
         raise
@@ -82,11 +96,16 @@ async def solve(
     writer: Model | None = None,
     reviewer: Model | None = None,
     trace: TraceWriter | None = None,
+    progress: Progress | None = None,
 ) -> Outcome:
-    """Run one solve: its result, the unified diff (possibly partial) and the changed files."""
+    """Run one solve: its result, the unified diff (possibly partial) and the changed files.
+    `progress`, when given, is told of every event as it happens."""
     root = cfg.repo.resolve()
+    check_repo(root)
     trace_id = trace.trace_id if trace else secrets.token_hex(16)
     trace = trace or TraceWriter(root / cfg.trace_dir / f"{trace_id}.jsonl", trace_id)
+    if progress is not None:
+        trace.listeners.append(progress)
     trace.event("solve.start", config=json.loads(cfg.model_dump_json()))
     writer = writer or live_model(cfg, cfg.model, trace, "writer")
     reviewer = reviewer or live_model(cfg, cfg.reviewer, trace, "reviewer")
@@ -98,7 +117,7 @@ async def solve(
     outcome = Outcome(SolveResult(status="sandbox_error", trace_id=trace_id))
     try:
         try:
-            client, local = await _sandboxd(cfg, trace_id)
+            client, local = await _sandboxd(cfg, trace_id, progress)
             session = SandboxSession(client, cfg.test, cfg.test_limits)
             await session.start(files.all_bytes(), files.executable)
         except SandboxError as exc:
@@ -129,6 +148,27 @@ async def solve(
     trace.event("solve.end", result=json.loads(outcome.result.model_dump_json()))
     trace.close()
     return outcome
+
+
+def check_repo(root: Path) -> None:
+    """Refuse a path that is not a directory before anything is written under it (the trace)."""
+    if not root.is_dir():
+        what = "does not exist" if not root.exists() else "is not a directory"
+        raise UsageError(f"{root} {what}: give the path of a repository (default: .)")
+
+
+def _check_apply(args: argparse.Namespace, cfg: CoderConfig) -> None:
+    """--apply asks before writing; without a terminal it could only ever say no."""
+    asks = getattr(args, "apply", False) and not args.yes and cfg.mode != "ci"
+    if asks and not sys.stdin.isatty():
+        raise UsageError(
+            "--apply asks for confirmation on a terminal and stdin is not one: "
+            "add --yes to apply without asking (or --ci)"
+        )
+
+
+def _progress(args: argparse.Namespace) -> Progress | None:
+    return None if args.quiet else Progress()
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -179,7 +219,7 @@ def _finish(args: argparse.Namespace, cfg: CoderConfig, outcome: Outcome) -> int
         print(
             f"coder: {result.status}"
             + (f" ({result.reason})" if result.reason else "")
-            + f"; {result.iterations} iterations; trace {result.trace_path}"
+            + f"; {plural(result.iterations, 'iteration')}; trace {result.trace_path}"
             + ("; applied" if applied else ""),
             file=sys.stderr,
         )
@@ -196,7 +236,9 @@ def _confirm(diff: str) -> bool:
 async def _run_solve(args: argparse.Namespace) -> int:
     cfg = load_config(Path(args.config) if args.config else None, _flags(args))
     cfg.check_prices()
-    return _finish(args, cfg, await solve(cfg))
+    _check_apply(args, cfg)
+    check_repo(cfg.repo.resolve())
+    return _finish(args, cfg, await solve(cfg, progress=_progress(args)))
 
 
 async def _run_trace(args: argparse.Namespace, resume: bool) -> int:
@@ -204,6 +246,7 @@ async def _run_trace(args: argparse.Namespace, resume: bool) -> int:
     cfg = CoderConfig.model_validate(events[0]["config"])
     if args.base_url:  # the model endpoint may have moved since the trace was written
         cfg = cfg.model_copy(update={"base_url": args.base_url})
+    _check_apply(args, cfg)
     old_id = events[0]["trace_id"]
     new_id = secrets.token_hex(16)
     path = Path(args.trace).with_name(f"{new_id}.jsonl")
@@ -219,26 +262,37 @@ async def _run_trace(args: argparse.Namespace, resume: bool) -> int:
         live_model(cfg, cfg.reviewer, trace, "reviewer") if resume else None,
     )
     print(f"coder: {'resuming' if resume else 'replaying'} trace {old_id}", file=sys.stderr)
-    return _finish(args, cfg, await solve(cfg, writer=writers, reviewer=reviewers, trace=trace))
+    outcome = await solve(
+        cfg, writer=writers, reviewer=reviewers, trace=trace, progress=_progress(args)
+    )
+    return _finish(args, cfg, outcome)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coder", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="coder", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("solve", help="fix a repository's failing tests")
-    s.add_argument("path", nargs="?", default=".")
+    s.add_argument("path", nargs="?", default=".", help="the repository (default: .)")
     s.add_argument("--test", help='test command, run in the sandbox (default "pytest -q")')
-    s.add_argument("--task", help="what to achieve, in words")
-    s.add_argument("--model")
-    s.add_argument("--reviewer-model")
-    s.add_argument("--base-url")
+    s.add_argument("--task", help="what to achieve, in words (default: make the tests pass)")
+    s.add_argument("--model", help="the writer's model (default gpt-4o-mini)")
+    s.add_argument("--reviewer-model", help="the reviewer's model (default: the writer's)")
+    s.add_argument("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
     s.add_argument("--api-key-env", help="variable holding the API key (OPENAI_API_KEY)")
-    s.add_argument("--max-iterations", type=int)
-    s.add_argument("--max-cost-usd", type=float)
-    s.add_argument("--max-tokens", type=int)
-    s.add_argument("--max-wall-s", type=float)
-    s.add_argument("--allow-test-edits", action="store_true")
-    s.add_argument("--sandboxd-url")
+    s.add_argument("--max-iterations", type=int, help="writer turns at most (default 8)")
+    s.add_argument("--max-cost-usd", type=float, help="spend at most this, in USD (default 2)")
+    s.add_argument("--max-tokens", type=int, help="model tokens at most (default 400000)")
+    s.add_argument("--max-wall-s", type=float, help="seconds at most (default 900)")
+    s.add_argument(
+        "--allow-test-edits", action="store_true", help="let the writer edit the tests too"
+    )
+    s.add_argument(
+        "--sandboxd-url",
+        help="sandboxd to run the tests in; it must answer (default $SANDBOXD_URL, else "
+        "http://127.0.0.1:8765, else a sandboxd coder starts for the solve)",
+    )
     s.add_argument(
         "--config", help="TOML config (default .coder.toml, ~/.config/coder/config.toml)"
     )
@@ -256,11 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("trace", help="trace file (JSONL)")
             p.add_argument("--base-url", help="model endpoint, if not the trace's")
         p.add_argument("--patch-out", help="write the unified diff here")
-        p.add_argument("--apply", action="store_true", help="apply the patch when fixed")
-        p.add_argument("--yes", action="store_true", help="apply without asking")
+        p.add_argument(
+            "--apply", action="store_true", help="apply the patch when fixed (asks on a terminal)"
+        )
+        p.add_argument("--yes", action="store_true", help="with --apply: apply without asking")
         p.add_argument("--json", action="store_true", help="print the result as JSON")
         p.add_argument("--ci", action="store_true", help="never prompt; see --out-dir")
         p.add_argument("--out-dir", help="write patch.diff and result.json here")
+        p.add_argument(
+            "--quiet", action="store_true", help="no progress lines on stderr while working"
+        )
     return parser
 
 
@@ -269,10 +328,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "solve":
-            return asyncio.run(_run_solve(args))
-        return asyncio.run(_run_trace(args, resume=args.command == "resume"))
+            code = asyncio.run(_run_solve(args))
+        else:
+            code = asyncio.run(_run_trace(args, resume=args.command == "resume"))
+        sys.stdout.flush()  # here, where a reader that has gone is caught, not at exit
+        return code
     except CoderError as exc:
         print(f"coder: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `coder replay --json | head`: the reader has gone
+        return quiet_broken_pipe()

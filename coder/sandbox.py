@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +119,30 @@ class LocalDaemon:
         self.url = ""
         self.token = ""
 
-    async def start(self, timeout_s: float = 30.0) -> None:
+    @property
+    def state_dir(self) -> Path:
+        return self.dir / "state"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "sandboxd.log"
+
+    def _log_tail(self) -> str:
+        """The daemon's own account of its failure: its one-line error when it printed one,
+        else the last lines of its log."""
+        try:
+            lines = [x.strip() for x in self.log.read_text(errors="replace").splitlines()]
+        except OSError:
+            return "it left no log"
+        lines = [x for x in lines if x]
+        errors = [x for x in lines if x.startswith("sandboxd: error:")]
+        if errors:
+            return errors[-1]
+        return " / ".join(lines[-3:]) or "it printed nothing"
+
+    async def start(
+        self, timeout_s: float = 30.0, say: Callable[[str], None] | None = None
+    ) -> None:
         if os.geteuid() != 0:
             raise SandboxError(
                 "sandboxd is not reachable and coder cannot start one "
@@ -131,23 +155,30 @@ class LocalDaemon:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "sandboxd",
-            "serve",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(self.dir / "state"),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        if say is not None:
+            say(f"starting one for this solve on {self.url} (state dir {self.state_dir})")
+        log = await asyncio.to_thread(self.log.open, "wb")
+        with log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "sandboxd",
+                "serve",
+                "--port",
+                str(port),
+                "--state-dir",
+                str(self.state_dir),
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.returncode is not None:
-                raise SandboxError("the sandboxd that coder started exited at once")
-            token = await asyncio.to_thread(local_admin_token, self.dir / "state")
+                raise SandboxError(
+                    f"the sandboxd that coder started on {self.url} exited with status "
+                    f"{self.proc.returncode}: {self._log_tail()}"
+                )
+            token = await asyncio.to_thread(local_admin_token, self.state_dir)
             if token:
                 self.token = token
                 async with Client(self.url, token=self.token) as c:
@@ -157,7 +188,10 @@ class LocalDaemon:
                     except SandboxdError:
                         pass
             await asyncio.sleep(0.1)
-        raise SandboxError("the sandboxd that coder started did not become ready")
+        raise SandboxError(
+            f"the sandboxd that coder started on {self.url} was not ready after "
+            f"{timeout_s:.0f}s: {self._log_tail()}"
+        )
 
     async def stop(self) -> None:
         if self.proc and self.proc.returncode is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,12 +32,16 @@ class TraceWriter:
         self.trace_id = trace_id
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh: TextIO = open(path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+        #: Called with each event after it is written (coder's progress lines).
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
     def event(self, kind: str, **data: Any) -> None:
         assert kind in EVENT_TYPES, kind
         line = {"time": round(time.time(), 6), "trace_id": self.trace_id, "type": kind, **data}
         self._fh.write(json.dumps(line, sort_keys=True) + "\n")
         self._fh.flush()
+        for listener in self.listeners:
+            listener(kind, data)
 
     def close(self) -> None:
         self._fh.close()

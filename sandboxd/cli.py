@@ -1,5 +1,5 @@
-"""The `sandboxd` command: `serve` the daemon, `run` a file through it, manage `token`s and
-verify the `audit` trail.
+"""The `sandboxd` command: `serve` the daemon, `run` a file through it, manage `token`s, verify
+the `audit` trail and build `images`.
 
 Exit codes of `sandboxd run`: the program's own exit code for `ok` and `failed`; 128+N when a
 signal N killed it; 121 output_limit, 122 memory_limit, 123 cpu_limit, 124 timeout; 125 when
@@ -14,11 +14,12 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from sandboxd import cli_admin
-from sandboxd.client import Client, SyncClient
+from sandboxd.client import Client, SyncClient, default_url
 from sandboxd.errors import DaemonUnreachable, SandboxdError, error_from_wire
 from sandboxd.models import FileIn, Language, Limits, RunRequest, RunResult
 from sandboxd.observability import configure_logging
@@ -43,6 +44,45 @@ def exit_code_for(result: RunResult) -> int:
 
 
 _fail = cli_admin.fail
+
+
+def status_note(result: RunResult) -> str:
+    """The line `sandboxd run` prints for a run that neither succeeded nor failed on its own:
+    the status, the signal that ended it and the daemon's message, whichever are known."""
+    parts = [f"sandboxd: {result.status}"]
+    if result.signal:
+        try:
+            number = f", exit {128 + int(signal.Signals[result.signal])}"
+        except KeyError:
+            number = ""
+        parts.append(f": the program was killed by {result.signal}{number}")
+    elif result.exit_code is not None and result.status not in ("ok", "failed"):
+        parts.append(f": exit code {result.exit_code}")
+    if result.message:
+        parts.append(f" ({result.message})")
+    if len(parts) == 1:
+        parts.append(": no reason given by the daemon")
+    return "".join(parts)
+
+
+def _parse_env(items: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env {item}: give KEY=VALUE (e.g. --env {key or 'NAME'}=value)")
+        env[key] = value
+    return env
+
+
+def _check_url(url: str | None) -> str:
+    """The daemon's URL, refused in one line when it is not an http(s) URL."""
+    where = f"--url {url}" if url else f"SANDBOXD_URL={default_url()}"
+    url = url or default_url()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{where} is not a URL: give one like http://127.0.0.1:8765")
+    return url
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -121,6 +161,16 @@ def cmd_images(args: argparse.Namespace) -> int:
         if args.images_command == "build":
             lines = images.build(args.name or None)
         elif args.images_command == "export":
+            defs = images.definitions()
+            by_tag = {d.tag: n for n, d in defs.items()}
+            args.name = by_tag.get(args.name, args.name)
+            if args.name not in defs:
+                have = ", ".join(sorted(defs))
+                return _fail(f"no image {args.name!r}: have {have} (see `sandboxd images list`)")
+            if images.current_label(defs[args.name].tag) is None:
+                return _fail(
+                    f"image {args.name} is not built yet: run `sandboxd images build {args.name}`"
+                )
             lines = [images.export(args.name, args.dest)]
         else:
             lines = images.listing()
@@ -139,7 +189,7 @@ def _build_request(args: argparse.Namespace) -> RunRequest:
         limits.wall_time_s = limits.cpu_time_s = args.timeout
     if args.memory is not None:
         limits.memory_mib = args.memory
-    env = dict(item.split("=", 1) for item in args.env)
+    env = _parse_env(args.env)
     files = [FileIn(path=Path(f).name, content=Path(f).read_text()) for f in args.add_file]
     stdin = sys.stdin.read() if args.file != "-" and not sys.stdin.isatty() else None
     return RunRequest(
@@ -149,6 +199,7 @@ def _build_request(args: argparse.Namespace) -> RunRequest:
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
+        args.url = _check_url(args.url)
         request = _build_request(args)
     except OSError as exc:
         return _fail(f"cannot read {exc.filename}: {exc.strerror}")
@@ -164,8 +215,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             result = asyncio.run(_run_live(args, request))
             if result.status not in ("ok", "failed"):
-                note = f"sandboxd: {result.status}: {result.message or ''}".rstrip()
-                print(note, file=sys.stderr)
+                print(status_note(result), file=sys.stderr)
     except SandboxdError as exc:
         where = f" ({exc.field})" if exc.field else ""
         return _fail(f"{exc.message}{where}")
@@ -190,8 +240,10 @@ async def _run_live(args: argparse.Namespace, request: RunRequest) -> RunResult:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sandboxd", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="sandboxd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the daemon")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
@@ -202,16 +254,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a file in a sandbox and print its output")
     run.add_argument("file", help="source file, or - to read it from stdin")
-    run.add_argument("--language", choices=["python", "bash", "node"])
+    run.add_argument(
+        "--language",
+        choices=["python", "bash", "node"],
+        help="language of the file (default: from its suffix, .py .sh .js; else python)",
+    )
     run.add_argument("--timeout", type=float, help="wall and cpu time limit in seconds")
     run.add_argument("--memory", type=int, help="memory limit in MiB")
-    run.add_argument("--env", action="append", default=[], metavar="K=V")
+    run.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a variable in the sandbox (repeatable)",
+    )
     run.add_argument(
         "--add-file",
         action="append",
         default=[],
         metavar="PATH",
-        help="also copy this file into the workspace",
+        help="also copy this file into the workspace (repeatable)",
     )
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
     run.add_argument("--url", help="daemon URL (default $SANDBOXD_URL or http://127.0.0.1:8765)")
@@ -223,13 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     cli_admin.add_parsers(sub)
     images = sub.add_parser("images", help="build and list sandbox images (Docker backend)")
-    images_sub = images.add_subparsers(dest="images_command", required=True)
+    images_sub = images.add_subparsers(dest="images_command", required=True, metavar="ACTION")
     build = images_sub.add_parser("build", help="build images from nothing (debootstrap)")
     build.add_argument("name", nargs="*", help="image names (default: all)")
     images_sub.add_parser("list", help="show the images and whether they are up to date")
     export = images_sub.add_parser("export", help="unpack an image as a root for nsjail")
-    export.add_argument("name")
-    export.add_argument("dest", type=Path)
+    export.add_argument("name", help="image name: base, python or node (or its tag)")
+    export.add_argument("dest", type=Path, help="empty or missing directory to unpack into")
     images.set_defaults(func=cmd_images)
     return parser
 
@@ -238,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # here, where a reader that has gone is caught, not at exit
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return cli_admin.quiet_broken_pipe()
     return code

@@ -7,6 +7,7 @@ whether or not the daemon is running; every token change is appended to the audi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,34 @@ def fail(message: str, code: int = 125) -> int:
     return code
 
 
+def quiet_broken_pipe() -> int:
+    """The reader of stdout went away (`sandboxd ... | head`): stop without a traceback, and
+    keep the interpreter's final flush from raising again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # as if killed by SIGPIPE, like other Unix tools
+
+
+class NoState(ValueError):
+    """The state directory does not exist: nothing to administer (and nothing is created)."""
+
+
 def _open_store(args: argparse.Namespace) -> Store:
+    """The daemon's database; refused when its state directory holds none, so that a typo in
+    --state-dir never creates an empty state and reports success on it."""
     from sandboxd.settings import load_settings
 
     overrides = {"state_dir": args.state_dir} if args.state_dir else {}
     settings = load_settings(args.config, **overrides)
-    settings.state_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
-    return Store(settings.state_dir / "sandboxd.db")
+    db = settings.state_dir / "sandboxd.db"
+    if not db.is_file():
+        what = "no state directory" if not settings.state_dir.exists() else "no sandboxd.db in"
+        raise NoState(
+            f"{what} {settings.state_dir}: start the daemon once (`sandboxd serve`) "
+            "or pass the --state-dir it uses"
+        )
+    return Store(db)
 
 
 def _audit(store: Store, action: str, tenant: str | None, target: str, req: dict[str, Any]) -> None:
@@ -40,6 +62,8 @@ def _audit(store: Store, action: str, tenant: str | None, target: str, req: dict
 def cmd_token(args: argparse.Namespace) -> int:
     try:
         store = _open_store(args)
+    except NoState as exc:
+        return fail(str(exc))
     except (ValidationError, FileNotFoundError, ValueError, OSError) as exc:
         return fail(f"cannot open the state: {str(exc).splitlines()[0]}")
     try:
@@ -75,6 +99,8 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     try:
         store = _open_store(args)
+    except NoState as exc:
+        return fail(str(exc))
     except (ValidationError, FileNotFoundError, ValueError, OSError) as exc:
         return fail(f"cannot open the state: {str(exc).splitlines()[0]}")
     try:
@@ -89,22 +115,32 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     token = sub.add_parser("token", help="create, list and revoke API tokens (local, as root)")
-    token_sub = token.add_subparsers(dest="token_command", required=True)
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = token_sub.add_parser("create", help="create a token and print it once")
-    create.add_argument("--tenant", required=True)
-    create.add_argument("--scope", action="append", required=True, choices=auth.SCOPES)
-    create.add_argument("--name", default="")
+    create.add_argument("--tenant", required=True, help="tenant the token acts for")
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=auth.SCOPES,
+        help="what the token may do (repeatable)",
+    )
+    create.add_argument("--name", default="", help="a note to recognise the token by")
     listing = token_sub.add_parser("list", help="list tokens (never their secrets)")
-    listing.add_argument("--tenant")
+    listing.add_argument("--tenant", help="only this tenant's tokens")
     revoke = token_sub.add_parser("revoke", help="revoke a token by its id")
-    revoke.add_argument("token_id")
+    revoke.add_argument("token_id", help="the id `sandboxd token list` shows")
     token.set_defaults(func=cmd_token)
 
     audit = sub.add_parser("audit", help="check the audit trail")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     audit_sub.add_parser("verify", help="detect edited, deleted or reordered records")
     audit.set_defaults(func=cmd_audit)
 
     for parser in (*token_sub.choices.values(), *audit_sub.choices.values()):
-        parser.add_argument("--state-dir", type=Path, help="state directory")
+        parser.add_argument(
+            "--state-dir",
+            type=Path,
+            help="the daemon's state directory (default /var/lib/sandboxd)",
+        )
         parser.add_argument("--config", type=Path, help="TOML settings file")

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
-from sandboxd.auth import local_admin_token
+from sandboxd.auth import ADMIN_TOKEN_FILE, local_admin_token
 from sandboxd.errors import DaemonUnreachable, SandboxdError, error_from_wire
 from sandboxd.models import (
     AuditPage,
@@ -48,11 +48,23 @@ def default_url() -> str:
     return os.environ.get("SANDBOXD_URL", DEFAULT_URL)
 
 
+def admin_token_path() -> Path:
+    """Where `default_token` looks for a local daemon's admin token."""
+    return Path(os.environ.get("SANDBOXD_STATE_DIR", DEFAULT_STATE_DIR)) / ADMIN_TOKEN_FILE
+
+
 def default_token() -> str | None:
     if token := os.environ.get("SANDBOXD_TOKEN"):
         return token
-    state_dir = Path(os.environ.get("SANDBOXD_STATE_DIR", DEFAULT_STATE_DIR))
-    return local_admin_token(state_dir)
+    return local_admin_token(admin_token_path().parent)
+
+
+def no_token_message() -> str:
+    return (
+        f"no token: none was given and {admin_token_path()} could not be read; pass --token "
+        "or set SANDBOXD_TOKEN (root makes one with `sandboxd token create --tenant NAME "
+        "--scope run`), or set SANDBOXD_STATE_DIR to the daemon's state directory"
+    )
 
 
 def _validated(model: type[M], fields: dict[str, Any]) -> M:
@@ -157,7 +169,10 @@ class Client:
                 f"sandboxd at {self.url} answered HTTP {status} with a non-JSON body"
             )
         retry = int(retry_after) if retry_after.isdigit() else 1
-        return error_from_wire(status, data, retry_after_s=retry)
+        error = error_from_wire(status, data, retry_after_s=retry)
+        if status == 401 and not self.token:
+            error.message = no_token_message()
+        return error
 
     async def _call(
         self,

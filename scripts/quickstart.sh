@@ -14,8 +14,9 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-token="$(cat "${SANDBOXD_STATE_DIR:-/var/lib/sandboxd}/admin.token")"
-echo "\$ curl -s localhost:$port/v1/runs -H \"Authorization: Bearer \$(cat /var/lib/sandboxd/admin.token)\" -d '{\"language\":\"python\",\"code\":\"print(\\\"hello\\\")\"}'"
+token_file="${SANDBOXD_STATE_DIR:-/var/lib/sandboxd}/admin.token"
+token="$(cat "$token_file")"
+echo "\$ curl -s localhost:$port/v1/runs -H \"Authorization: Bearer \$(cat $token_file)\" -d '{\"language\":\"python\",\"code\":\"print(\\\"hello\\\")\"}'"
 curl -s "localhost:$port/v1/runs" -H "Authorization: Bearer $token" \
   -H 'content-type: application/json' -d '{"language":"python","code":"print(\"hello\")"}'
 echo
