@@ -36,8 +36,10 @@ git -C "$repo" -c user.name="${CODER_GIT_NAME:-coder}" -c user.email="${CODER_GI
   commit -q -m "coder: make the failing tests pass" -m "$(python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"Fixed in {r[\"iterations\"]} iterations; tests before: {r[\"tests_before\"][\"summary\"]}.")
-print(f"Trace id {r[\"trace_id\"]}.")' "$out/result.json")"
+n, before, trace = r["iterations"], r["tests_before"]["summary"], r["trace_id"]
+plural = "" if n == 1 else "s"
+print(f"Fixed in {n} iteration{plural}; tests before: {before}.")
+print(f"Trace id {trace}.")' "$out/result.json")"
 git -C "$repo" push -q "${CODER_REMOTE:-origin}" "$branch"
 echo "coder-action: pushed $branch"
 

@@ -4,6 +4,7 @@ coder fixed the tests; the draft-PR step is behind CODER_OPEN_PR."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,9 @@ def test_fixed_pushes_a_branch_without_a_pr(daemon: Daemon, tmp_path: Path) -> N
     assert git("log", "-1", "--format=%s", "coder/fix-42", cwd=remote).strip() == (
         "coder: make the failing tests pass"
     )
+    body = git("log", "-1", "--format=%b", "coder/fix-42", cwd=remote)
+    assert re.search(r"^Fixed in 1 iteration; tests before: .+\.$", body, re.M), body
+    assert re.search(r"^Trace id [0-9a-f]{32}\.$", body, re.M), body
     assert "main" in branches and "return a - b" in git("show", "main:calc.py", cwd=remote)
 
 
