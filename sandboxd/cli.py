@@ -159,7 +159,7 @@ def cmd_images(args: argparse.Namespace) -> int:
 
     try:
         if args.images_command == "build":
-            lines = images.build(args.name or None)
+            lines = images.build(args.name or None, args.mirror)
         elif args.images_command == "export":
             defs = images.definitions()
             by_tag = {d.tag: n for n, d in defs.items()}
@@ -288,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     images_sub = images.add_subparsers(dest="images_command", required=True, metavar="ACTION")
     build = images_sub.add_parser("build", help="build images from nothing (debootstrap)")
     build.add_argument("name", nargs="*", help="image names (default: all)")
+    build.add_argument(
+        "--mirror",
+        metavar="URL",
+        help="Debian mirror to debootstrap the base from (default $SANDBOXD_DEBIAN_MIRROR, "
+        "else the host apt's first bookworm main source)",
+    )
     images_sub.add_parser("list", help="show the images and whether they are up to date")
     export = images_sub.add_parser("export", help="unpack an image as a root for nsjail")
     export.add_argument("name", help="image name: base, python or node (or its tag)")

@@ -1,6 +1,6 @@
 """Egress allowlist rules and the decision for one destination.
 
-A rule is a domain (`pypi.org`), a wildcard domain (`*.example.com`, subdomains only), either
+A rule is a domain (`example.org`), a wildcard domain (`*.example.com`, subdomains only), either
 with an optional port, or an IP / CIDR with an optional port (`10.1.2.0/24:5432`,
 `[fd00::1]:8080`). A rule without a port means 80 and 443. Names match domain rules only, IP
 literals match IP/CIDR rules only; a name that resolves to a private, loopback, link-local,

@@ -1,14 +1,22 @@
 """Sandbox images built from nothing: a debootstrapped Debian base, then the Dockerfiles in
 `images/`. Each image is labelled with the hash of its definition and rebuilt only when that
-changes. Used by `sandboxd images build|list`."""
+changes. Used by `sandboxd images build|list|export`.
+
+The base is debootstrapped from the Debian mirror the host's own apt already uses (the first
+`deb` source for bookworm's main component in /etc/apt), so the project names no mirror of its
+own and an air-gapped host uses its local one; `--mirror URL` or `$SANDBOXD_DEBIAN_MIRROR`
+overrides it. The mirror is not part of an image's hash: every mirror serves the same packages.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +24,92 @@ IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
 BASE = "sandboxd/base:bookworm"
 LABEL = "sandboxd.definition"
 SUITE = "bookworm"
+MIRROR_ENV = "SANDBOXD_DEBIAN_MIRROR"
+APT_DIR = Path("/etc/apt")
+#: URI schemes debootstrap can fetch from (apt's `cdrom:`, `mirror+…:`, `tor+…:` it cannot).
+MIRROR_SCHEMES = ("http://", "https://", "ftp://", "file:/")
+#: `TYPE [OPTIONS] URI SUITE COMPONENTS...`, a comment already cut off.
+_ONE_LINE = re.compile(
+    r"^(?P<type>\S+)\s+(?:\[[^\]]*\]\s*)?(?P<uri>\S+)\s+(?P<suite>\S+)(?P<rest>.*)$"
+)
 
 
-def mirror() -> str:
-    return os.environ.get("SANDBOXD_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+@dataclass(frozen=True)
+class AptSource:
+    """One apt source entry (a one-line `deb` line, or one URI of a deb822 stanza)."""
+
+    type: str
+    uri: str
+    suites: tuple[str, ...]
+    components: tuple[str, ...]
+
+
+def parse_one_line(text: str) -> Iterator[AptSource]:
+    """`deb [opt=value ...] URI SUITE COMPONENT...` lines, as in sources.list and *.list."""
+    for raw in text.splitlines():
+        m = _ONE_LINE.match(raw.split("#", 1)[0].strip())
+        if m:
+            yield AptSource(m["type"], m["uri"], (m["suite"],), tuple(m["rest"].split()))
+
+
+def parse_deb822(text: str) -> Iterator[AptSource]:
+    """deb822 stanzas (*.sources): `Types`, `URIs`, `Suites`, `Components`, `Enabled`."""
+    for stanza in re.split(r"\n[ \t]*\n", text):
+        fields: dict[str, str] = {}
+        key = None
+        for line in stanza.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            if line[0] in " \t" and key is not None:  # a continuation (e.g. an inline key)
+                fields[key] += " " + line.strip()
+            elif ":" in line:
+                key, value = line.split(":", 1)
+                key = key.strip().lower()
+                fields[key] = value.strip()
+        if fields.get("enabled", "yes").lower() == "no":
+            continue
+        for kind in fields.get("types", "").split():
+            for uri in fields.get("uris", "").split():
+                suites = tuple(fields.get("suites", "").split())
+                yield AptSource(kind, uri, suites, tuple(fields.get("components", "").split()))
+
+
+def apt_sources(apt_dir: Path) -> Iterator[AptSource]:
+    """Every source apt reads, in apt's order: sources.list, then sources.list.d by name."""
+    files = [apt_dir / "sources.list"]
+    parts = apt_dir / "sources.list.d"
+    if parts.is_dir():
+        files += sorted(p for p in parts.iterdir() if p.suffix in (".list", ".sources"))
+    for path in files:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:  # missing or unreadable: apt would skip it too
+            continue
+        yield from (parse_deb822 if path.suffix == ".sources" else parse_one_line)(text)
+
+
+def configured_mirror(apt_dir: Path | None = None) -> str | None:
+    """The first `deb` URI apt uses for bookworm's main component, or None."""
+    for src in apt_sources(apt_dir or APT_DIR):
+        if (
+            src.type == "deb"
+            and SUITE in src.suites
+            and "main" in src.components
+            and src.uri.startswith(MIRROR_SCHEMES)
+        ):
+            return src.uri
+    return None
+
+
+def mirror(override: str | None = None, apt_dir: Path | None = None) -> str:
+    """The mirror to debootstrap from: the override, `$SANDBOXD_DEBIAN_MIRROR`, else apt's."""
+    found = override or os.environ.get(MIRROR_ENV) or configured_mirror(apt_dir)
+    if not found:
+        raise ValueError(
+            f"no apt source for Debian {SUITE} main in {apt_dir or APT_DIR}/sources.list(.d): "
+            f"give the mirror with `sandboxd images build --mirror URL` or {MIRROR_ENV}=URL"
+        )
+    return found
 
 
 @dataclass(frozen=True)
@@ -28,14 +118,26 @@ class ImageDef:
     tag: str
     directory: Path | None  # None: the debootstrapped base
 
-    def digest(self) -> str:
-        h = hashlib.sha256(f"{SUITE} {mirror()} minbase".encode())
+    def digest(self, mirror_uri: str | None = None) -> str:
+        """The definition's hash. `mirror_uri` gives the older form, which hashed the mirror
+        too: images labelled that way are still up to date (see `up_to_date`)."""
+        prefix = f"{SUITE} {mirror_uri} minbase" if mirror_uri else f"{SUITE} minbase"
+        h = hashlib.sha256(prefix.encode())
         if self.directory is not None:
             for path in sorted(self.directory.rglob("*")):
                 if path.is_file():
                     h.update(path.relative_to(self.directory).as_posix().encode())
                     h.update(path.read_bytes())
         return h.hexdigest()[:16]
+
+    def up_to_date(self, label: str | None, mirror_uri: str | None = None) -> bool:
+        """Whether an image's label matches this definition. A label from before the mirror
+        left the hash matches too when it names any mirror we know of (the override, the
+        variable, apt's): those images were built from it, so nobody has to rebuild."""
+        if label is None or label == self.digest():
+            return label is not None
+        known = {mirror_uri, os.environ.get(MIRROR_ENV), configured_mirror()}
+        return any(label == self.digest(uri) for uri in known if uri)
 
 
 def definitions() -> dict[str, ImageDef]:
@@ -70,12 +172,12 @@ def current_label(tag: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def _build_base(image: ImageDef, log: list[str]) -> None:
+def _build_base(image: ImageDef, source: str, log: list[str]) -> None:
     work = Path(tempfile.mkdtemp(prefix="sandboxd-rootfs-", dir="/var/tmp"))
     try:
         rootfs = work / "rootfs"
-        log.append(f"debootstrap --variant=minbase {SUITE} from {mirror()}")
-        _run("debootstrap", "--variant=minbase", SUITE, str(rootfs), mirror())
+        log.append(f"debootstrap --variant=minbase {SUITE} from {source}")
+        _run("debootstrap", "--variant=minbase", SUITE, str(rootfs), source)
         tar = work / "rootfs.tar"
         _run("tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tar), ".")
         _run(
@@ -94,8 +196,9 @@ def _build_base(image: ImageDef, log: list[str]) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def build(names: list[str] | None = None) -> list[str]:
-    """Build the named images (default all) and what they need; lines describing what happened."""
+def build(names: list[str] | None = None, mirror_uri: str | None = None) -> list[str]:
+    """Build the named images (default all) and what they need; lines describing what happened.
+    `mirror_uri` overrides the Debian mirror (else `mirror()` finds it)."""
     defs = definitions()
     wanted = names or list(defs)
     unknown = [n for n in wanted if n not in defs]
@@ -105,11 +208,11 @@ def build(names: list[str] | None = None) -> list[str]:
     log: list[str] = []
     for name in order:
         image = defs[name]
-        if current_label(image.tag) == image.digest():
+        if image.up_to_date(current_label(image.tag), mirror_uri):
             log.append(f"{image.tag}: up to date")
             continue
         if image.directory is None:
-            _build_base(image, log)
+            _build_base(image, mirror(mirror_uri), log)
         else:
             _run(
                 "docker",
@@ -131,7 +234,7 @@ def listing() -> list[str]:
         state = (
             "missing"
             if label is None
-            else ("up to date" if label == image.digest() else "out of date")
+            else ("up to date" if image.up_to_date(label) else "out of date")
         )
         lines.append(f"{image.tag}  {state}")
     return lines

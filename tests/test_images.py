@@ -39,6 +39,27 @@ def test_unknown_image_is_one_line() -> None:
     assert proc.returncode != 0 and proc.stderr.count("\n") == 1
 
 
+def test_another_mirror_does_not_make_images_out_of_date() -> None:
+    # The mirror is not part of an image's hash (a file: mirror that does not exist would fail
+    # at once if anything were rebuilt; nothing leaves the host).
+    proc = sandboxd("images", "build", "--mirror", "file:///nonexistent/debian")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(": up to date") == 3, proc.stdout
+
+
+def test_no_mirror_anywhere_is_one_line_naming_the_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sandboxd import cli, images
+
+    monkeypatch.delenv(images.MIRROR_ENV, raising=False)
+    monkeypatch.setattr(images, "APT_DIR", tmp_path)  # no sources.list at all
+    monkeypatch.setattr(images, "BASE", "sandboxd-test/no-such-base:bookworm")  # so: a build
+    assert cli.main(["images", "build", "base"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--mirror URL" in err and images.MIRROR_ENV in err, err
+
+
 def test_nsjail_runs_on_the_docker_images_userland(workdir: Path) -> None:
     rootfs = workdir / "rootfs-python"
     proc = sandboxd("images", "export", "python", str(rootfs))

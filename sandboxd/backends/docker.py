@@ -224,6 +224,7 @@ class DockerBackend(Backend):
             environment=env,
             hostname="sandbox",
             network_mode="none",
+            sysctls={"net.ipv4.ping_group_range": "1 0"},  # no ping sockets, as in nsjail
             read_only=True,
             cap_drop=["ALL"],
             init=True,

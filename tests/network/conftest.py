@@ -106,7 +106,7 @@ def testhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetHost]:
 
 @pytest.fixture(scope="package")
 def egress_daemon(workdir: Path, testhost: NetHost) -> Iterator[Daemon]:
-    names = ["pypi.test", "api.svc.test", "svc.test", "unlisted.test"]
+    names = ["index.test", "api.example.org", "example.org", "unlisted.test"]
     hosts = {name: [testhost.ip] for name in names} | {"evil.test": ["127.0.0.1"]}
     d = Daemon(workdir, "egress", egress={"hosts": hosts, "max_rules": 8}).start()
     yield d

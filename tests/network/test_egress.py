@@ -63,25 +63,28 @@ def lines(result: RunResult) -> list[str]:
 
 def test_allowed_host_over_http(client: SyncClient, testhost: NetHost) -> None:
     result = run(
-        client, FETCH, ["pypi.test:8080", f"{testhost.net}:8080"], "http://pypi.test:8080/hello"
+        client, FETCH, ["index.test:8080", f"{testhost.net}:8080"], "http://index.test:8080/hello"
     )
     assert lines(result) == [
-        "OK http://pypi.test:8080/hello hello from the test host (Host: pypi.test:8080)"
+        "OK http://index.test:8080/hello hello from the test host (Host: index.test:8080)"
     ]
     assert result.network is not None
     (conn,) = result.network.allowed
-    assert (conn.host, conn.port) == ("pypi.test", 8080) and conn.bytes_down > 0
+    assert (conn.host, conn.port) == ("index.test", 8080) and conn.bytes_down > 0
     assert result.network.denied == []
 
 
 def test_allowed_host_over_connect(client: SyncClient, testhost: NetHost) -> None:
-    result = run(client, CONNECT, ["pypi.test:8443", f"{testhost.net}:8443"], "pypi.test:8443")
+    result = run(client, CONNECT, ["index.test:8443", f"{testhost.net}:8443"], "index.test:8443")
     assert lines(result) == ["HTTP/1.1 200 Connection established", "ECHO ping through the tunnel"]
 
 
 def test_unlisted_host_gets_403_naming_it(client: SyncClient, testhost: NetHost) -> None:
     result = run(
-        client, FETCH, ["pypi.test:8080", f"{testhost.net}:8080"], "http://unlisted.test:8080/hello"
+        client,
+        FETCH,
+        ["index.test:8080", f"{testhost.net}:8080"],
+        "http://unlisted.test:8080/hello",
     )
     (line,) = lines(result)
     assert line.startswith(
@@ -92,27 +95,30 @@ def test_unlisted_host_gets_403_naming_it(client: SyncClient, testhost: NetHost)
 
 
 def test_wildcard_and_port_rules(client: SyncClient, testhost: NetHost) -> None:
-    allow = ["*.svc.test:8080", "pypi.test", f"{testhost.net}:8080"]
+    allow = ["*.example.org:8080", "index.test", f"{testhost.net}:8080"]
     result = run(
         client,
         FETCH,
         allow,
-        "http://api.svc.test:8080/hello",
-        "http://svc.test:8080/hello",
-        "http://pypi.test:8080/hello",
+        "http://api.example.org:8080/hello",
+        "http://example.org:8080/hello",
+        "http://index.test:8080/hello",
     )
     got = [ln.split()[0:2] for ln in lines(result)]
-    assert got == [["OK", "http://api.svc.test:8080/hello"], ["HTTP", "403"], ["HTTP", "403"]]
+    assert got == [["OK", "http://api.example.org:8080/hello"], ["HTTP", "403"], ["HTTP", "403"]]
 
 
 def test_redirect_to_unlisted_host_is_refused(client: SyncClient, testhost: NetHost) -> None:
     result = run(
-        client, FETCH, ["pypi.test:8080", f"{testhost.net}:8080"], "http://pypi.test:8080/redirect"
+        client,
+        FETCH,
+        ["index.test:8080", f"{testhost.net}:8080"],
+        "http://index.test:8080/redirect",
     )
     (line,) = lines(result)
     assert line.startswith("HTTP 403") and "unlisted.test:8080" in line
     assert result.network is not None
-    assert [c.host for c in result.network.allowed] == ["pypi.test"]
+    assert [c.host for c in result.network.allowed] == ["index.test"]
     assert [c.host for c in result.network.denied] == ["unlisted.test"]
 
 
@@ -123,14 +129,14 @@ def test_name_resolving_to_loopback_is_refused(client: SyncClient) -> None:
 
 
 def test_name_resolving_to_a_private_address_needs_a_cidr_rule(client: SyncClient) -> None:
-    result = run(client, FETCH, ["pypi.test:8080"], "http://pypi.test:8080/hello")
+    result = run(client, FETCH, ["index.test:8080"], "http://index.test:8080/hello")
     (line,) = lines(result)
     assert line.startswith("HTTP 403") and "private or special address" in line
 
 
 def test_ip_literal_needs_a_cidr_rule(client: SyncClient, testhost: NetHost) -> None:
     url = f"http://{testhost.ip}:8080/hello"
-    refused = run(client, FETCH, ["pypi.test:8080"], url)
+    refused = run(client, FETCH, ["index.test:8080"], url)
     assert lines(refused)[0].startswith("HTTP 403") and "IP literal" in refused.stdout
     allowed = run(client, FETCH, [f"{testhost.net}:8080"], url)
     assert lines(allowed)[0].startswith("OK")
@@ -148,7 +154,7 @@ def test_raw_connections_that_skip_the_proxy_reach_nothing(
         "    try:\n        s.connect(addr); s.send(b'x'); print('BREACH', kind)\n"
         "    except OSError as e:\n        print('BLOCKED', kind, errno.errorcode[e.errno])\n"
     )
-    result = run(client, code, ["pypi.test:8080", f"{testhost.net}:8080"])
+    result = run(client, code, ["index.test:8080", f"{testhost.net}:8080"])
     assert lines(result) == ["BLOCKED tcp ENETUNREACH", "BLOCKED udp ENETUNREACH"]
 
 
@@ -165,8 +171,8 @@ def pip_install(client: SyncClient, allow: list[str]) -> RunResult:
     return client.run(
         language="bash",
         code="python3 -m pip install --disable-pip-version-check --no-cache-dir "
-        "--break-system-packages --index-url http://pypi.test:8080/simple/ "
-        "--trusted-host pypi.test --target lib "
+        "--break-system-packages --index-url http://index.test:8080/simple/ "
+        "--trusted-host index.test --target lib "
         "tinypkg 2>&1 | tail -3; PYTHONPATH=lib python3 -c 'import tinypkg; print(tinypkg.VALUE)'",
         network={"mode": "allowlist", "allow": allow},
         limits={"wall_time_s": 60, "cpu_time_s": 60, "memory_mib": 512},
@@ -174,12 +180,12 @@ def pip_install(client: SyncClient, allow: list[str]) -> RunResult:
 
 
 def test_pip_install_from_an_allowed_index(client: SyncClient, testhost: NetHost) -> None:
-    result = pip_install(client, ["pypi.test:8080", f"{testhost.net}:8080"])
+    result = pip_install(client, ["index.test:8080", f"{testhost.net}:8080"])
     assert result.stdout.splitlines()[-1] == "42", result.stdout + result.stderr
 
 
 def test_pip_install_from_an_unlisted_index_fails(client: SyncClient, testhost: NetHost) -> None:
-    result = pip_install(client, ["files.pythonhosted.org"])
+    result = pip_install(client, ["*.example.org"])
     assert "42" not in result.stdout.splitlines()
     assert result.network is not None and result.network.denied
 
@@ -188,10 +194,10 @@ def test_pip_install_from_an_unlisted_index_fails(client: SyncClient, testhost: 
     ("network", "error", "field"),
     [
         ({"mode": "allowlist", "allow": []}, InvalidRequest, "network"),
-        ({"mode": "none", "allow": ["x.org"]}, InvalidRequest, "network"),
+        ({"mode": "none", "allow": ["x.example.org"]}, InvalidRequest, "network"),
         ({"mode": "allowlist", "allow": ["not a host"]}, InvalidRequest, "network"),
         (
-            {"mode": "allowlist", "allow": [f"h{i}.org" for i in range(9)]},
+            {"mode": "allowlist", "allow": [f"h{i}.example.org" for i in range(9)]},
             LimitTooHigh,
             "network.allow",
         ),
@@ -210,7 +216,7 @@ def test_daemon_can_forbid_allowlists(workdir: Any) -> None:
     try:
         with d.client() as c:
             with pytest.raises(InvalidRequest) as err:
-                c.run(code="", network={"mode": "allowlist", "allow": ["pypi.org"]})
+                c.run(code="", network={"mode": "allowlist", "allow": ["example.com"]})
             assert err.value.field == "network.mode"
             assert c.info().capabilities.network_modes == ["none"]
     finally:
@@ -219,17 +225,17 @@ def test_daemon_can_forbid_allowlists(workdir: Any) -> None:
 
 def test_sandbox_runs_use_the_sandboxes_allowlist(client: SyncClient, testhost: NetHost) -> None:
     sb = client.create_sandbox(
-        network={"mode": "allowlist", "allow": ["pypi.test:8080", f"{testhost.net}:8080"]},
+        network={"mode": "allowlist", "allow": ["index.test:8080", f"{testhost.net}:8080"]},
         limits={"disk_mib": 8},
     )
     try:
         result = client.run_in_sandbox(
-            sb.id, command=["python3", "-c", FETCH, "http://pypi.test:8080/hello"]
+            sb.id, command=["python3", "-c", FETCH, "http://index.test:8080/hello"]
         )
-        assert result.stdout.startswith("OK http://pypi.test:8080/hello")
+        assert result.stdout.startswith("OK http://index.test:8080/hello")
         closed = client.run_in_sandbox(
             sb.id,
-            command=["python3", "-c", FETCH, "http://pypi.test:8080/hello"],
+            command=["python3", "-c", FETCH, "http://index.test:8080/hello"],
             network={"mode": "none"},
         )
         assert closed.stdout.startswith("ERR")
@@ -240,8 +246,8 @@ def test_sandbox_runs_use_the_sandboxes_allowlist(client: SyncClient, testhost: 
 def test_host_header_is_the_checked_name(client: SyncClient, testhost: NetHost) -> None:
     code = (
         "import urllib.request\n"
-        "req = urllib.request.Request('http://pypi.test:8080/hello', headers={'Host': 'x.test'})\n"
+        "req = urllib.request.Request('http://index.test:8080/hello', headers={'Host': 'x.test'})\n"
         "print(urllib.request.urlopen(req, timeout=10).read().decode())\n"
     )
-    result = run(client, code, ["pypi.test:8080", f"{testhost.net}:8080"])
-    assert lines(result) == ["hello from the test host (Host: pypi.test:8080)"]
+    result = run(client, code, ["index.test:8080", f"{testhost.net}:8080"])
+    assert lines(result) == ["hello from the test host (Host: index.test:8080)"]

@@ -499,7 +499,8 @@ ATTACKS: list[Attack] = [
     Attack(
         "dns",
         "network",
-        "import socket\ntry:\n    socket.getaddrinfo('pypi.org', 443); print('BREACH resolved')\n"
+        "import socket\ntry:\n"
+        "    socket.getaddrinfo('example.com', 443); print('BREACH resolved')\n"
         "except OSError as e:\n    print('BLOCKED dns', e.errno)\n",
         "no resolver, no route",
         blocked=1,
@@ -511,5 +512,17 @@ ATTACKS: list[Attack] = [
         "print('BLOCKED' if not routes else 'BREACH', 'routes', routes)\n",
         "network namespace with loopback only",
         blocked=1,
+    ),
+    Attack(
+        "ping-socket",
+        "network",
+        "import socket\n"
+        "for fam, proto in [(socket.AF_INET, 1), (socket.AF_INET6, 58)]:\n"
+        "    try:\n"
+        "        socket.socket(fam, socket.SOCK_DGRAM, proto); print('BREACH ping', fam)\n"
+        "    except OSError as e:\n        print('BLOCKED ping', errno.errorcode[e.errno])\n",
+        "no ping group (net.ipv4.ping_group_range '1 0' in Docker, as nsjail's user namespace)",
+        blocked=2,
+        expect=("BLOCKED ping EACCES",),
     ),
 ]
