@@ -20,7 +20,7 @@ import pytest
 
 from sandboxd.identity import UID_SPAN
 from sandboxd.models import RunResult
-from tests.conftest import leftover_cgroups, sandbox_processes
+from tests.conftest import DOCKER_PROBLEM, leftover_cgroups, leftover_containers, sandbox_processes
 from tests.daemon import Daemon, free_port, write_toml
 
 SHARED_ROOT = f"sandboxd-test-{os.getpid()}-shared-root"
@@ -28,7 +28,8 @@ SHARED_ROOT = f"sandboxd-test-{os.getpid()}-shared-root"
 
 def shared_daemon(workdir: Path, name: str, **settings: Any) -> Daemon:
     backend = {"cgroup_parent": SHARED_ROOT, **settings.pop("backend", {})}
-    return Daemon(workdir, name, max_concurrent_runs=4, backend=backend, **settings)
+    docker = {"enabled": DOCKER_PROBLEM is None, "pool": {"min_size": 0}}
+    return Daemon(workdir, name, max_concurrent_runs=4, backend=backend, docker=docker, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +42,9 @@ def first(workdir: Path) -> Iterator[Daemon]:
 class LongRun(threading.Thread):
     """A run of `seconds` on `d`, in the background; `result` once it ends."""
 
-    def __init__(self, d: Daemon, seconds: float) -> None:
+    def __init__(self, d: Daemon, seconds: float, backend: str = "nsjail") -> None:
         super().__init__(daemon=True)
-        self.d, self.seconds = d, seconds
+        self.d, self.seconds, self.backend = d, seconds, backend
         self.result: RunResult | None = None
 
     def run(self) -> None:
@@ -52,12 +53,13 @@ class LongRun(threading.Thread):
                 language="bash",
                 code=f"echo start; sleep {self.seconds}; echo end",
                 limits={"wall_time_s": 60},
+                backend=self.backend,
             )
 
-    def wait_started(self) -> None:
+    def wait_started(self, runs: int = 1) -> None:
         with self.d.client() as c:
-            for _ in range(200):  # ~10 s at most
-                if c.info().active_runs >= 1 and sandbox_processes(uid_bases={self.d.uid_base}):
+            for _ in range(400):  # ~20 s at most
+                if c.info().active_runs >= runs and sandbox_processes(uid_bases={self.d.uid_base}):
                     return
                 time.sleep(0.05)
         pytest.fail("the long run never started")
@@ -87,7 +89,11 @@ def test_a_second_daemon_leaves_the_first_ones_runs_pools_and_sandboxes_alone(
         warm_before = {k: p.hits for k, p in c.info().warm_pools.items()}
     long = LongRun(first, 6)
     long.start()
-    long.wait_started()
+    runs = [long]
+    if DOCKER_PROBLEM is None:
+        runs.append(LongRun(first, 6, "docker"))
+        runs[-1].start()
+    long.wait_started(len(runs))
 
     second = shared_daemon(workdir, "neighbour-b").start()
     try:
@@ -106,16 +112,19 @@ def test_a_second_daemon_leaves_the_first_ones_runs_pools_and_sandboxes_alone(
     finally:
         assert second.stop() == 0, second.log.read_text()[-3000:]
     # ...and stopping the second one (SIGTERM) killed nothing of the first's.
-    assert long.is_alive(), "the first daemon's run ended when the second one stopped"
-    long.join(timeout=30)
-    assert long.result is not None
-    assert long.result.status == "ok", long.result
-    assert long.result.stdout == "start\nend\n"
+    for run in runs:
+        assert run.is_alive(), f"the first daemon's {run.backend} run ended with the second"
+    for run in runs:
+        run.join(timeout=30)
+        assert run.result is not None
+        assert run.result.status == "ok", run.result
+        assert run.result.stdout == "start\nend\n"
     with first.client() as c:
         assert c.get_file(sandbox.id, "kept.txt") == b"still here\n"
         assert c.run_in_sandbox(sandbox.id, code="cat kept.txt").stdout == "still here\n"
         c.delete_sandbox(sandbox.id)
     assert leftover_cgroups(second.cgroup_parent, include_warm=True) == []
+    assert leftover_containers(second.state_dir, include_warm=True) == []
 
 
 def test_a_daemon_that_cannot_start_changes_nothing(workdir: Path, first: Daemon) -> None:
