@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 
@@ -20,17 +21,20 @@ from sandboxd.appstate import (
     require,
 )
 from sandboxd.backends.base import RunControl
-from sandboxd.errors import InvalidRequest, PayloadTooLarge
+from sandboxd.errors import InvalidRequest, NotFound, PayloadTooLarge
 from sandboxd.models import (
+    MAIN_FILE,
     FileInfo,
     RunRequest,
     RunResult,
+    Sandbox,
     SandboxCreate,
     SandboxList,
     normalise_relative_path,
 )
 from sandboxd.policy import parse_body, request_digest
 from sandboxd.streaming import stream_run, wants_stream
+from sandboxd.workspace import WorkTree
 
 SCOPE = "sandboxes"
 
@@ -78,12 +82,40 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _check_isolation(sandbox: Sandbox, run_request: RunRequest) -> None:
+    """A run in a sandbox runs where the sandbox lives: asking for elsewhere is refused."""
+    if run_request.backend is not None and run_request.backend != sandbox.backend:
+        raise InvalidRequest(
+            f"this sandbox runs on {sandbox.backend}; its runs cannot choose backend "
+            f"{run_request.backend!r} (leave `backend` out)",
+            field="backend",
+        )
+    if run_request.image is not None and run_request.image != sandbox.image:
+        raise InvalidRequest(
+            f"this sandbox runs in image {sandbox.image!r}; its runs cannot choose another "
+            "(leave `image` out)",
+            field="image",
+        )
+
+
+def _drop_main(tree: WorkTree, main: str, code: bytes) -> None:
+    """Remove the main file a `code` run wrote, unless the run changed it (then it is the
+    workspace's own file, kept like any other)."""
+    with contextlib.suppress(InvalidRequest, NotFound, PayloadTooLarge, OSError):
+        if tree.read_file(main, max_bytes=len(code)) == code:
+            tree.delete(main)
+
+
 async def run(request: web.Request) -> web.StreamResponse:
+    """Run in the sandbox's workspace. `code` is the request's, not the workspace's: its main
+    file is written for the run and removed after it, and a workspace file of that name is
+    never overwritten (400)."""
     principal = require(request, SCOPE)
     sandbox_id = _sandbox_id(request)
     manager = request.app[SANDBOXES]
-    await manager.get(principal, sandbox_id)  # 404 before reading a body
+    sandbox = await manager.get(principal, sandbox_id)  # 404 before reading a body
     run_request = parse_body(RunRequest, await request.read())
+    _check_isolation(sandbox, run_request)
 
     async def runner(control: RunControl) -> RunResult:
         async with manager.lock(sandbox_id):
@@ -96,15 +128,28 @@ async def run(request: web.Request) -> web.StreamResponse:
             update["backend"], update["image"] = sandbox.backend, sandbox.image
             effective = run_request.model_copy(update=update)
             note(request, req=request_digest(effective))
+            tree = await manager.tree(principal, sandbox_id)
+            main, code = MAIN_FILE[effective.language], effective.code.encode()
+            clash = bool(code) and await asyncio.to_thread(tree.exists, main)
+            if clash:
+                raise InvalidRequest(
+                    f"the workspace already holds {main!r}, which `code` would overwrite: "
+                    f"delete it first, or run it without `code`",
+                    field="code",
+                )
             await manager.touch(sandbox_id)
-            result = await request.app[RUNS].run(
-                effective,
-                principal=principal,
-                trace_id=request[TRACE_ID],
-                sandbox=mount,
-                sandbox_id=sandbox_id,
-                control=control,
-            )
+            try:
+                result = await request.app[RUNS].run(
+                    effective,
+                    principal=principal,
+                    trace_id=request[TRACE_ID],
+                    sandbox=mount,
+                    sandbox_id=sandbox_id,
+                    control=control,
+                )
+            finally:
+                if code:
+                    await asyncio.shield(asyncio.to_thread(_drop_main, tree, main, code))
             await manager.touch(sandbox_id)
             return result
 
