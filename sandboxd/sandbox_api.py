@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import tempfile
+from pathlib import Path
 
 from aiohttp import web
 
@@ -98,12 +100,47 @@ def _check_isolation(sandbox: Sandbox, run_request: RunRequest) -> None:
         )
 
 
-def _drop_main(tree: WorkTree, main: str, code: bytes) -> None:
-    """Remove the main file a `code` run wrote, unless the run changed it (then it is the
-    workspace's own file, kept like any other)."""
-    with contextlib.suppress(InvalidRequest, NotFound, PayloadTooLarge, OSError):
-        if tree.read_file(main, max_bytes=len(code)) == code:
-            tree.delete(main)
+class CodeMain:
+    """The main file a `code` run writes into a sandbox's workspace: the request's, not the
+    workspace's. While it exists a marker beside the disk (root-owned, outside the workspace)
+    names it and its digest, so that it goes after the run, or, after a crash, before the next
+    one; a file of that name that the workspace owns is never overwritten, nor removed."""
+
+    def __init__(self, tree: WorkTree, marker: Path, max_bytes: int) -> None:
+        self.tree, self.marker, self.max_bytes = tree, marker, max_bytes
+
+    def clear_leftover(self) -> None:
+        """Remove what a run that did not finish left (a crash of the daemon), if unchanged."""
+        try:
+            name, digest = self.marker.read_text().split()
+        except (FileNotFoundError, ValueError):
+            return
+        if name in MAIN_FILE.values():
+            self._drop(name, digest)
+        self.marker.unlink(missing_ok=True)
+
+    def claim(self, main: str, code: bytes) -> None:
+        if self.tree.exists(main):
+            raise InvalidRequest(
+                f"the workspace already holds {main!r}, which `code` would overwrite: "
+                "delete it first, or run it without `code`",
+                field="code",
+            )
+        fd = os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{main} {hashlib.sha256(code).hexdigest()}\n")
+
+    def release(self, main: str, code: bytes) -> None:
+        self._drop(main, hashlib.sha256(code).hexdigest())
+        self.marker.unlink(missing_ok=True)
+
+    def _drop(self, name: str, digest: str) -> None:
+        """Remove `name` if it still holds what the daemon wrote (a run may have made it its
+        own: then it stays, like any file of the workspace)."""
+        with contextlib.suppress(InvalidRequest, NotFound, PayloadTooLarge, OSError):
+            data = self.tree.read_file(name, max_bytes=self.max_bytes)
+            if hashlib.sha256(data).hexdigest() == digest:
+                self.tree.delete(name)
 
 
 async def run(request: web.Request) -> web.StreamResponse:
@@ -128,15 +165,15 @@ async def run(request: web.Request) -> web.StreamResponse:
             update["backend"], update["image"] = sandbox.backend, sandbox.image
             effective = run_request.model_copy(update=update)
             note(request, req=request_digest(effective))
-            tree = await manager.tree(principal, sandbox_id)
             main, code = MAIN_FILE[effective.language], effective.code.encode()
-            clash = bool(code) and await asyncio.to_thread(tree.exists, main)
-            if clash:
-                raise InvalidRequest(
-                    f"the workspace already holds {main!r}, which `code` would overwrite: "
-                    f"delete it first, or run it without `code`",
-                    field="code",
-                )
+            owned = CodeMain(
+                await manager.tree(principal, sandbox_id),
+                manager.disk(sandbox_id).root / "main.owned",
+                request.app[SETTINGS].max_request_bytes,
+            )
+            await asyncio.to_thread(owned.clear_leftover)
+            if code:
+                await asyncio.to_thread(owned.claim, main, code)
             await manager.touch(sandbox_id)
             try:
                 result = await request.app[RUNS].run(
@@ -149,7 +186,7 @@ async def run(request: web.Request) -> web.StreamResponse:
                 )
             finally:
                 if code:
-                    await asyncio.shield(asyncio.to_thread(_drop_main, tree, main, code))
+                    await asyncio.shield(asyncio.to_thread(owned.release, main, code))
             await manager.touch(sandbox_id)
             return result
 
