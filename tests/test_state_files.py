@@ -14,7 +14,8 @@ What is checked, and what is not:
   `nsswitch.conf`, bind-mounted read-only into every jail, whose unprivileged uid must read
   them. Their content is fixed and public (the same for every daemon); `etc/` itself is not
   listable.
-- Root-owned files are also checked for mode: owner-only (no group or other bits at all).
+- Root-owned files are also checked for mode: nothing for others, and group bits only with
+  group root (nsjail makes its log 0640 root:root).
 """
 
 from __future__ import annotations
@@ -34,12 +35,16 @@ EXPECTED = {"sandboxd.db", "sandboxd.db-wal", "sandboxd.db-shm", "admin.token", 
 
 
 def _entries(state_dir: Path) -> dict[str, os.stat_result]:
-    """Every regular file and directory under `state_dir` (links not followed), by path."""
+    """Every regular file and directory under `state_dir` (links not followed), by path.
+    Warm pools come and go while this walks: what vanishes meanwhile is left out."""
     found = {".": state_dir.lstat()}
     for dirpath, dirs, files in os.walk(state_dir):
         for name in dirs + files:
             path = Path(dirpath, name)
-            st = path.lstat()
+            try:
+                st = path.lstat()
+            except FileNotFoundError:  # a warm jail's run dir, renamed or gone meanwhile
+                continue
             if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
                 found[str(path.relative_to(state_dir))] = st
     return found
@@ -86,6 +91,8 @@ def _owner_only_violations(entries: dict[str, os.stat_result]) -> list[str]:
         if st.st_uid != 0 or rel in JAIL_ETC:
             continue
         allowed = 0o711 if stat.S_ISDIR(st.st_mode) else 0o700
+        if st.st_gid == 0:
+            allowed |= 0o050 if stat.S_ISDIR(st.st_mode) else 0o040
         if stat.S_IMODE(st.st_mode) & ~allowed:
             bad.append(f"{rel} {stat.S_IMODE(st.st_mode):o}")
     return bad
@@ -97,6 +104,9 @@ def _serve_some(d: Daemon) -> str:
     with d.client() as client:
         assert client.run(code="print('secret output')").stdout == "secret output\n"
         client.run(language="bash", code="echo to stderr >&2; exit 3", stdin="secret stdin")
+        # The daemon's umask is its own: a jail's program sees a host's usual one.
+        assert client.run(language="bash", code="umask").stdout == "0022\n"
+        assert client.run(language="bash", code="umask", limits={"pids": 32}).stdout == "0022\n"
         box = client.create_sandbox(limits={"disk_mib": 8}).id
         client.put_file(box, "notes/secret.txt", b"sandbox secret\n")
         client.run_in_sandbox(box, language="bash", code="echo made-in-run > made.txt")
