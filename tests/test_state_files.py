@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from sandboxd.client import SyncClient
+from tests.conftest import DOCKER_PROBLEM
 from tests.daemon import Daemon
 
 NOBODY = 65534
@@ -107,6 +108,11 @@ def _serve_some(d: Daemon) -> str:
         # The daemon's umask is its own: a jail's program sees a host's usual one.
         assert client.run(language="bash", code="umask").stdout == "0022\n"
         assert client.run(language="bash", code="umask", limits={"pids": 32}).stdout == "0022\n"
+        if DOCKER_PROBLEM is None:  # its stdin is a file the container's uid alone reads
+            cold = client.run(
+                backend="docker", code="print(input())", stdin="in", limits={"memory_mib": 200}
+            )
+            assert cold.stdout == "in\n", cold
         box = client.create_sandbox(limits={"disk_mib": 8}).id
         client.put_file(box, "notes/secret.txt", b"sandbox secret\n")
         client.run_in_sandbox(box, language="bash", code="echo made-in-run > made.txt")
@@ -137,7 +143,7 @@ def _check(d: Daemon, box: str | None) -> None:
 
 
 def test_state_is_owner_only(workdir: Path) -> None:
-    d = Daemon(workdir, "perms").start()
+    d = Daemon(workdir, "perms", docker={"enabled": DOCKER_PROBLEM is None}).start()
     try:
         box = _serve_some(d)
         _check(d, box)
