@@ -116,7 +116,9 @@ async def stream_run(
         if response is None:
             raise
         if not task.done():  # the client went away: its run is cancelled, as by DELETE
-            await _cancel_for_gone(task, control, on_result)
+            await _cancel_for_gone(task, control)
+        if task.done() and not task.cancelled() and task.exception() is None:
+            on_result(task.result())
         return response  # nobody reads it; the audit records the stream's status
     finally:
         start_wait.cancel()
@@ -126,18 +128,11 @@ async def stream_run(
                 await task
 
 
-async def _cancel_for_gone(
-    task: asyncio.Future[RunResult],
-    control: StreamedControl,
-    on_result: Callable[[RunResult], None],
-) -> None:
+async def _cancel_for_gone(task: asyncio.Future[RunResult], control: StreamedControl) -> None:
     """Cancel the run of a client that went away and wait (bounded) for its result, which
     is recorded `cancelled` with a message that says so."""
     control.client_gone = True
     control.cancel.set()
     await asyncio.wait({task}, timeout=GONE_CANCEL_S)
-    if not task.done():
+    if not task.done():  # `finally` cancels the task
         log.warning("a run did not end %s s after its client went away", GONE_CANCEL_S)
-        return  # `finally` cancels the task
-    with contextlib.suppress(SandboxdError):
-        on_result(task.result())
