@@ -43,10 +43,15 @@ class InvalidRequest(SandboxdError):
 
 
 class MethodNotAllowed(InvalidRequest):
-    """The route exists but not with this HTTP method."""
+    """The route exists but not with this HTTP method; `allow` lists those it has (the
+    answer's `Allow` header, which every 405 carries)."""
 
     code = "method_not_allowed"
     http_status = 405
+
+    def __init__(self, message: str, *, allow: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.allow = allow
 
 
 class LimitTooHigh(InvalidRequest):

@@ -13,7 +13,14 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Language = Literal["python", "bash", "node"]
 RunStatus = Literal[
@@ -156,13 +163,19 @@ class RunRequest(_Strict):
         None, description="Isolation to run in; default: the daemon's default_backend."
     )
     image: str | None = Field(None, max_length=256, description="Image (Docker backend only).")
-    code: str = Field("", description="Source of the main file (main.py / main.sh / main.js).")
+    code: str = Field(
+        "",
+        description="Source of the main file (main.py / main.sh / main.js), written for this "
+        "run only. Not with `command` (put the program in `files` then). In a sandbox, refused "
+        "if its workspace already holds a file of the main file's name.",
+    )
     files: list[FileIn] = Field(default_factory=list, max_length=MAX_FILES)
     command: list[NulFreeStr] | None = Field(
         None,
         min_length=1,
         max_length=MAX_ARGS,
-        description="argv run in the workspace instead of the language default.",
+        description="argv run in the workspace instead of the language default; not "
+        "together with `code` (which only a language default would run).",
     )
     stdin: str | None = None
     env: dict[str, NulFreeStr] = Field(default_factory=dict, max_length=MAX_ENV)
@@ -176,7 +189,12 @@ class RunRequest(_Strict):
 
     @field_validator("command")
     @classmethod
-    def _command(cls, value: list[str] | None) -> list[str] | None:
+    def _command(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if value is not None and info.data.get("code"):
+            raise ValueError(
+                "`code` and `command` exclude each other: `command` never runs the main file; "
+                "send the program in `files` and name it in `command`"
+            )
         if value is not None:
             for arg in value:
                 _no_nul(arg)
@@ -284,7 +302,9 @@ class FileInfo(BaseModel):
 
 
 class RunRecord(BaseModel):
-    """A run as the daemon recorded it; `interrupted` when the daemon died during it."""
+    """A run as the daemon recorded it; `interrupted` when the daemon died or stopped during
+    it (a client that disconnects from a streamed run cancels it: `cancelled`, with a message
+    saying so)."""
 
     id: str
     status: Literal["running", "interrupted"] | RunStatus

@@ -39,15 +39,59 @@ def validation_error(exc: ValidationError) -> InvalidRequest:
     return InvalidRequest(f"{where}{msg}{more}", field=field)
 
 
-def parse_body(model: type[M], raw: bytes) -> M:
-    """Parse a JSON request body into `model`, or raise an InvalidRequest that says why."""
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
     try:
-        data: Any = json.loads(raw) if raw.strip() else {}
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _lone_surrogate(data: Any) -> tuple[int | str, ...] | None:
+    """Where a string of `data` holds a lone UTF-16 surrogate (JSON allows `"\\ud800"`;
+    it cannot be encoded, so no file, stdin or digest could be made of it); None if none."""
+    stack: list[tuple[tuple[int | str, ...], Any]] = [((), data)]
+    while stack:  # iterative: the depth is whatever the client sent
+        loc, item = stack.pop()
+        if isinstance(item, str):
+            if not _encodable(item):
+                return loc
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if not _encodable(key):
+                    return loc  # named by where it is: the key itself cannot be shown
+                stack.append(((*loc, key), value))
+        elif isinstance(item, list):
+            stack += [((*loc, i), v) for i, v in enumerate(item)]
+    return None
+
+
+def parse_body(model: type[M], raw: bytes) -> M:
+    """Parse a JSON request body into `model`, or raise an InvalidRequest that says why.
+
+    The body is required: an empty one is refused (send `{}` for every default)."""
+    if not raw.strip():
+        raise InvalidRequest(
+            "request body is empty: send a JSON object (`{}` for every default)",
+            code="invalid_json",
+        )
+    try:
+        data: Any = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         message = f"request body is not valid JSON: {exc}"
         raise InvalidRequest(message, code="invalid_json") from None
+    except RecursionError:
+        raise InvalidRequest("request body is nested too deeply", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object", code="invalid_json")
+    if (loc := _lone_surrogate(data)) is not None:
+        field = format_loc(loc)
+        raise InvalidRequest(
+            f"{field or 'request body'}: text holds a lone UTF-16 surrogate (not valid Unicode)",
+            field=field,
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -30,6 +30,18 @@ from sandboxd.store import Store
 log = logging.getLogger("sandboxd.runs")
 
 
+CLIENT_GONE = "cancelled: its client disconnected from the stream; the tree was killed"
+
+
+@dataclass
+class StreamedControl(RunControl):
+    """The control of a streamed run, whose client may go away: that cancels the run like
+    `DELETE /v1/runs/{id}` (status `cancelled`, `message` saying why); `interrupted` stays
+    for runs the daemon itself died or stopped during."""
+
+    client_gone: bool = False
+
+
 def new_run_id() -> str:
     return "run_" + secrets.token_hex(8)
 
@@ -161,6 +173,9 @@ class RunManager:
                 await asyncio.shield(self.store.run_finished(run_id, status, None))
                 raise
             result.trace_id, result.sandbox_id = trace_id, sandbox_id
+            gone = isinstance(control, StreamedControl) and control.client_gone
+            if result.status == "cancelled" and gone:
+                result.message = CLIENT_GONE
             self.store.run_finished(run_id, result.status, result.model_dump_json())
             done.set_result(result)
         self.metrics.runs.labels(result.status, backend.name).inc()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import os
 import tempfile
+from pathlib import Path
 
 from aiohttp import web
 
@@ -20,17 +23,20 @@ from sandboxd.appstate import (
     require,
 )
 from sandboxd.backends.base import RunControl
-from sandboxd.errors import InvalidRequest, PayloadTooLarge
+from sandboxd.errors import InvalidRequest, NotFound, PayloadTooLarge
 from sandboxd.models import (
+    MAIN_FILE,
     FileInfo,
     RunRequest,
     RunResult,
+    Sandbox,
     SandboxCreate,
     SandboxList,
     normalise_relative_path,
 )
 from sandboxd.policy import parse_body, request_digest
 from sandboxd.streaming import stream_run, wants_stream
+from sandboxd.workspace import WorkTree
 
 SCOPE = "sandboxes"
 
@@ -78,12 +84,75 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _check_isolation(sandbox: Sandbox, run_request: RunRequest) -> None:
+    """A run in a sandbox runs where the sandbox lives: asking for elsewhere is refused."""
+    if run_request.backend is not None and run_request.backend != sandbox.backend:
+        raise InvalidRequest(
+            f"this sandbox runs on {sandbox.backend}; its runs cannot choose backend "
+            f"{run_request.backend!r} (leave `backend` out)",
+            field="backend",
+        )
+    if run_request.image is not None and run_request.image != sandbox.image:
+        raise InvalidRequest(
+            f"this sandbox runs in image {sandbox.image!r}; its runs cannot choose another "
+            "(leave `image` out)",
+            field="image",
+        )
+
+
+class CodeMain:
+    """The main file a `code` run writes into a sandbox's workspace: the request's, not the
+    workspace's. While it exists a marker beside the disk (root-owned, outside the workspace)
+    names it and its digest, so that it goes after the run, or, after a crash, before the next
+    one; a file of that name that the workspace owns is never overwritten, nor removed."""
+
+    def __init__(self, tree: WorkTree, marker: Path, max_bytes: int) -> None:
+        self.tree, self.marker, self.max_bytes = tree, marker, max_bytes
+
+    def clear_leftover(self) -> None:
+        """Remove what a run that did not finish left (a crash of the daemon), if unchanged."""
+        try:
+            name, digest = self.marker.read_text().split()
+        except (FileNotFoundError, ValueError):
+            return
+        if name in MAIN_FILE.values():
+            self._drop(name, digest)
+        self.marker.unlink(missing_ok=True)
+
+    def claim(self, main: str, code: bytes) -> None:
+        if self.tree.exists(main):
+            raise InvalidRequest(
+                f"the workspace already holds {main!r}, which `code` would overwrite: "
+                "delete it first, or run it without `code`",
+                field="code",
+            )
+        fd = os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{main} {hashlib.sha256(code).hexdigest()}\n")
+
+    def release(self, main: str, code: bytes) -> None:
+        self._drop(main, hashlib.sha256(code).hexdigest())
+        self.marker.unlink(missing_ok=True)
+
+    def _drop(self, name: str, digest: str) -> None:
+        """Remove `name` if it still holds what the daemon wrote (a run may have made it its
+        own: then it stays, like any file of the workspace)."""
+        with contextlib.suppress(InvalidRequest, NotFound, PayloadTooLarge, OSError):
+            data = self.tree.read_file(name, max_bytes=self.max_bytes)
+            if hashlib.sha256(data).hexdigest() == digest:
+                self.tree.delete(name)
+
+
 async def run(request: web.Request) -> web.StreamResponse:
+    """Run in the sandbox's workspace. `code` is the request's, not the workspace's: its main
+    file is written for the run and removed after it, and a workspace file of that name is
+    never overwritten (400)."""
     principal = require(request, SCOPE)
     sandbox_id = _sandbox_id(request)
     manager = request.app[SANDBOXES]
-    await manager.get(principal, sandbox_id)  # 404 before reading a body
+    sandbox = await manager.get(principal, sandbox_id)  # 404 before reading a body
     run_request = parse_body(RunRequest, await request.read())
+    _check_isolation(sandbox, run_request)
 
     async def runner(control: RunControl) -> RunResult:
         async with manager.lock(sandbox_id):
@@ -96,15 +165,28 @@ async def run(request: web.Request) -> web.StreamResponse:
             update["backend"], update["image"] = sandbox.backend, sandbox.image
             effective = run_request.model_copy(update=update)
             note(request, req=request_digest(effective))
-            await manager.touch(sandbox_id)
-            result = await request.app[RUNS].run(
-                effective,
-                principal=principal,
-                trace_id=request[TRACE_ID],
-                sandbox=mount,
-                sandbox_id=sandbox_id,
-                control=control,
+            main, code = MAIN_FILE[effective.language], effective.code.encode()
+            owned = CodeMain(
+                await manager.tree(principal, sandbox_id),
+                manager.disk(sandbox_id).root / "main.owned",
+                request.app[SETTINGS].max_request_bytes,
             )
+            await asyncio.to_thread(owned.clear_leftover)
+            if code:
+                await asyncio.to_thread(owned.claim, main, code)
+            await manager.touch(sandbox_id)
+            try:
+                result = await request.app[RUNS].run(
+                    effective,
+                    principal=principal,
+                    trace_id=request[TRACE_ID],
+                    sandbox=mount,
+                    sandbox_id=sandbox_id,
+                    control=control,
+                )
+            finally:
+                if code:
+                    await asyncio.shield(asyncio.to_thread(owned.release, main, code))
             await manager.touch(sandbox_id)
             return result
 

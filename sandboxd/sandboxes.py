@@ -56,10 +56,16 @@ class SandboxDisk:
         self.work = self.mnt / "work"
 
     def _make_image(self, disk_mib: int) -> None:
-        self.root.mkdir(mode=0o711)
-        self.mnt.mkdir(mode=0o711)
-        with open(self.image, "wb") as fh:
-            fh.truncate(disk_mib * 1024 * 1024)  # sparse: disk is used as files are written
+        # 0711, explicitly (whatever the umask): nsjail traverses them; nobody else lists them.
+        for d in (self.root, self.mnt):
+            d.mkdir(mode=0o711)
+            d.chmod(0o711)
+        # The image holds every file of the sandbox: owner-only from its creation.
+        fd = os.open(self.image, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, disk_mib * 1024 * 1024)  # sparse: used as files are written
+        finally:
+            os.close(fd)
 
     def _make_work(self, uid: int) -> None:
         self.mnt.chmod(0o711)
@@ -137,12 +143,19 @@ class SandboxManager:
     async def start(self) -> int:
         """Remount the disks of active sandboxes (after a crash or reboot); their count."""
         await asyncio.to_thread(self.dir.mkdir, 0o711, False, True)
+        await asyncio.to_thread(self.dir.chmod, 0o711)
+        await asyncio.to_thread(self._tighten_images)
         rows = await self.store.call(
             lambda db: db.execute("SELECT id FROM sandboxes WHERE state = 'active'").fetchall()
         )
         for row in rows:
             await self.disk(row["id"]).mount()
         return len(rows)
+
+    def _tighten_images(self) -> None:
+        """Disk images made before they were created 0600 become 0600."""
+        for image in self.dir.glob("*/disk.img"):
+            image.chmod(0o600)
 
     async def close(self) -> None:
         """Unmount every sandbox disk (its files stay in the image; `start` remounts)."""
@@ -251,18 +264,28 @@ class SandboxManager:
         return [_to_model(r) for r in rows]
 
     async def delete(self, principal: Principal, sandbox_id: str, state: str = "deleted") -> None:
+        """Delete a sandbox; of concurrent deletes exactly one succeeds, the others are 404."""
         await self._row(principal, sandbox_id)
         async with self._locks[sandbox_id]:
-            await self._remove(sandbox_id, state)
+            if not await self._remove(sandbox_id, state):
+                raise NotFound(f"no sandbox {sandbox_id!r}")
 
-    async def _remove(self, sandbox_id: str, state: str) -> None:
-        await self.store.call(
-            lambda db: db.execute(
-                "UPDATE sandboxes SET state = ? WHERE id = ?", (state, sandbox_id)
+    async def _remove(self, sandbox_id: str, state: str) -> bool:
+        """Mark the sandbox `state` and destroy its disk; False if it was no longer active
+        (someone else removed it meanwhile), which then changes nothing."""
+        changed = await self.store.call(
+            lambda db: (
+                db.execute(
+                    "UPDATE sandboxes SET state = ? WHERE id = ? AND state = 'active'",
+                    (state, sandbox_id),
+                ).rowcount
             )
         )
+        if changed != 1:
+            return False
         await self.disk(sandbox_id).destroy()
         self._locks.pop(sandbox_id, None)
+        return True
 
     async def touch(self, sandbox_id: str) -> None:
         await self.store.call(
@@ -297,8 +320,8 @@ class SandboxManager:
             if row["last_used_at"] + ttl > now or self._locks[row["id"]].locked():
                 continue
             async with self._locks[row["id"]]:
-                await self._remove(row["id"], "expired")
-            expired.append((row["id"], row["tenant"]))
+                if await self._remove(row["id"], "expired"):
+                    expired.append((row["id"], row["tenant"]))
         return expired
 
     @staticmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -61,6 +62,8 @@ def error_response(exc: SandboxdError) -> web.Response:
         headers["Retry-After"] = str(getattr(exc, "retry_after_s", 1))
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="sandboxd"'
+    if isinstance(exc, MethodNotAllowed):
+        headers["Allow"] = exc.allow
     return web.json_response(exc.to_wire(), status=exc.http_status, headers=headers)
 
 
@@ -70,7 +73,8 @@ def _from_http_exception(exc: web.HTTPException) -> SandboxdError:
     if exc.status == 404:
         return NotFound("no such route")
     if exc.status == 405:
-        return MethodNotAllowed(f"method not allowed; allowed: {exc.headers.get('Allow', '')}")
+        allow = exc.headers.get("Allow", "")
+        return MethodNotAllowed(f"method not allowed; allowed: {allow}", allow=allow)
     return SandboxdError(exc.reason, code="http_error", http_status=exc.status)
 
 
@@ -169,9 +173,14 @@ def make_backends(settings: Settings) -> dict[str, Backend]:
 
 
 async def _state(app: web.Application) -> AsyncIterator[None]:
-    """Open the store; bootstrap the admin token; record runs a crash interrupted."""
+    """Open the store; bootstrap the admin token; record runs a crash interrupted.
+
+    From here on the daemon creates files owner-only (umask 077): the database and its WAL,
+    tokens, disk images and logs hold run output and secrets. Directories that nsjail must
+    traverse get their 0711 explicitly; nothing under the state dir is listable by others."""
     settings, store = app[SETTINGS], app[STORE]
     await asyncio.to_thread(settings.state_dir.mkdir, 0o711, True, True)
+    os.umask(0o077)
     await store.call(lambda db: auth.ensure_admin_token(db, settings.state_dir))
     for row in await store.call(store.mark_interrupted):
         await store.record(

@@ -7,8 +7,10 @@ threads, and the event loop must never block); callers await it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from typing import Any, TypeVar
 from sandboxd.audit import AuditChain
 
 T = TypeVar("T")
+SIDE_FILES = ("-wal", "-shm", "-journal")
 log = logging.getLogger("sandboxd.store")
 
 SCHEMA = """
@@ -56,13 +59,18 @@ class Store:
         self._db: sqlite3.Connection | None = None
 
     def _open(self) -> None:
+        # SQLite creates -wal and -shm with the database file's mode: so the file exists
+        # 0600 before SQLite first opens it, and a state dir from before this is tightened.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        for path in (self.path, *(self.path.with_name(self.path.name + x) for x in SIDE_FILES)):
+            with contextlib.suppress(FileNotFoundError):
+                path.chmod(0o600)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
-        self.path.chmod(0o600)
         self._db = db
 
     def sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:

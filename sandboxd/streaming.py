@@ -3,7 +3,8 @@
 The stream starts only once the run has its id: a request refused before that (bad input,
 quota, overload) gets the usual 4xx/5xx JSON answer. Then: `start`, `stdout`/`stderr` chunks as
 they arrive (only what fits the output cap), and `exit` with the full result, or `error`.
-A client that goes away cancels its run.
+A client that goes away cancels its run, as `DELETE /v1/runs/{id}` would: it ends `cancelled`,
+its `message` saying the client disconnected (`interrupted` means the daemon died or stopped).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from sandboxd.backends.base import RunControl
 from sandboxd.errors import SandboxdError
 from sandboxd.models import RunEvent, RunResult
 from sandboxd.observability import traceparent
+from sandboxd.runs import StreamedControl
 
 EVENT_STREAM = "text/event-stream"
 GONE_POLL_S = 0.25
+GONE_CANCEL_S = 30.0
 log = logging.getLogger("sandboxd.streaming")
 OUTPUT_EVENTS: dict[str, Literal["stdout", "stderr"]] = {"stdout": "stdout", "stderr": "stderr"}
 
@@ -59,8 +62,10 @@ async def stream_run(
                 RunEvent(event="stdout" if stream == "stdout" else "stderr", data=text)
             )
 
-    task = asyncio.ensure_future(runner(RunControl(on_output=on_output, on_start=on_start)))
+    control = StreamedControl(on_output=on_output, on_start=on_start)
+    task = asyncio.ensure_future(runner(control))
     start_wait = asyncio.ensure_future(started.wait())
+    response: web.StreamResponse | None = None
     try:
         await asyncio.wait({task, start_wait}, return_when=asyncio.FIRST_COMPLETED)
         if not started.is_set():
@@ -107,9 +112,27 @@ async def stream_run(
             await response.write(sse(RunEvent(event="exit", run_id=result.id, result=result)))
         await response.write_eof()
         return response
+    except ConnectionResetError:
+        if response is None:
+            raise
+        if not task.done():  # the client went away: its run is cancelled, as by DELETE
+            await _cancel_for_gone(task, control)
+        if task.done() and not task.cancelled() and task.exception() is None:
+            on_result(task.result())
+        return response  # nobody reads it; the audit records the stream's status
     finally:
         start_wait.cancel()
-        if not task.done():  # the client went away: its run goes too
+        if not task.done():  # the handler itself was cancelled (the daemon stops)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, SandboxdError):
                 await task
+
+
+async def _cancel_for_gone(task: asyncio.Future[RunResult], control: StreamedControl) -> None:
+    """Cancel the run of a client that went away and wait (bounded) for its result, which
+    is recorded `cancelled` with a message that says so."""
+    control.client_gone = True
+    control.cancel.set()
+    await asyncio.wait({task}, timeout=GONE_CANCEL_S)
+    if not task.done():  # `finally` cancels the task
+        log.warning("a run did not end %s s after its client went away", GONE_CANCEL_S)

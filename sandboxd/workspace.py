@@ -14,6 +14,7 @@ import contextlib
 import errno
 import os
 import re
+import secrets
 import shutil
 import stat
 import tarfile
@@ -26,6 +27,7 @@ from sandboxd.errors import InvalidRequest, NotFound, PayloadTooLarge
 from sandboxd.models import MAIN_FILE, CollectedFile, RunRequest
 
 SUBDIRS = ("work", "tmp", "shm")
+NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -95,31 +97,62 @@ class WorkTree:
             raise NotFound(f"no file {rel!r}") from exc
 
     def write_file(self, rel: str, data: bytes, *, executable: bool = False) -> None:
-        """Write one file, owned by the sandbox user; refuses links and non-regular files."""
+        """Write one file, owned by the sandbox user; refuses links and non-regular files.
+
+        All or nothing: the data goes to a fresh temporary name, renamed over `rel` once
+        complete, so a write that does not fit leaves no partial file and any earlier file
+        of that name unchanged."""
         dir_fd, name = self._open_parent(rel, create=True)
         try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
             try:
-                fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                if not stat.S_ISREG(st.st_mode):
+                    raise InvalidRequest(f"cannot write {rel!r}: not a regular file", field="path")
+            tmp = f".sandboxd-{secrets.token_hex(8)}.part"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
             except OSError as exc:
                 raise InvalidRequest(f"cannot write {rel!r}: {exc.strerror}", field="path") from exc
             try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise InvalidRequest(f"cannot write {rel!r}: not a regular file", field="path")
-                os.ftruncate(fd, 0)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fchown(fd, self.uid, self.gid)
-                os.fchmod(fd, 0o755 if executable else 0o644)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fchown(fd, self.uid, self.gid)
+                    os.fchmod(fd, 0o755 if executable else 0o644)
+                finally:
+                    os.close(fd)
+                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                if isinstance(exc, OSError) and exc.errno in NO_ROOM:
                     raise PayloadTooLarge(f"{rel!r} does not fit: {exc.strerror}") from exc
+                if isinstance(exc, IsADirectoryError | NotADirectoryError):
+                    raise InvalidRequest(
+                        f"cannot write {rel!r}: not a regular file", field="path"
+                    ) from exc
                 raise
-            finally:
-                os.close(fd)
         finally:
             os.close(dir_fd)
+
+    def exists(self, rel: str) -> bool:
+        """Whether anything (file, directory, link) is at `rel`; links are not followed."""
+        try:
+            dir_fd, name = self._existing_parent(rel)
+        except NotFound:
+            return False
+        try:
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        finally:
+            os.close(dir_fd)
+        return True
 
     def read_file(self, rel: str, *, max_bytes: int) -> bytes:
         """The content of a regular file; links, directories and specials are refused."""
@@ -252,8 +285,9 @@ class Workspace:
 
     def create(self, *, disk_mib: int) -> None:
         """Make the run directory and mount its tmpfs. Nothing of the sandbox exists yet."""
-        self.root.mkdir(mode=0o711)
-        self.fs.mkdir(mode=0o711)
+        for d in (self.root, self.fs):  # 0711 whatever the umask: nsjail traverses them
+            d.mkdir(mode=0o711)
+            d.chmod(0o711)
         linux.mount_tmpfs(self.fs, size_bytes=disk_mib << 20, nr_inodes=_inodes(disk_mib))
         for name in SUBDIRS:
             d = self.fs / name
@@ -280,6 +314,20 @@ class Workspace:
 
     def write_file(self, rel: str, data: bytes, *, executable: bool = False) -> None:
         self.tree.write_file(rel, data, executable=executable)
+
+    def write_run_file(self, name: str, data: bytes) -> Path:
+        """A file of the run beside its tmpfs (e.g. the stdin a container reads): readable by
+        the run's uid only (the run directory is 0711, so never by other local users)."""
+        path = self.root / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchown(fd, self.uid, self.gid)
+        finally:
+            os.close(fd)
+        return path
 
     def collect(self, patterns: list[str], *, max_bytes: int, max_files: int) -> Collected:
         return self.tree.collect(patterns, max_bytes=max_bytes, max_files=max_files)

@@ -31,6 +31,7 @@ def post_run(daemon: Daemon, payload: Any) -> tuple[int, Any]:
     return http(daemon, "POST", "/v1/runs", raw)
 
 
+DEEP = b'{"code": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 CASES: list[tuple[str, Any, int, str, str | None]] = [
     ("malformed json", b'{"code": ', 400, "invalid_json", None),
     ("not utf-8", b'{"code": "\xff"}', 400, "invalid_json", None),
@@ -95,6 +96,30 @@ CASES: list[tuple[str, Any, int, str, str | None]] = [
     ("collect escape", {"collect": ["../*"]}, 400, "invalid_request", "collect"),
     ("unknown backend", {"backend": "vm"}, 400, "invalid_request", "backend"),
     ("image on nsjail", {"image": "python:3.12"}, 400, "invalid_request", "image"),
+    ("empty body", b"", 400, "invalid_json", None),
+    ("blank body", b" \n", 400, "invalid_json", None),
+    ("deep nesting", b"[" * 100_000, 400, "invalid_json", None),
+    ("deep closed nesting", DEEP, 400, "invalid_json", None),
+    ("surrogate in code", b'{"code": "\\ud800"}', 400, "invalid_request", "code"),
+    ("surrogate in stdin", b'{"stdin": "x\\udfff"}', 400, "invalid_request", "stdin"),
+    (
+        "surrogate in file",
+        b'{"files": [{"path": "a", "content": "\\ud800"}]}',
+        400,
+        "invalid_request",
+        "files[0].content",
+    ),
+    ("surrogate in path", b'{"files": [{"path": "\\ud800"}]}', 400, "invalid_request", None),
+    ("surrogate in env", b'{"env": {"X": "\\ud800"}}', 400, "invalid_request", "env.X"),
+    ("surrogate in argv", b'{"command": ["\\udc00"]}', 400, "invalid_request", "command[0]"),
+    ("surrogate in a key", b'{"\\ud800": 1}', 400, "invalid_request", None),
+    (
+        "code with command",
+        {"code": "print(1)", "command": ["python3", "main.py"]},
+        400,
+        "invalid_request",
+        "command",
+    ),
 ]
 
 
@@ -144,16 +169,59 @@ def test_unknown_route_is_json_404(daemon: Daemon) -> None:
     assert body["error"]["code"] == "not_found"
 
 
-def test_wrong_method_is_json_405(daemon: Daemon) -> None:
-    status, body = http(daemon, "PUT", "/v1/runs", b"{}")
-    assert status == 405
-    assert body["error"]["code"] == "method_not_allowed"
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/v1/runs", "POST"),
+        ("TRACE", "/healthz", "GET"),
+        ("TRACE", "/v1/info", "GET"),
+        ("POST", "/v1/sandboxes/sbx_x", "DELETE"),
+    ],
+)
+def test_wrong_method_is_json_405_with_allow(
+    daemon: Daemon, method: str, path: str, allow: str
+) -> None:
+    req = daemon.request(path, data=b"{}" if method in ("PUT", "POST") else None, method=method)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 405
+    assert json.loads(err.value.read())["error"]["code"] == "method_not_allowed"
+    assert allow in err.value.headers.get("Allow", "").split(","), dict(err.value.headers)
 
 
-def test_empty_body_runs_the_defaults(daemon: Daemon) -> None:
-    status, body = http(daemon, "POST", "/v1/runs", b"")
+def test_an_empty_object_runs_the_defaults(daemon: Daemon) -> None:
+    status, body = http(daemon, "POST", "/v1/runs", b"{}")
     assert status == 200
     assert body["status"] == "ok"
+
+
+@pytest.mark.parametrize("path", ["/v1/sandboxes", "/v1/sandboxes/{box}/runs"])
+def test_every_post_needs_a_body(client: SyncClient, daemon: Daemon, path: str) -> None:
+    box = client.create_sandbox(limits={"disk_mib": 4}).id
+    try:
+        status, body = http(daemon, "POST", path.format(box=box), b"")
+        assert status == 400, body
+        assert body["error"]["code"] == "invalid_json"
+        assert len(client.list_sandboxes()) == 1
+    finally:
+        client.delete_sandbox(box)
+
+
+@pytest.mark.parametrize("where", ["run", "stream", "sandbox run", "sandbox stream"])
+def test_a_lone_surrogate_is_400_everywhere(client: SyncClient, daemon: Daemon, where: str) -> None:
+    box = client.create_sandbox(limits={"disk_mib": 4}).id
+    try:
+        path = f"/v1/sandboxes/{box}/runs" if where.startswith("sandbox") else "/v1/runs"
+        req = daemon.request(path, data=b'{"code": "print(1)", "stdin": "\\ud800"}', method="POST")
+        if where.endswith("stream"):
+            req.add_header("Accept", "text/event-stream")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=30)
+        assert err.value.code == 400
+        assert err.value.headers["Content-Type"].startswith("application/json")
+        assert json.loads(err.value.read())["error"]["field"] == "stdin"
+    finally:
+        client.delete_sandbox(box)
 
 
 def test_client_maps_codes_back_to_classes(client: SyncClient) -> None:

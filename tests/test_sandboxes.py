@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import io
 import tarfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -201,3 +203,72 @@ def test_a_stopped_daemon_unmounts_sandbox_disks_and_the_next_remounts(workdir: 
             c.delete_sandbox(box)
     finally:
         assert d2.stop() == 0
+
+
+def _names(client: SyncClient, sandbox: str) -> set[str]:
+    with tarfile.open(fileobj=io.BytesIO(client.archive(sandbox))) as tar:
+        return {m.name for m in tar.getmembers()}
+
+
+def test_a_refused_put_leaves_nothing_partial(client: SyncClient) -> None:
+    sb = client.create_sandbox(limits={"disk_mib": 8})
+    try:
+        client.put_file(sb.id, "kept.bin", b"old content")
+        for name in ("kept.bin", "new.bin"):
+            with pytest.raises(PayloadTooLarge):
+                client.put_file(sb.id, name, b"x" * (7 * 1024 * 1024))
+        assert client.get_file(sb.id, "kept.bin") == b"old content"
+        with pytest.raises(NotFound):
+            client.get_file(sb.id, "new.bin")
+        assert _names(client, sb.id) == {"kept.bin"}  # no temporary file either
+        client.put_file(sb.id, "kept.bin", b"y" * (3 * 1024 * 1024))  # what fits still does
+        assert client.get_file(sb.id, "kept.bin") == b"y" * (3 * 1024 * 1024)
+    finally:
+        client.delete_sandbox(sb.id)
+
+
+def test_code_never_overwrites_a_workspace_main_file(client: SyncClient, sandbox: str) -> None:
+    for _ in range(2):  # the main file of `code` is the run's: it is not left behind
+        assert client.run_in_sandbox(sandbox, code="print('one')").stdout == "one\n"
+        assert client.run_in_sandbox(sandbox, language="bash", code="ls").stdout == "main.sh\n"
+    assert _names(client, sandbox) == set()
+    client.put_file(sandbox, "main.py", b"print('mine')\n")
+    with pytest.raises(InvalidRequest) as err:
+        client.run_in_sandbox(sandbox, code="print('theirs')")
+    assert err.value.field == "code"
+    assert client.get_file(sandbox, "main.py") == b"print('mine')\n"
+    assert client.run_in_sandbox(sandbox).stdout == "mine\n"
+    # A run that rewrites its own main file leaves it, as the workspace's file.
+    client.delete_file(sandbox, "main.py")
+    client.run_in_sandbox(sandbox, code="open('main.py', 'w').write('print(2)')")
+    assert client.get_file(sandbox, "main.py") == b"print(2)"
+
+
+def test_a_sandbox_run_cannot_choose_other_isolation(client: SyncClient, sandbox: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        client.run_in_sandbox(sandbox, code="print(1)", backend="docker")
+    assert err.value.field == "backend"
+    with pytest.raises(InvalidRequest) as err:
+        client.run_in_sandbox(sandbox, code="print(1)", image="python:3.12")
+    assert err.value.field == "image"
+    assert client.run_in_sandbox(sandbox, code="print(1)", backend="nsjail").stdout == "1\n"
+
+
+def test_concurrent_deletes_succeed_once(daemon: Daemon, client: SyncClient) -> None:
+    """16 DELETEs of one sandbox at once: one 204, fifteen 404 (a few rounds: it is a race)."""
+
+    def delete(box: str, together: threading.Barrier) -> int:
+        req = daemon.request(f"/v1/sandboxes/{box}", method="DELETE")
+        together.wait(timeout=30)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    for _ in range(5):
+        box = client.create_sandbox(limits={"disk_mib": 4}).id
+        together = threading.Barrier(16)
+        with ThreadPoolExecutor(16) as pool:
+            statuses = sorted(pool.map(delete, [box] * 16, [together] * 16))
+        assert statuses == [204] + [404] * 15

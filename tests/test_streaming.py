@@ -171,11 +171,17 @@ def test_cancel_errors(daemon: Daemon) -> None:
             stranger.cancel_run(done.id)
 
 
-def test_a_client_that_goes_away_cancels_its_run(daemon: Daemon) -> None:
+@pytest.mark.parametrize("where", ["run", "sandbox"])
+def test_a_client_that_goes_away_cancels_its_run(daemon: Daemon, where: str) -> None:
+    """Its run ends `cancelled`, saying why (`interrupted` is for a daemon that died)."""
     body = json.dumps(
         {"language": "bash", "code": "echo up; sleep 300", "limits": {"wall_time_s": 60}}
     ).encode()
-    req = daemon.request("/v1/runs", data=body, method="POST")
+    path = "/v1/runs"
+    if where == "sandbox":
+        with daemon.client() as client:
+            path = f"/v1/sandboxes/{client.create_sandbox(limits={'disk_mib': 4}).id}/runs"
+    req = daemon.request(path, data=body, method="POST")
     req.add_header("Accept", "text/event-stream")
     resp = urllib.request.urlopen(req, timeout=30)
     run_id = None
@@ -192,5 +198,11 @@ def test_a_client_that_goes_away_cancels_its_run(daemon: Daemon) -> None:
             if client.get_run(run_id).status != "running":
                 break
             time.sleep(0.05)
-        assert client.get_run(run_id).status == "interrupted"
+        record = client.get_run(run_id)
+        assert record.status == "cancelled", record
+        assert record.result is not None and record.result.status == "cancelled"
+        assert "client disconnected" in (record.result.message or "")
+        assert record.result.stdout == "up\n"
+        if where == "sandbox":
+            client.delete_sandbox(path.split("/")[3])
     assert_no_leftovers(daemon)

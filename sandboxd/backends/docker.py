@@ -276,7 +276,7 @@ class DockerBackend(Backend):
         try:
             await asyncio.to_thread(prepare_workspace, ws, request, sandbox is not None)
             if request.stdin is not None:
-                await asyncio.to_thread((ws.root / "stdin").write_text, request.stdin)
+                await asyncio.to_thread(ws.write_run_file, "stdin", request.stdin.encode())
             proxy = await self.egress.start(request, ws.root / "egress.sock")
             container = await asyncio.to_thread(
                 self._client.containers.create, **self.container_args(run_id, request, ws, uid)

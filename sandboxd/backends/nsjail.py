@@ -382,6 +382,7 @@ class NsjailBackend(Backend):
                 pass_fds=(cfg_r,),
                 env={},
                 start_new_session=True,
+                umask=0o022,  # the daemon's own 077 is not the jail's: a jail sees a host's
             )
         except BaseException:
             os.close(cfg_w)
