@@ -7,13 +7,11 @@ freezes the run's cgroup, kills every process in it, and only then thaws it.
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from sandboxd.models import RunEvent, RunResult
 from tests.conftest import BACKENDS, BackendClient, assert_no_leftovers
 from tests.daemon import Daemon
+from tests.test_streaming import cancel_after_first_output
 
 FINALLY = (
     "import subprocess\n"
@@ -78,28 +76,9 @@ def test_a_cpu_limit_kill_is_atomic_too(backend_client: BackendClient) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cancel_stops_a_shell_between_its_commands(daemon: Daemon, backend: str) -> None:
-    async def go() -> tuple[RunResult, list[RunEvent]]:
-        async with daemon.aclient() as client:
-            events: list[RunEvent] = []
-
-            async def consume() -> None:
-                async for event in client.stream_run(
-                    language="bash", code="echo start; sleep 8; echo end", backend=backend
-                ):
-                    events.append(event)
-
-            task = asyncio.create_task(consume())
-            for _ in range(1500):  # 30 s at most
-                if any(e.event == "stdout" for e in events):
-                    break
-                await asyncio.sleep(0.02)
-            run_id = events[0].run_id
-            assert run_id is not None
-            cancelled = await client.cancel_run(run_id)
-            await asyncio.wait_for(task, 30)
-            return cancelled, events
-
-    cancelled, events = asyncio.run(go())
+    cancelled, events = cancel_after_first_output(
+        daemon, language="bash", code="echo start; sleep 8; echo end", backend=backend
+    )
     assert cancelled.status == "cancelled"
     assert cancelled.stdout == "start\n"
     assert "end" not in "".join(e.data or "" for e in events if e.event == "stdout")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sandboxd.errors import Conflict, NotFound
-from sandboxd.models import RunEvent
+from sandboxd.models import RunEvent, RunResult
 from tests.conftest import BACKENDS, assert_no_leftovers
 from tests.daemon import Daemon
 
@@ -118,21 +118,16 @@ def test_cli_prints_live(daemon: Daemon, tmp_path: Path) -> None:
     assert rest == "second\n" and proc.returncode == 0
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_cancel_kills_the_tree_and_returns_the_partial_result(daemon: Daemon, backend: str) -> None:
-    code = (
-        "import subprocess, time\n"
-        "subprocess.Popen(['sleep', '300'])\n"
-        "print('started', flush=True)\n"
-        "time.sleep(300)\n"
-    )
+def cancel_after_first_output(daemon: Daemon, **fields: object) -> tuple[RunResult, list[RunEvent]]:
+    """Stream a run, cancel it once it has printed, and wait for its stream to end: the
+    cancel's answer and every event."""
 
-    async def go() -> tuple[object, object]:
+    async def go() -> tuple[RunResult, list[RunEvent]]:
         async with daemon.aclient() as client:
             events: list[RunEvent] = []
 
             async def consume() -> None:
-                async for event in client.stream_run(code=code, backend=backend):
+                async for event in client.stream_run(**fields):
                     events.append(event)
 
             task = asyncio.create_task(consume())
@@ -144,10 +139,23 @@ def test_cancel_kills_the_tree_and_returns_the_partial_result(daemon: Daemon, ba
             assert run_id is not None
             cancelled = await client.cancel_run(run_id)
             await asyncio.wait_for(task, 30)
-            return cancelled, events[-1]
+            return cancelled, events
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cancel_kills_the_tree_and_returns_the_partial_result(daemon: Daemon, backend: str) -> None:
+    code = (
+        "import subprocess, time\n"
+        "subprocess.Popen(['sleep', '300'])\n"
+        "print('started', flush=True)\n"
+        "time.sleep(300)\n"
+    )
 
     started = time.monotonic()
-    cancelled, last = asyncio.run(go())
+    cancelled, events = cancel_after_first_output(daemon, code=code, backend=backend)
+    last = events[-1]
     assert time.monotonic() - started < 30
     assert getattr(cancelled, "status", None) == "cancelled"
     assert getattr(cancelled, "stdout", None) == "started\n"
