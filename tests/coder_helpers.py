@@ -117,24 +117,21 @@ def run_coder(
     )
 
 
+def run_solve(
+    repo: Path, server: ScriptedServer, daemon: Daemon | None, *extra: str, **config: Any
+) -> subprocess.CompletedProcess[str]:
+    """`coder solve` on `repo` against `server`, with a config file of `config`."""
+    cfg = write_config(repo.parent / f"{repo.name}.toml", **config)
+    args = ["solve", str(repo), "--config", str(cfg), "--base-url", server.url, *extra]
+    return run_coder(*args, env=coder_env(daemon))
+
+
 def solve(
     repo: Path, server: ScriptedServer, daemon: Daemon | None, *extra: str, **config: Any
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     """`coder solve --json` on `repo` against `server`; the process and its result JSON."""
-    cfg = write_config(repo.parent / f"{repo.name}.toml", **config)
-    proc = run_coder(
-        "solve",
-        str(repo),
-        "--config",
-        str(cfg),
-        "--base-url",
-        server.url,
-        "--json",
-        "--patch-out",
-        str(repo.parent / f"{repo.name}.diff"),
-        *extra,
-        env=coder_env(daemon),
-    )
+    patch = str(repo.parent / f"{repo.name}.diff")
+    proc = run_solve(repo, server, daemon, "--json", "--patch-out", patch, *extra, **config)
     try:
         result: dict[str, Any] = json.loads(proc.stdout)
     except ValueError:

@@ -23,6 +23,7 @@ from tests.coder_helpers import (
     coder_env,
     example,
     run_coder,
+    run_solve,
     scripted,
     solve,
     write_config,
@@ -235,18 +236,8 @@ def test_a_missing_repository_is_one_line_and_creates_nothing(tmp_path: Path) ->
 
 def test_apply_without_a_terminal_says_to_add_yes(tmp_path: Path) -> None:
     repo = example("calculator", tmp_path)
-    cfg = write_config(tmp_path / "cfg.toml")
     with scripted("none") as server:
-        proc = run_coder(
-            "solve",
-            str(repo),
-            "--config",
-            str(cfg),
-            "--base-url",
-            server.url,
-            "--apply",
-            env=coder_env(None),
-        )
+        proc = run_solve(repo, server, None, "--apply")
         assert server.requests == []
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "--yes" in proc.stderr and "terminal" in proc.stderr
@@ -289,18 +280,8 @@ def test_progress_goes_to_stderr_and_a_closed_stdout_is_quiet(
 
 def test_quiet_prints_only_the_outcome_in_good_english(daemon: Daemon, tmp_path: Path) -> None:
     repo = example("calculator", tmp_path)
-    cfg = write_config(tmp_path / "cfg.toml")
     with scripted("fixed_first_try") as server:
-        proc = run_coder(
-            "solve",
-            str(repo),
-            "--config",
-            str(cfg),
-            "--base-url",
-            server.url,
-            "--quiet",
-            env=coder_env(daemon),
-        )
+        proc = run_solve(repo, server, daemon, "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("diff --git a/calc.py b/calc.py")
     assert re.fullmatch(r"coder: fixed \(.*\); 1 iteration; trace \S+\.jsonl\n", proc.stderr)
