@@ -4,7 +4,8 @@ A jail's program used to be pid 1 of its pid namespace, where the kernel drops s
 no handler for (its own SIGKILL did nothing; abort() became SIGSEGV) and orphans stay zombies.
 Every run now starts under an init (tini; docker-init on Docker): each case here runs as a
 plain host subprocess and on every backend, in a jail or container built for the run and in a
-warm one (python's pool, and the exec pool), and must read the same.
+warm one (python's pool, and the exec pool), and must read the same; so too under nsjail
+with a `rootfs` (the Docker image's userland, where the init is bind-mounted at /dev/init).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BACKENDS, assert_no_leftovers
+from tests.conftest import BACKENDS, DOCKER_PROBLEM, assert_no_leftovers
 from tests.daemon import Daemon
 from tests.test_pool import pool, wait_ready
 
@@ -133,6 +134,42 @@ def test_a_run_reads_as_a_bare_process(
             assert pool(c, profile).hits == before + 1, f"the run must take a {profile} jail"
     assert (r.status, r.exit_code, r.signal, r.stdout) == host, r
     assert "survived" not in r.stdout
+
+
+@pytest.fixture(scope="module")
+def rootfs_daemon(workdir: Path) -> Iterator[Daemon]:
+    if DOCKER_PROBLEM is not None:
+        pytest.skip(f"no image to export a rootfs from: {DOCKER_PROBLEM}")
+    rootfs = workdir / "rootfs-signals"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sandboxd", "images", "export", "python", str(rootfs)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    pools = {"min_size": 1, "max_size": 1}
+    d = Daemon(workdir, "sig-rootfs", backend={"rootfs": str(rootfs), "pool": pools}).start()
+    yield d
+    assert d.stop() == 0
+
+
+@pytest.mark.parametrize("mode", ["cold", "warm"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_run_on_a_rootfs_reads_as_a_bare_process(
+    rootfs_daemon: Daemon, tmp_path: Path, name: str, mode: str
+) -> None:
+    language, code, fields = CASES[name]
+    interpreter = "/usr/bin/python3" if language == "python" else "/bin/bash"
+    with rootfs_daemon.client() as c:
+        if mode == "cold":  # a program named by path takes a jail built for it
+            r = c.run(command=[interpreter, "-c", code], **fields)
+        else:
+            profile = profile_of("nsjail", language, fields)
+            before = wait_ready(c, profile).hits
+            r = c.run(language=language, code=code, **fields)
+            assert pool(c, profile).hits == before + 1
+    assert (r.status, r.exit_code, r.signal, r.stdout) == on_the_host(name, tmp_path), r
 
 
 def test_no_leftovers(daemons: dict[str, Daemon]) -> None:
