@@ -136,6 +136,21 @@ def test_a_run_reads_as_a_bare_process(
     assert "survived" not in r.stdout
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill_minus_one_from_a_child_ends_the_run(daemons: dict[str, Daemon], backend: str) -> None:
+    """kill(-1, SIGKILL) reaches every process of the run but its init: the main process too
+    (pid 2), on both backends alike (THREAT_MODEL.md). Not compared with the host, where it
+    would reach every process of the caller's user."""
+    code = (
+        "import subprocess, sys\n"
+        "subprocess.run([sys.executable, '-c', 'import os; os.kill(-1, 9)'])\n"
+        "print('survived')\n"
+    )
+    with daemons["cold"].client() as c:
+        r = c.run(backend=backend, code=code)
+    assert (r.status, r.signal, r.stdout) == ("killed", "SIGKILL", ""), r
+
+
 @pytest.fixture(scope="module")
 def rootfs_daemon(workdir: Path) -> Iterator[Daemon]:
     if DOCKER_PROBLEM is not None:
