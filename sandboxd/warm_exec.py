@@ -7,9 +7,10 @@ writes `READY` on stdout and blocks on stdin for one handover: two blocks, each 
 length line and that many bytes of NUL-terminated entries, the run's environment
 (NAME=value) and then its argv. It then `execve`s argv[0] with exactly that argv and
 environment, in /workspace, so that the run is what nsjail would have started: the same
-process (pid 1 of the jail), the same seccomp filter, no_new_privs, capabilities, rlimits and
-cgroup, since all of these survive an exec. What follows the handover on stdin is the run's
-own stdin. If stdin closes first, the jail was discarded and the waiter exits quietly.
+process (pid 2 of the jail, the child of its init), the same seccomp filter, no_new_privs,
+capabilities, rlimits and cgroup, since all of these survive an exec. What follows the
+handover on stdin is the run's own stdin. If stdin closes first, the jail was discarded and
+the waiter exits quietly.
 
 One thing of the waiter's would survive the exec: the signals CPython ignores at start-up
 (SIGPIPE, SIGXFSZ). They are set back to their default first, as the daemon starts nsjail.

@@ -22,6 +22,8 @@ command -v ip >/dev/null || missing+=(iproute2)            # network tests' test
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)   # persistent sandbox disks
 command -v losetup >/dev/null || missing+=(mount)         # loop mounts
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+[ -x /usr/bin/tini-static ] || missing+=(tini)            # every jail's init (pid 1)
+command -v capsh >/dev/null || missing+=(libcap2-bin)     # tests: a daemon without a capability
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   apt-get update -qq

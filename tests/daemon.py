@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +73,15 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.token = ""
 
-    def start(self, env: dict[str, str] | None = None) -> Daemon:
+    def start(self, env: dict[str, str] | None = None, wrapper: Sequence[str] = ()) -> Daemon:
+        """Start it; `wrapper` is a command that execs the daemon's argv, which follows it
+        (e.g. `capsh --drop=... -- -c 'exec "$0" "$@"'`: a daemon without a capability)."""
         config = self.workdir / f"config-{os.getpid()}-{self.port}.toml"
         write_toml(config, self.settings)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [
+                    *wrapper,
                     sys.executable,
                     "-m",
                     "sandboxd",

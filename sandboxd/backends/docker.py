@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from sandboxd.backends.base import (
     output_sink,
 )
 from sandboxd.backends.docker_warm import DOCKER_PROFILES, DockerWarmPool, docker_warm_profile
+from sandboxd.backends.jail_init import exit_status
 from sandboxd.backends.nsjail_config import BASE_ENV
 from sandboxd.egress import EgressGuard
 from sandboxd.errors import BackendUnavailable, InvalidRequest
@@ -454,11 +454,7 @@ class DockerBackend(Backend):
         peak: float,
     ) -> RunResult:
         limits = request.limits
-        exit_code: int | None = code
-        signal_name: str | None = None
-        if 128 < code < 128 + 65:  # docker-init reports a signal death as 128+N
-            with contextlib.suppress(ValueError):
-                signal_name, exit_code = signal.Signals(code - 128).name, None
+        exit_code, signal_name = exit_status(code)  # docker-init's status, as tini's
         message = None
         if killed_for == "cancelled":
             status, message = "cancelled", "cancelled (DELETE /v1/runs/{id}); the tree was killed"

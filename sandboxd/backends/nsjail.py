@@ -27,6 +27,7 @@ from sandboxd.backends.base import (
     Slots,
     collect_files,
 )
+from sandboxd.backends.jail_init import JAIL_INIT, exit_status, host_init, under_init, visible_at
 from sandboxd.backends.nsjail_config import BASE_ENV, jail_config
 from sandboxd.backends.nsjail_warm import PROFILES, NsjailWarmPool, warm_profile
 from sandboxd.cgroup_moves import favor_cgroup_moves
@@ -59,6 +60,8 @@ _EXIT_RE = re.compile(r"exited with status: (\d+)")
 _SIGNAL_RE = re.compile(r"terminated with signal: (SIG[A-Z0-9]+) \((\d+)\)")
 _EXECVE_RE = re.compile(r"execve\('(.*)'\) failed: (.+)$", re.MULTILINE)
 _LAUNCH_FAILED = ("Couldn't launch the child process", "before it has been executed")
+#: What the init writes on stderr (its last line) when it cannot execute the program.
+_INIT_EXEC_RE = re.compile(r"\A\[FATAL tini \(\d+\)\] exec (.*) failed: (.+)\Z")
 LOG_CAP = 65536
 EGRESS_SOCKET = "egress.sock"
 
@@ -91,6 +94,8 @@ class NsjailBackend(Backend):
         self.background = Background()
         self.warm: NsjailWarmPool | None = None
         self._static_args: list[str] = []
+        #: The jail's init (pid 1; the program is its child), as the jail sees it.
+        self.init_path = JAIL_INIT
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -225,12 +230,18 @@ class NsjailBackend(Backend):
             args += ["--bindmount_ro", f"{self.etc_dir / name}:/etc/{name}"]
         for dev in DEVICES:
             args += ["--bindmount", dev]
+        init = host_init()
+        seen = visible_at(init, None if self.config.rootfs is not None else self.config.ro_paths)
+        if seen is None:
+            args += ["--bindmount_ro", f"{init}:{JAIL_INIT}"]
+        self.init_path = seen or JAIL_INIT
         for link, target in DEV_LINKS.items():
             args += ["--symlink", f"{target}:{link}"]
         return args
 
     def program_argv(self, request: RunRequest) -> list[str]:
-        """The run's argv, as a jail built for it starts it."""
+        """The run's argv, as a jail built for it starts it (under the init, see
+        `_config_text`)."""
         if request.command is not None:
             cmd = request.command
             return cmd if "/" in cmd[0] else ["/usr/bin/env", "--", *cmd]
@@ -248,7 +259,7 @@ class NsjailBackend(Backend):
         if request.network.mode == "allowlist":
             env = {**BASE_ENV, **jail_forwarder.proxy_env(), **request.env}
             argv = jail_forwarder.wrap(self.config.python, argv)
-        return jail_config(run_id, argv, env)
+        return jail_config(run_id, under_init(self.init_path, argv), env)
 
     def run_args(self, ws: Workspace, uid: int, limits: Limits, *, egress: bool) -> list[str]:
         """nsjail's arguments for one jail, but for `--config` (see `spawn`)."""
@@ -425,6 +436,14 @@ class NsjailBackend(Backend):
         except FileNotFoundError:
             return ""
 
+    @staticmethod
+    def _init_exec_failure(seen: Supervised) -> re.Match[str] | None:
+        """The init's report that it could not execute the program (a path that does not
+        exist, or is not executable), from the last line of stderr. The program could print
+        the same line: then it only words its own failed run's message."""
+        lines = seen.stderr.text().rstrip("\n").rsplit("\n", 1)
+        return _INIT_EXEC_RE.match(lines[-1])
+
     def result(
         self,
         run_id: str,
@@ -437,9 +456,10 @@ class NsjailBackend(Backend):
         signal_name: str | None = None
         launched = not any(marker in log_text for marker in _LAUNCH_FAILED)
         if launched and (m := _EXIT_RE.search(log_text)):
-            exit_code = int(m.group(1))
+            # The init's status: the program's own, or 128+N for its death by signal N.
+            exit_code, signal_name = exit_status(int(m.group(1)))
         elif launched and (m := _SIGNAL_RE.search(log_text)):
-            signal_name = m.group(1)
+            signal_name = m.group(1)  # the init itself was killed (the cgroup's kill)
         message: str | None = None
         limits = request.limits
         oom = group.oom_kills()
@@ -457,6 +477,8 @@ class NsjailBackend(Backend):
             message = f"memory limit of {limits.memory_mib} MiB reached ({oom} processes killed)"
         elif exit_code is not None:
             status = "ok" if exit_code == 0 else "failed"
+            if exit_code in (126, 127) and (m := self._init_exec_failure(seen)):
+                message = f"cannot execute {m.group(1)}: {m.group(2)}"
         elif signal_name is not None:
             status = "killed"
         elif m := _EXECVE_RE.search(log_text):

@@ -8,6 +8,16 @@ start-up variables). When a run takes a jail, the daemon, from outside the jail:
 tmpfs to the run's `disk_mib`, writes the files, sets the cgroup's memory and pids limits and
 the waiter's cpu and file-size rlimits (prlimit), restarts the accounting, and only then sends
 the handover and the run's stdin. Each warm jail serves one run and is destroyed after it.
+
+As in a cold jail, the waiter is pid 2, the child of the jail's init (`jail_init`): the
+handover's prlimit, its /proc and namespaces are the waiter's, never the init's.
+
+Raising a hard rlimit takes CAP_SYS_RESOURCE, which a daemon in a container usually lacks
+(lowering one never does). The pool reads the daemon's capabilities when it starts: without
+that one, warm jails are made with the cpu and file-size rlimits at the daemon's
+`max_limits`, and every handover lowers them to the run's, so any run a request may ask for
+can take a warm jail. Should a handover fail all the same, the jail is destroyed at once
+(its directory and cgroup bear the run's id by then) and the run gets a jail built for it.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from sandboxd import cgroups, warm_boot, warm_exec
 from sandboxd.backends.base import RunControl, SandboxMount, collect_files
+from sandboxd.backends.jail_init import under_init
 from sandboxd.backends.nsjail_config import BASE_ENV, jail_config
 from sandboxd.errors import Overloaded
 from sandboxd.models import Limits, PoolStats, RunRequest, RunResult
@@ -46,6 +57,35 @@ STARTUP_ENV_PREFIXES = ("PYTHON", "LANG", "LC_")
 BOOT_SOURCE = Path(warm_boot.__file__).read_text(encoding="utf-8")
 EXEC_SOURCE = Path(warm_exec.__file__).read_text(encoding="utf-8")
 PROFILES = ("python", "exec")
+CAP_SYS_RESOURCE = 24
+
+
+def effective_capabilities(status: Path = Path("/proc/self/status")) -> int:
+    """The daemon's effective capability set (CapEff), as a bit mask."""
+    for line in status.read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    raise ProcessLookupError(pid)
+
+
+def waiter_pid(group: cgroups.RunCgroup) -> int:
+    """The waiter of a ready warm jail: of the jail's two processes, the init's child."""
+    supervisors = group.root_pids()
+    jailed = group.pids() - supervisors
+    parents = {pid: parent_pid(pid) for pid in jailed}
+    inits = {pid for pid, parent in parents.items() if parent in supervisors}
+    waiters = [pid for pid, parent in parents.items() if parent in inits]
+    if len(jailed) != 2 or len(inits) != 1 or len(waiters) != 1:
+        raise RuntimeError(f"warm jail has processes {parents}, expected an init and a waiter")
+    return waiters[0]
 
 
 def warm_profile(request: RunRequest, sandbox: SandboxMount | None) -> str | None:
@@ -119,6 +159,13 @@ class NsjailWarmPool:
             )
             for profile in PROFILES
         }
+        #: Whether a handover may raise a hard rlimit; if not, jails start at the maximum.
+        self.can_raise = bool(effective_capabilities() >> CAP_SYS_RESOURCE & 1)
+        if not self.can_raise:
+            log.info(
+                "the daemon lacks CAP_SYS_RESOURCE: warm jails start with cpu and file-size "
+                "rlimits at max_limits and each handover lowers them to the run's"
+            )
 
     async def start(self) -> None:
         for pool in self.pools.values():
@@ -139,8 +186,13 @@ class NsjailWarmPool:
         then nothing changes at handover), with nsjail's wall-time backstop stretched to
         cover the longest wait in the pool plus the longest run."""
         wait = self.backend.config.pool.max_age_s + 2 * TICK_S
-        wall = self.backend.settings.max_limits.wall_time_s + wait
-        return Limits(wall_time_s=wall)
+        most = self.backend.settings.max_limits
+        wall = most.wall_time_s + wait
+        if self.can_raise:
+            return Limits(wall_time_s=wall)
+        return Limits(
+            wall_time_s=wall, cpu_time_s=most.cpu_time_s, file_size_mib=most.file_size_mib
+        )
 
     async def _prepare(self, profile: str) -> WarmJail:
         b = self.backend
@@ -163,17 +215,14 @@ class NsjailWarmPool:
                 pids_max=limits.pids + 1,
             )
             argv, expected = waiter(profile, b.config.python)
-            config = jail_config(jail_id, argv, BASE_ENV)
+            config = jail_config(jail_id, under_init(b.init_path, argv), BASE_ENV)
             args = b.run_args(ws, uid, limits, egress=False)
             proc = await b.spawn(args, config, group, stdin=True)
             assert proc.stdout is not None
             ready = await asyncio.wait_for(proc.stdout.readexactly(len(expected)), READY_TIMEOUT_S)
             if ready != expected:
                 raise RuntimeError(f"warm jail said {ready!r} instead of ready")
-            jailed = group.pids() - group.root_pids()
-            if len(jailed) != 1:
-                raise RuntimeError(f"warm jail has {len(jailed)} processes, expected 1")
-            jail_pid = jailed.pop()
+            jail_pid = await asyncio.to_thread(waiter_pid, group)
             ns_fds = await asyncio.to_thread(hold_namespaces, jail_pid)
             return WarmJail(jail_id, slot, ws, group, proc, jail_pid, limits, ns_fds)
         except BaseException:
@@ -254,11 +303,16 @@ class NsjailWarmPool:
         below what the interpreter already uses): the caller builds a jail for it instead."""
         b = self.backend
         created = datetime.now(UTC)
+        retired = False
         try:
             try:
                 await asyncio.to_thread(self._hand_over, run_id, jail, request)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 log.info("run %s: warm jail refused its limits (%s); building one", run_id, exc)
+                # Now, not after the response: the jail's directory and cgroup bear the run's
+                # id, which the jail built instead takes.
+                retired = True
+                await asyncio.shield(self._retire(profile, jail))
                 return None
             if profile == "python":
                 stdin = self.handover_message(request)
@@ -275,7 +329,8 @@ class NsjailWarmPool:
         finally:
             # Every process of the run is dead (supervise killed the cgroup): the rest is
             # cleanup, after the response; then the pool prepares a replacement.
-            b.background.spawn(self._retire(profile, jail))
+            if not retired:
+                b.background.spawn(self._retire(profile, jail))
 
     async def _retire(self, profile: str, jail: WarmJail) -> None:
         try:
