@@ -8,7 +8,7 @@ import time
 import pytest
 
 from sandboxd.client import SyncClient
-from tests.conftest import sandbox_processes
+from tests.conftest import BackendClient, sandbox_processes
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -106,6 +106,24 @@ def test_thread_limit(client: SyncClient) -> None:
     result = client.run(code=code, limits={"pids": 10})
     assert result.stdout.startswith("refused after ")
     assert int(result.stdout.split()[2]) < 10
+
+
+@pytest.mark.parametrize("profile", ["python", "exec"])
+def test_pids_counts_the_program_and_nothing_of_the_daemons(
+    backend_client: BackendClient, profile: str
+) -> None:
+    """`pids: 6` is six threads of the program's own: neither the supervisor nor the jail's
+    init takes one of them (a cold jail, the python pool and the exec pool alike)."""
+    code = (
+        "import threading, time\nts = []\n"
+        "try:\n"
+        "    for _ in range(20):\n"
+        "        t = threading.Thread(target=time.sleep, args=(3,)); t.start(); ts.append(t)\n"
+        "except RuntimeError:\n    print(len(ts) + 1)\n"
+    )
+    env = {"PYTHONHASHSEED": "0"} if profile == "exec" else {}
+    result = backend_client.run(code=code, env=env, limits={"pids": 6})
+    assert result.stdout == "6\n", result
 
 
 @pytest.mark.parametrize("stream", ["stdout", "stderr"])

@@ -28,6 +28,9 @@ INIT_CANDIDATES = (Path("/usr/bin/tini-static"), Path("/usr/bin/tini"))
 #: Where a jail sees it if no host path the jail sees has it: /dev is a directory nsjail
 #: creates (or a tmpfs, with a `rootfs`), so the mount point can be made in every layout.
 JAIL_INIT = "/dev/init"
+#: Processes of a jail's cgroup that are not the program's: nsjail (its supervisor) and the
+#: init. The cgroup's pids limit is the run's `pids` plus these.
+OVERHEAD_PIDS = 2
 
 
 def host_init() -> Path:

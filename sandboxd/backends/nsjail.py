@@ -27,7 +27,14 @@ from sandboxd.backends.base import (
     Slots,
     collect_files,
 )
-from sandboxd.backends.jail_init import JAIL_INIT, exit_status, host_init, under_init, visible_at
+from sandboxd.backends.jail_init import (
+    JAIL_INIT,
+    OVERHEAD_PIDS,
+    exit_status,
+    host_init,
+    under_init,
+    visible_at,
+)
 from sandboxd.backends.nsjail_config import BASE_ENV, jail_config
 from sandboxd.backends.nsjail_warm import PROFILES, NsjailWarmPool, warm_profile
 from sandboxd.cgroup_moves import favor_cgroup_moves
@@ -321,7 +328,10 @@ class NsjailBackend(Backend):
             limits = request.limits
             memory = (limits.memory_mib + self.config.supervisor_memory_mib) << 20
             group = await asyncio.to_thread(
-                self.cgroups.create, run_id, memory_bytes=memory, pids_max=limits.pids + 1
+                self.cgroups.create,
+                run_id,
+                memory_bytes=memory,
+                pids_max=limits.pids + OVERHEAD_PIDS,
             )
             proxy = await self.egress.start(request, ws.root / EGRESS_SOCKET)
             try:

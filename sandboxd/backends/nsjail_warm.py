@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from sandboxd import cgroups, warm_boot, warm_exec
 from sandboxd.backends.base import RunControl, SandboxMount, collect_files
-from sandboxd.backends.jail_init import under_init
+from sandboxd.backends.jail_init import OVERHEAD_PIDS, under_init
 from sandboxd.backends.nsjail_config import BASE_ENV, jail_config
 from sandboxd.errors import Overloaded
 from sandboxd.models import Limits, PoolStats, RunRequest, RunResult
@@ -212,7 +212,7 @@ class NsjailWarmPool:
                 b.cgroups.create,
                 jail_id,
                 memory_bytes=(limits.memory_mib + b.config.supervisor_memory_mib) << 20,
-                pids_max=limits.pids + 1,
+                pids_max=limits.pids + OVERHEAD_PIDS,
             )
             argv, expected = waiter(profile, b.config.python)
             config = jail_config(jail_id, under_init(b.init_path, argv), BASE_ENV)
@@ -270,7 +270,7 @@ class NsjailWarmPool:
         write_request_files(jail.ws, request, persistent=False)
         if (new.memory_mib, new.pids) != (old.memory_mib, old.pids):
             memory = (new.memory_mib + self.backend.config.supervisor_memory_mib) << 20
-            jail.group.set_limits(memory_bytes=memory, pids_max=new.pids + 1)
+            jail.group.set_limits(memory_bytes=memory, pids_max=new.pids + OVERHEAD_PIDS)
         if new.cpu_time_s != old.cpu_time_s:
             cpu = math.ceil(new.cpu_time_s) + 1
             resource.prlimit(jail.jail_pid, resource.RLIMIT_CPU, (cpu, cpu))
