@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
-from sandboxd.auth import ADMIN_TOKEN_FILE, local_admin_token
-from sandboxd.errors import DaemonUnreachable, SandboxdError, error_from_wire
+from sandboxd.errors import DaemonUnreachable, SandboxdError, error_from_wire, validation_error
+from sandboxd.local_token import ADMIN_TOKEN_FILE, local_admin_token
 from sandboxd.models import (
     AuditPage,
     FileInfo,
@@ -33,7 +33,6 @@ from sandboxd.models import (
     SandboxCreate,
     SandboxList,
 )
-from sandboxd.policy import validation_error
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 DEFAULT_STATE_DIR = Path("/var/lib/sandboxd")
