@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ADMIN_TOKEN_FILE = "admin.token"
+ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105  # a file name, not a secret
 
 
 def local_admin_token(state_dir: Path) -> str | None:
