@@ -1,5 +1,5 @@
 # One entry point for people and CI. Every target installs what it needs first.
-.PHONY: setup run test bench
+.PHONY: setup run test test-unit bench
 
 setup:
 	@scripts/setup.sh
@@ -9,6 +9,10 @@ run: setup
 
 test: setup
 	@scripts/test.sh
+
+# The unit tier alone: seconds, as any user (no root, nsjail or Docker); needs `make setup` once.
+test-unit:
+	.venv/bin/pytest -q tests/unit
 
 bench: setup
 	.venv/bin/python -m bench.run --out bench/RESULTS.md

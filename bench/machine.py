@@ -15,7 +15,7 @@ from sandboxd.cgroup_moves import OPTION, cgroup2_mounts
 #: The environment of every bare baseline: a jailed run's own (HOME on the host's /tmp), so
 #: that the benching session's variables do not weigh on one side only (NODE_EXTRA_CA_CERTS,
 #: set on some hosts, adds ~55 ms to every node start).
-BARE_ENV = {**BASE_ENV, "HOME": "/tmp"}
+BARE_ENV = {**BASE_ENV, "HOME": "/tmp"}  # noqa: S108  # the jail's own /tmp, not the host's
 
 
 def _cpu_model() -> str:

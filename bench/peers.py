@@ -17,7 +17,7 @@ from bench.machine import BARE_ENV
 
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "peers-requirements.txt"
-ENV_DIR = Path("/var/tmp/sandboxd-bench-peers")
+ENV_DIR = Path("/var/tmp/sandboxd-bench-peers")  # noqa: S108  # a fixed, reused venv dir of the bench peers
 
 
 def ensure_env() -> Path:
@@ -48,7 +48,7 @@ class PeerWorker:
         )
 
     def call(self, **request: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # noqa: PT018  # type narrowing, not a test assertion
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()

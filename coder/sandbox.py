@@ -17,9 +17,9 @@ from pathlib import Path
 
 from coder.digest import TestDigest, digest
 from coder.errors import SandboxError
-from sandboxd.auth import local_admin_token
 from sandboxd.client import Client
 from sandboxd.errors import SandboxdError
+from sandboxd.local_token import local_admin_token
 from sandboxd.models import FileIn, Limits
 
 UPLOAD_BATCH_BYTES = 12 * 1024 * 1024

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+# Re-exported for callers that still import them from here; clients use sandboxd.local_token.
+from sandboxd.local_token import ADMIN_TOKEN_FILE as ADMIN_TOKEN_FILE
+from sandboxd.local_token import local_admin_token as local_admin_token
+
 Scope = Literal["run", "sandboxes", "audit:read", "metrics", "admin"]
 SCOPES: tuple[str, ...] = get_args(Scope)
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 TOKEN_RE = re.compile(r"^sbd_([0-9a-f]{12})_[A-Za-z0-9_-]{20,}$")
-ADMIN_TOKEN_FILE = "admin.token"
 DEFAULT_TENANT = "default"
 
 
@@ -106,11 +109,3 @@ def ensure_admin_token(db: sqlite3.Connection, state_dir: Path) -> str | None:
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
     return token_id
-
-
-def local_admin_token(state_dir: Path) -> str | None:
-    """The admin token of a daemon on this machine, when this user may read it."""
-    try:
-        return (state_dir / ADMIN_TOKEN_FILE).read_text().strip() or None
-    except OSError:
-        return None

@@ -67,7 +67,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     except (ValidationError, FileNotFoundError, ValueError, OSError) as exc:
         return fail(f"cannot open the state: {str(exc).splitlines()[0]}")
     try:
-        if args.token_command == "create":
+        if args.token_command == "create":  # noqa: S105  # a subcommand name, not a secret
             try:
                 token, token_id = store.sync(
                     lambda db: auth.create_token(db, args.tenant, args.scope, args.name)
@@ -81,7 +81,7 @@ def cmd_token(args: argparse.Namespace) -> int:
                 "it is shown only once",
                 file=sys.stderr,
             )
-        elif args.token_command == "list":
+        elif args.token_command == "list":  # noqa: S105  # a subcommand name, not a secret
             for row in store.sync(lambda db: auth.list_tokens(db, args.tenant)):
                 state = "revoked" if row["revoked"] else "active"
                 scopes = ",".join(str(s) for s in row["scopes"])  # type: ignore[attr-defined]

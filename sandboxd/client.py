@@ -8,6 +8,7 @@ the admin token a local daemon leaves in its state directory (when this user may
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable
@@ -18,8 +19,8 @@ from typing import Any, TypeVar
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
-from sandboxd.auth import ADMIN_TOKEN_FILE, local_admin_token
-from sandboxd.errors import DaemonUnreachable, SandboxdError, error_from_wire
+from sandboxd.errors import DaemonUnreachable, SandboxdError, error_from_wire, validation_error
+from sandboxd.local_token import ADMIN_TOKEN_FILE, local_admin_token
 from sandboxd.models import (
     AuditPage,
     FileInfo,
@@ -33,7 +34,6 @@ from sandboxd.models import (
     SandboxCreate,
     SandboxList,
 )
-from sandboxd.policy import validation_error
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 DEFAULT_STATE_DIR = Path("/var/lib/sandboxd")
@@ -65,6 +65,14 @@ def no_token_message() -> str:
         "or set SANDBOXD_TOKEN (root makes one with `sandboxd token create --tenant NAME "
         "--scope run`), or set SANDBOXD_STATE_DIR to the daemon's state directory"
     )
+
+
+def _payload(body: bytes | str | None) -> io.BytesIO | None:
+    """A body as a stream: aiohttp warns (ResourceWarning) on raw bodies over 1 MiB, which it
+    would send in one write from the loop; a stream it sends in chunks."""
+    if body is None:
+        return None
+    return io.BytesIO(body.encode() if isinstance(body, str) else body)
 
 
 def _validated(model: type[M], fields: dict[str, Any]) -> M:
@@ -140,7 +148,7 @@ class Client:
             async with self._http().request(
                 method,
                 self.url + path,
-                data=body,
+                data=_payload(body),
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout_s, connect=self._connect_timeout_s),
             ) as resp:
@@ -220,7 +228,7 @@ class Client:
         body = req.model_dump_json(exclude_unset=True)
         try:
             async with self._http().post(
-                self.url + path, data=body, headers=headers, timeout=timeout
+                self.url + path, data=_payload(body), headers=headers, timeout=timeout
             ) as resp:
                 if resp.status >= 400:
                     raw = await resp.read()

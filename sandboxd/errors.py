@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from pydantic import ValidationError
+
 
 class SandboxdError(Exception):
     """Base error of the sandboxd package; carries what goes on the wire."""
@@ -160,3 +162,27 @@ def error_from_wire(status: int, body: Any, *, retry_after_s: int = 1) -> Sandbo
         return Overloaded(message, retry_after_s=retry_after_s)
     field_name = field if isinstance(field, str) else None
     return cls(message, field=field_name, code=code, http_status=status)
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str | None:
+    """('files', 0, 'path') -> 'files[0].path'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or None
+
+
+def validation_error(exc: ValidationError) -> InvalidRequest:
+    """The first schema error as an InvalidRequest naming its field."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    field = format_loc(tuple(first["loc"]))
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    if first["type"] == "extra_forbidden":
+        return InvalidRequest(f"unknown field {field!r}{more}", field=field, code="unknown_field")
+    msg = first["msg"].removeprefix("Value error, ")
+    where = f"{field}: " if field else ""
+    return InvalidRequest(f"{where}{msg}{more}", field=field)

@@ -8,35 +8,15 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+# format_loc and validation_error live in errors (clients need them without the daemon);
+# re-exported here for the daemon's callers.
 from sandboxd.errors import InvalidRequest, LimitTooHigh
+from sandboxd.errors import format_loc as format_loc
+from sandboxd.errors import validation_error as validation_error
 from sandboxd.models import Limits, NetworkPolicy, RunRequest
 from sandboxd.settings import EgressSettings
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def format_loc(loc: tuple[int | str, ...]) -> str | None:
-    """('files', 0, 'path') -> 'files[0].path'."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or None
-
-
-def validation_error(exc: ValidationError) -> InvalidRequest:
-    """The first schema error as an InvalidRequest naming its field."""
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    field = format_loc(tuple(first["loc"]))
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    if first["type"] == "extra_forbidden":
-        return InvalidRequest(f"unknown field {field!r}{more}", field=field, code="unknown_field")
-    msg = first["msg"].removeprefix("Value error, ")
-    where = f"{field}: " if field else ""
-    return InvalidRequest(f"{where}{msg}{more}", field=field)
 
 
 def _encodable(text: str) -> bool:

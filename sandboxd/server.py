@@ -256,10 +256,16 @@ async def _claim(app: web.Application) -> AsyncIterator[None]:
     app[CLAIM].release()
 
 
-def make_app(settings: Settings, claim: identity.StateClaim | None = None) -> web.Application:
+def make_app(
+    settings: Settings,
+    claim: identity.StateClaim | None = None,
+    backends: dict[str, Backend] | None = None,
+) -> web.Application:
     """The daemon's application; state, backend and sandboxes start and stop with it.
 
     `claim` is the state dir's (`claim_state`); without one, it is claimed here, first.
+    `backends` by name (they must include `default_backend`): the configured ones
+    (`make_backends`) unless given, as the unit tier gives `sandboxd.backends.fake`'s.
     """
     if claim is None:
         claim = claim_state(settings)
@@ -273,7 +279,10 @@ def make_app(settings: Settings, claim: identity.StateClaim | None = None) -> we
     app[STORE] = Store(settings.state_dir / "sandboxd.db")
     app[METRICS] = Metrics()
     app[TRACER] = Tracer(settings.otlp_endpoint)
-    backends = make_backends(settings)
+    if backends is None:
+        backends = make_backends(settings)
+    elif settings.default_backend not in backends:
+        raise BackendUnavailable(f"default_backend {settings.default_backend!r} is not given")
     app[BACKEND] = backends[settings.default_backend]
     app[RUNS] = RunManager(settings, backends, app[STORE], app[METRICS], app[TRACER])
     app[SANDBOXES] = SandboxManager(settings, app[STORE])

@@ -77,7 +77,7 @@ class Store:
         """Run `fn` in one transaction, on the calling thread (for the CLI and start-up)."""
         if self._db is None:
             self._open()
-        assert self._db is not None
+        assert self._db is not None  # noqa: S101  # an invariant, for mypy: open() set it
         self._db.execute("BEGIN IMMEDIATE")
         try:
             out = fn(self._db)

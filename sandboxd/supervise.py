@@ -48,7 +48,7 @@ async def supervise(
     everything left in `cgroup`."""
     loop = asyncio.get_running_loop()
     start = loop.time()
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None and proc.stderr is not None  # noqa: S101, PT018  # an invariant, for mypy: PIPEs
     out, err = capture_pair(control, limits.output_bytes)
     cancel = control.cancel if control is not None else asyncio.Event()
     overflow = asyncio.Event()

@@ -48,6 +48,8 @@ class ScriptedServer:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+        if not self.thread.is_alive():
+            self.loop.close()  # else ResourceWarning: unclosed event loop (an error in tests)
 
     @property
     def requests(self) -> list[dict[str, Any]]:

@@ -106,7 +106,7 @@ def test_token_cli_refuses_bad_input(daemon: Daemon) -> None:
 @pytest.fixture
 def two_tenants(daemon: Daemon) -> Iterator[tuple[str, str]]:
     scopes = ("run", "sandboxes", "audit:read", "metrics")
-    yield daemon.make_token("alice", *scopes), daemon.make_token("bob", *scopes)
+    yield daemon.make_token("alice", *scopes), daemon.make_token("bob", *scopes)  # noqa: PT022
 
 
 def test_tenants_are_isolated_on_every_endpoint(

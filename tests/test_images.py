@@ -11,7 +11,10 @@ import pytest
 from tests.conftest import DOCKER_PROBLEM
 from tests.daemon import Daemon
 
-pytestmark = pytest.mark.skipif(DOCKER_PROBLEM is not None, reason=f"docker: {DOCKER_PROBLEM}")
+pytestmark = [
+    pytest.mark.skipif(DOCKER_PROBLEM is not None, reason=f"docker: {DOCKER_PROBLEM}"),
+    pytest.mark.timeout(1800),  # image builds and exports may take up to 900 s
+]
 
 
 def sandboxd(*args: str) -> subprocess.CompletedProcess[str]:

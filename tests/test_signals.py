@@ -169,6 +169,7 @@ def rootfs_daemon(workdir: Path) -> Iterator[Daemon]:
     assert d.stop() == 0
 
 
+@pytest.mark.timeout(1800)  # its fixture may export an image (up to 900 s)
 @pytest.mark.parametrize("mode", ["cold", "warm"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_run_on_a_rootfs_reads_as_a_bare_process(

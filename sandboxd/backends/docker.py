@@ -206,8 +206,8 @@ class DockerBackend(Backend):
         env = self.environment(request)
         mounts = [
             Mount("/workspace", str(ws.work), type="bind"),
-            Mount("/tmp", str(ws.fs / "tmp"), type="bind"),
-            Mount("/dev/shm", str(ws.fs / "shm"), type="bind"),
+            Mount("/tmp", str(ws.fs / "tmp"), type="bind"),  # noqa: S108  # the container's /tmp, bound to its workspace
+            Mount("/dev/shm", str(ws.fs / "shm"), type="bind"),  # noqa: S108  # the container's /dev/shm, bound to its workspace
         ]
         if request.stdin is not None:
             mounts.append(Mount(STDIN_PATH, str(ws.root / "stdin"), type="bind", read_only=True))
@@ -325,7 +325,7 @@ class DockerBackend(Backend):
             try:
                 for chunk_out, chunk_err in stream:
                     sink(chunk_out, chunk_err)
-            except Exception:  # the container was killed and removed under us
+            except Exception:  # noqa: S110  # the container was killed and removed under us
                 pass
             finally:
                 done_reading.set()

@@ -207,7 +207,7 @@ class NsjailWarmPool:
         try:
             limits = self._warm_limits()
             await asyncio.to_thread(ws.create, disk_mib=limits.disk_mib)
-            assert b.cgroups is not None
+            assert b.cgroups is not None  # noqa: S101  # an invariant, for mypy: start() set it
             group = await asyncio.to_thread(
                 b.cgroups.create,
                 jail_id,
@@ -218,7 +218,7 @@ class NsjailWarmPool:
             config = jail_config(jail_id, under_init(b.init_path, argv), BASE_ENV)
             args = b.run_args(ws, uid, limits, egress=False)
             proc = await b.spawn(args, config, group, stdin=True)
-            assert proc.stdout is not None
+            assert proc.stdout is not None  # noqa: S101  # an invariant, for mypy: a PIPE
             ready = await asyncio.wait_for(proc.stdout.readexactly(len(expected)), READY_TIMEOUT_S)
             if ready != expected:
                 raise RuntimeError(f"warm jail said {ready!r} instead of ready")

@@ -110,7 +110,7 @@ def test_schemes_debootstrap_cannot_fetch_are_skipped(tmp_path: Path) -> None:
 def test_nothing_configured_is_one_line_naming_the_override(tmp_path: Path) -> None:
     other = "deb http://x.test/other jammy main\n"
     empty = apt_dir(tmp_path, "# nothing here\n", other_list=other)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match="--mirror URL") as err:
         mirror(apt_dir=empty)
     message = str(err.value)
     assert "\n" not in message and "--mirror URL" in message and images.MIRROR_ENV in message

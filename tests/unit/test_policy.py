@@ -1,0 +1,56 @@
+"""Models and policy, pure: limits against caps, schema errors as wire error bodies."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandboxd.errors import InvalidRequest, LimitTooHigh
+from sandboxd.models import Limits, RunRequest
+from sandboxd.policy import apply_caps, parse_body
+
+
+def test_a_default_above_its_cap_is_lowered() -> None:
+    caps = Limits(wall_time_s=2, memory_mib=64)
+    effective = apply_caps(Limits(), caps)
+    assert (effective.wall_time_s, effective.memory_mib) == (2, 64)
+    assert effective.pids == Limits().pids  # under its cap: untouched
+
+
+def test_an_explicit_limit_above_its_cap_is_refused_naming_the_field() -> None:
+    with pytest.raises(LimitTooHigh) as err:
+        apply_caps(Limits(memory_mib=128), Limits(memory_mib=64))
+    assert err.value.to_wire() == {
+        "error": {
+            "code": "limit_too_high",
+            "message": "limits.memory_mib = 128 is above this daemon's maximum of 64",
+            "field": "limits.memory_mib",
+        }
+    }
+    assert err.value.http_status == 400
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "field"),
+    [
+        (b"{", "invalid_json", None),
+        (b'{"cod": "x"}', "unknown_field", "cod"),
+        (b'{"limits": {"wall_time_s": -1}}', "invalid_request", "limits.wall_time_s"),
+        (b'{"files": [{"path": "../x"}]}', "invalid_request", "files[0].path"),
+        (b'{"code": "x", "command": ["ls"]}', "invalid_request", "command"),
+        (b'{"stdin": "\\ud800"}', "invalid_request", "stdin"),
+    ],
+)
+def test_bad_bodies_are_invalid_requests_naming_the_field(
+    raw: bytes, code: str, field: str | None
+) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_body(RunRequest, raw)
+    wire = err.value.to_wire()["error"]
+    assert (wire["code"], wire["field"]) == (code, field)
+    assert err.value.http_status < 500
+
+
+def test_a_good_body_keeps_what_was_set() -> None:
+    req = parse_body(RunRequest, b'{"code": "print(1)", "limits": {"pids": 8}}')
+    assert req.limits.pids == 8
+    assert req.limits.model_fields_set == {"pids"}
