@@ -25,10 +25,13 @@ class Role(ABC, Generic[ViewT, AnswerT]):
     #: The role's name: its ledger entry, its trace events' `agent`, its field in the result.
     name: ClassVar[str]
 
-    @staticmethod
-    @abstractmethod
-    def model_name(cfg: CoderConfig) -> str:
+    #: The setting of CoderConfig that names the role's model.
+    model_setting: ClassVar[str]
+
+    @classmethod
+    def model_name(cls, cfg: CoderConfig) -> str:
         """The model the configuration names for this role."""
+        return str(getattr(cfg, cls.model_setting))
 
     @abstractmethod
     def messages(self, view: ViewT) -> list[Message]:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from coder.agents.base import Role
-from coder.config import CoderConfig
 from coder.digest import TestDigest, head_tail
 from coder.model import Message
 
@@ -52,10 +51,7 @@ def verdict(text: str) -> tuple[str, str]:
 
 class Reviewer(Role[ReviewerView, Verdict]):
     name: ClassVar[str] = "reviewer"
-
-    @staticmethod
-    def model_name(cfg: CoderConfig) -> str:
-        return cfg.reviewer
+    model_setting: ClassVar[str] = "reviewer"
 
     def messages(self, view: ReviewerView) -> list[Message]:
         body = (

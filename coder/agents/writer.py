@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from coder.agents.base import Role
-from coder.config import CoderConfig
 from coder.context import Attempt, file_sections, relevant_files, repo_map
 from coder.digest import TestDigest, head_tail
 from coder.edits import REPLACE, SEARCH, ApplyReport, EditBlock, apply_blocks, parse_blocks
@@ -73,10 +72,7 @@ class WriterAnswer:
 
 class Writer(Role[WriterView, WriterAnswer]):
     name: ClassVar[str] = "writer"
-
-    @staticmethod
-    def model_name(cfg: CoderConfig) -> str:
-        return cfg.model
+    model_setting: ClassVar[str] = "model"
 
     def messages(self, view: WriterView) -> list[Message]:
         parts = [f"# Task\n{view.task}", f"# Test results (latest run)\n{view.digest.text}"]
