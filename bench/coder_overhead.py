@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sandboxd.testing import Daemon
 from tests.coder_helpers import example, scripted, solve
-from tests.daemon import Daemon
 
 SCENARIOS = [
     ("fixed_after_feedback", "textutils", {}),

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from sandboxd.client import SyncClient
-from tests.daemon import Daemon
+from sandboxd.testing import Daemon
 
 IMAGE = "sandboxd/python:bookworm"
 HELLO = 'print("hello")'

@@ -23,7 +23,7 @@ from bench.jail_floor import JailFloor
 from bench.machine import BARE_ENV, describe
 from bench.peers import PeerWorker
 from sandboxd.client import SyncClient
-from tests.daemon import Daemon
+from sandboxd.testing import Daemon
 
 HELLO = 'print("hello")'
 JAIL_PYTHON = "/usr/bin/python3"

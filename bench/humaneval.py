@@ -20,7 +20,7 @@ from typing import Any
 from bench.machine import BARE_ENV
 from bench.peers import PeerWorker
 from sandboxd.client import Client
-from tests.daemon import Daemon
+from sandboxd.testing import Daemon
 
 CONCURRENCY = 2
 JAIL_PYTHON = "/usr/bin/python3"

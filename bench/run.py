@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench import coder_overhead, docker_latency, hello_latency, humaneval, soak
 from bench.machine import describe
-from tests.daemon import Daemon
+from sandboxd.testing import Daemon
 
 
 def main() -> None:

@@ -21,13 +21,13 @@ import psutil
 
 from sandboxd.client import Client
 from sandboxd.errors import SandboxdError
+from sandboxd.testing import Daemon
 from tests.conftest import (
     leftover_cgroups,
     leftover_containers,
     leftover_mounts,
     sandbox_processes,
 )
-from tests.daemon import Daemon
 
 #: (name, request fields, the statuses it may end with); the mix repeats in this order.
 KINDS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [

@@ -1,5 +1,11 @@
-"""Budgets: iterations, tokens, cost and wall time, checked before every model call and test
-run, writer and reviewer counted alike. They fail closed: at the limit, nothing more is spent."""
+"""Budgets and the one ledger of what the agents spent.
+
+Budgets: iterations, tokens, cost and wall time, checked before every model call and test run,
+every role counted alike. They fail closed: at the limit, nothing more is spent.
+
+The ledger: one entry per role (by the role's name), holding its calls, cached calls, tokens,
+cost and prompt sizes. It is the only count: the budget checks read its totals, and the
+result's per-role usage is read from it (`AgentUsage` is only its wire form)."""
 
 from __future__ import annotations
 
@@ -8,6 +14,26 @@ from dataclasses import dataclass, field
 
 from coder.errors import BudgetExhausted
 from coder.model import Usage
+from coder.result import AgentUsage
+
+
+@dataclass
+class Entry:
+    """What one role has spent so far."""
+
+    calls: int = 0
+    cached_calls: int = 0
+    usage: Usage = field(default_factory=Usage)
+    prompt_chars: list[int] = field(default_factory=list)
+
+    def wire(self) -> AgentUsage:
+        return AgentUsage(
+            calls=self.calls,
+            prompt_tokens=self.usage.prompt_tokens,
+            completion_tokens=self.usage.completion_tokens,
+            cost_usd=round(self.usage.cost_usd, 6),
+            cached_calls=self.cached_calls,
+        )
 
 
 @dataclass
@@ -18,15 +44,17 @@ class Budget:
     max_wall_s: float = 900.0
     started: float = field(default_factory=time.monotonic)
     iterations: int = 0
-    usage: dict[str, Usage] = field(
-        default_factory=lambda: {"writer": Usage(), "reviewer": Usage()}
-    )
+    ledger: dict[str, Entry] = field(default_factory=dict)
+
+    def entry(self, role: str) -> Entry:
+        """The role's entry (an empty one for a role that has not been asked yet)."""
+        return self.ledger.setdefault(role, Entry())
 
     @property
     def total(self) -> Usage:
         total = Usage()
-        for u in self.usage.values():
-            total.add(u)
+        for e in self.ledger.values():
+            total.add(e.usage)
         return total
 
     def elapsed_s(self) -> float:
@@ -52,5 +80,13 @@ class Budget:
         """Completion tokens a call may use without overrunning the token budget."""
         return max(1, min(default, self.max_tokens - self.total.tokens))
 
-    def charge(self, agent: str, usage: Usage) -> None:
-        self.usage[agent].add(usage)
+    def prompt(self, role: str, chars: int) -> None:
+        """Record the size of a prompt about to be sent."""
+        self.entry(role).prompt_chars.append(chars)
+
+    def charge(self, role: str, usage: Usage, *, cached: bool = False) -> None:
+        """Record one reply: a call, and what it cost."""
+        e = self.entry(role)
+        e.calls += 1
+        e.cached_calls += int(cached)
+        e.usage.add(usage)

@@ -8,153 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import secrets
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openai import AsyncOpenAI
-
 from coder import repo as repo_files
-from coder.budget import Budget
+from coder.app import Outcome, check_repo, replay_models, solve
 from coder.config import CoderConfig, load_config
-from coder.errors import CoderError, SandboxError, UsageError
-from coder.model import Model, OpenAIModel, ReplayModel, ResponseCache
+from coder.errors import CoderError, UsageError
 from coder.progress import Progress, plural
-from coder.result import SolveResult
-from coder.sandbox import LocalDaemon, SandboxSession
-from coder.solve import Solver
-from coder.trace import TraceWriter, read_events, replies
+from coder.trace import TraceWriter, read_events
 from sandboxd.cli_admin import quiet_broken_pipe
-from sandboxd.client import DEFAULT_URL, Client, default_token
-from sandboxd.errors import SandboxdError
-
-
-def live_model(cfg: CoderConfig, name: str, trace: TraceWriter, agent: str) -> Model:
-    key = os.environ.get(cfg.api_key_env)
-    if not key:
-        raise UsageError(f"no API key: set {cfg.api_key_env} (any value for local endpoints)")
-    client = AsyncOpenAI(api_key=key, base_url=cfg.base_url, max_retries=0, timeout=120.0)
-    cache = ResponseCache(cfg.cache_dir) if cfg.cache_dir else None
-    return OpenAIModel(
-        client,
-        name,
-        prices=cfg.prices,
-        cache=cache,
-        retries=cfg.retries,
-        backoff_s=cfg.backoff_s,
-        on_retry=lambda why, delay: trace.event(
-            "model.retry", agent=agent, error=why, delay_s=round(delay, 3)
-        ),
-    )
-
-
-async def _sandboxd(
-    cfg: CoderConfig, trace_id: str, progress: Progress | None = None
-) -> tuple[Client, LocalDaemon | None]:
-    """The configured sandboxd, which must answer; with none configured, the default one, and
-    when that does not answer either, one started for this solve (and said so)."""
-    parent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
-    url = cfg.sandboxd_url or os.environ.get("SANDBOXD_URL") or None
-    token = cfg.sandboxd_token or default_token()
-    client = Client(url or DEFAULT_URL, token=token, traceparent=parent)
-    try:
-        await client.health()
-        return client, None
-    except SandboxdError as exc:
-        await client.close()
-        if url is not None:
-            raise SandboxError(
-                f"{exc.message}; start sandboxd there, or give no --sandboxd-url (nor "
-                "SANDBOXD_URL, nor sandboxd_url in the config) to let coder start one"
-            ) from exc
-    local = LocalDaemon()
-    say = None
-    if progress is not None:
-        say = lambda text: progress.say("setup", f"none answers at {DEFAULT_URL}; {text}")  # noqa: E731
-    try:
-        await local.start(say=say)
-    except BaseException:
-        await local.stop()
-        raise
-    return Client(local.url, token=local.token, traceparent=parent), local
-
-
-@dataclass
-class Outcome:
-    result: SolveResult
-    diff: str = ""
-    changed: dict[str, str] = field(default_factory=dict)
-
-
-async def solve(
-    cfg: CoderConfig,
-    *,
-    writer: Model | None = None,
-    reviewer: Model | None = None,
-    trace: TraceWriter | None = None,
-    progress: Progress | None = None,
-) -> Outcome:
-    """Run one solve: its result, the unified diff (possibly partial) and the changed files.
-    `progress`, when given, is told of every event as it happens."""
-    root = cfg.repo.resolve()
-    check_repo(root)
-    trace_id = trace.trace_id if trace else secrets.token_hex(16)
-    trace = trace or TraceWriter(root / cfg.trace_dir / f"{trace_id}.jsonl", trace_id)
-    if progress is not None:
-        trace.listeners.append(progress)
-    trace.event("solve.start", config=json.loads(cfg.model_dump_json()))
-    writer = writer or live_model(cfg, cfg.model, trace, "writer")
-    reviewer = reviewer or live_model(cfg, cfg.reviewer, trace, "reviewer")
-    budget = Budget(cfg.max_iterations, cfg.max_tokens, cfg.max_cost_usd, cfg.max_wall_s)
-    files = await repo_files.load(root)
-    local: LocalDaemon | None = None
-    client: Client | None = None
-    session: SandboxSession | None = None
-    outcome = Outcome(SolveResult(status="sandbox_error", trace_id=trace_id))
-    try:
-        try:
-            client, local = await _sandboxd(cfg, trace_id, progress)
-            session = SandboxSession(client, cfg.test, cfg.test_limits)
-            await session.start(files.all_bytes(), files.executable)
-        except SandboxError as exc:
-            outcome.result.reason = str(exc)
-        else:
-            trace.event("sandbox.ready", sandbox_id=session.sandbox_id, url=client.url)
-            solver = Solver(
-                cfg.task,
-                files,
-                session,
-                writer,
-                reviewer,
-                budget,
-                trace,
-                allow_test_edits=cfg.allow_test_edits,
-            )
-            outcome.result = await solver.run()
-            outcome.diff = solver.diff
-            outcome.changed = {p: solver.current[p] for p in outcome.result.files_changed}
-    finally:
-        if session is not None:
-            await session.close()
-        if client is not None:
-            await client.close()
-        if local is not None:
-            await local.stop()
-    outcome.result.trace_path = str(trace.path)
-    trace.event("solve.end", result=json.loads(outcome.result.model_dump_json()))
-    trace.close()
-    return outcome
-
-
-def check_repo(root: Path) -> None:
-    """Refuse a path that is not a directory before anything is written under it (the trace)."""
-    if not root.is_dir():
-        what = "does not exist" if not root.exists() else "is not a directory"
-        raise UsageError(f"{root} {what}: give the path of a repository (default: .)")
 
 
 def _check_apply(args: argparse.Namespace, cfg: CoderConfig) -> None:
@@ -251,20 +116,9 @@ async def _run_trace(args: argparse.Namespace, resume: bool) -> int:
     new_id = secrets.token_hex(16)
     path = Path(args.trace).with_name(f"{new_id}.jsonl")
     trace = TraceWriter(path, new_id)
-    writers = ReplayModel(
-        cfg.model,
-        replies(events, "writer"),
-        live_model(cfg, cfg.model, trace, "writer") if resume else None,
-    )
-    reviewers = ReplayModel(
-        cfg.reviewer,
-        replies(events, "reviewer"),
-        live_model(cfg, cfg.reviewer, trace, "reviewer") if resume else None,
-    )
+    models = replay_models(cfg, events, trace, resume=resume)
     print(f"coder: {'resuming' if resume else 'replaying'} trace {old_id}", file=sys.stderr)
-    outcome = await solve(
-        cfg, writer=writers, reviewer=reviewers, trace=trace, progress=_progress(args)
-    )
+    outcome = await solve(cfg, models=models, trace=trace, progress=_progress(args))
     return _finish(args, cfg, outcome)
 
 

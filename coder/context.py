@@ -1,6 +1,6 @@
-"""What the agents see: the writer's prompt (task, test digest, relevant files, a map of the
-repository, a compact history) and the reviewer's (task, diff, test results). Every part has a
-cap, so the prompt stays bounded however many iterations run."""
+"""What of the repository the writer is shown: the files a test digest points at (and the
+modules they import), a map of the rest, and a compact history of attempts. Every part has a
+cap, so the prompt (coder.agents.writer) stays bounded however many iterations run."""
 
 from __future__ import annotations
 
@@ -9,39 +9,11 @@ import re
 from dataclasses import dataclass
 
 from coder.digest import TestDigest, head_tail
-from coder.model import Message
 
 FILES_CHARS = 24_000
 FILE_CHARS = 8_000
 MAP_CHARS = 3_000
-HISTORY_ITEMS = 6
 HISTORY_ITEM_CHARS = 400
-FEEDBACK_CHARS = 3_000
-REVIEW_CHARS = 2_000
-DIFF_CHARS = 16_000
-GIVE_UP = "GIVE UP"
-
-WRITER_SYSTEM = f"""You fix a repository so that its failing tests pass.
-Answer with edit blocks only, in exactly this form, one per change:
-
-path/to/file.py
-<<<<<<< SEARCH
-exact lines from the file
-=======
-the lines that replace them
->>>>>>> REPLACE
-
-Rules: SEARCH must copy existing lines exactly (enough of them to be unique); an empty SEARCH
-creates a new file. Change the code, never the tests. Keep changes minimal and general: do not
-special-case the tests' inputs or hard-code their expected values. If you cannot fix it, answer
-"{GIVE_UP}" and why."""
-
-REVIEWER_SYSTEM = """You review a change that made a repository's tests pass.
-The test run is the verdict on correctness; you guard against cheating and bad changes:
-hard-coded expected values, special cases for test inputs, deleted or weakened assertions,
-unrelated changes, security problems.
-Answer APPROVE on the first line if the change is a genuine, general fix. Otherwise answer
-REVISE on the first line, then concrete points the writer must address."""
 
 
 @dataclass
@@ -127,53 +99,3 @@ def file_sections(paths: list[str], files: dict[str, str], cap: int = FILES_CHAR
         used += len(body)
         out.append(f"{path}\n```\n{body}\n```")
     return "\n\n".join(out)
-
-
-def writer_messages(
-    task: str,
-    digest: TestDigest,
-    files: dict[str, str],
-    history: list[Attempt],
-    feedback: str | None,
-    review: str | None,
-) -> list[Message]:
-    parts = [f"# Task\n{task}", f"# Test results (latest run)\n{digest.text}"]
-    if history:
-        shown = history[-HISTORY_ITEMS:]
-        elided = len(history) - len(shown)
-        lines = ([f"({elided} earlier attempts elided)"] if elided else []) + [
-            a.line() for a in shown
-        ]
-        parts.append("# Earlier attempts\n" + "\n".join(lines))
-    if feedback:
-        parts.append("# Your last edit blocks\n" + head_tail(feedback, FEEDBACK_CHARS))
-    if review:
-        parts.append("# Reviewer's points (address them)\n" + head_tail(review, REVIEW_CHARS))
-    parts.append("# Relevant files\n" + file_sections(relevant_files(digest, files), files))
-    parts.append("# Repository map\n" + repo_map(files))
-    return [
-        {"role": "system", "content": WRITER_SYSTEM},
-        {"role": "user", "content": "\n\n".join(parts)},
-    ]
-
-
-def reviewer_messages(
-    task: str, diff: str, digest: TestDigest, before: TestDigest
-) -> list[Message]:
-    body = (
-        f"# Task\n{task}\n\n# Tests before the change\n{before.short()}\n\n"
-        f"# Tests after the change\n{digest.short()}\n\n"
-        f"# Diff\n```diff\n{head_tail(diff, DIFF_CHARS)}\n```"
-    )
-    return [{"role": "system", "content": REVIEWER_SYSTEM}, {"role": "user", "content": body}]
-
-
-def verdict(text: str) -> tuple[str, str]:
-    """('APPROVE' | 'REVISE', points). Anything unclear is a REVISE: it fails closed."""
-    first, _, rest = text.strip().partition("\n")
-    word = first.strip().strip("*#:. ").upper()
-    if word.startswith("APPROVE"):
-        return "APPROVE", rest.strip()
-    if word.startswith("REVISE"):
-        return "REVISE", rest.strip() or "revise (no points given)"
-    return "REVISE", f"the review did not start with APPROVE or REVISE:\n{text.strip()}"

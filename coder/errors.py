@@ -1,32 +1,44 @@
-"""Errors of coder: one base class and a few precise subclasses, each with its exit code."""
+"""Errors of coder: one base class and a few precise subclasses, each with its exit code and
+the status a solve that stops on it reports (coder.result.Status)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from coder.result import Status
+
 
 class CoderError(Exception):
-    """Base error of the coder package."""
+    """Base error of the coder package (one that is none of the kinds below: `coder_error`)."""
 
     exit_code = 3
+    status: ClassVar[Status] = "coder_error"
 
 
 class UsageError(CoderError):
     """Bad command line, config or repository (exit 2)."""
 
     exit_code = 2
+    status = "usage_error"
 
 
 class ModelError(CoderError):
     """The model endpoint failed after retries, or answered something unusable (exit 3)."""
 
+    status = "model_error"
+
 
 class SandboxError(CoderError):
     """sandboxd was unreachable or could not run the tests (exit 3)."""
+
+    status = "sandbox_error"
 
 
 class BudgetExhausted(CoderError):
     """A budget ran out; the solve stops with what it has (exit 1)."""
 
     exit_code = 1
+    status = "budget_exhausted"
 
     def __init__(self, budget: str, detail: str) -> None:
         super().__init__(f"{budget} budget exhausted: {detail}")

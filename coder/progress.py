@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from coder.agents import Reviewer, Writer
+
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
@@ -64,7 +66,7 @@ class Progress:
 
     def _request(self, data: dict[str, Any]) -> None:
         self.iteration = int(data.get("iteration", self.iteration))
-        agent = str(data.get("agent", "writer"))
+        agent = str(data.get("agent", Writer.name))
         self.say(agent, f"iteration {self.iteration}: asking {data.get('model')}")
 
     def _reply(self, data: dict[str, Any]) -> None:
@@ -72,10 +74,10 @@ class Progress:
         self.tokens += int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0))
         self.cost_usd += float(usage.get("cost_usd", 0.0))
         cached = " (cached)" if data.get("cached") else ""
-        self.say(str(data.get("agent", "writer")), f"replied{cached}; {self._spent()}")
+        self.say(str(data.get("agent", Writer.name)), f"replied{cached}; {self._spent()}")
 
     def _retry(self, data: dict[str, Any]) -> None:
-        agent = str(data.get("agent", "writer"))
+        agent = str(data.get("agent", Writer.name))
         self.say(agent, f"retrying in {data.get('delay_s')}s: {data.get('error')}")
 
     def _edits(self, data: dict[str, Any]) -> None:
@@ -84,11 +86,11 @@ class Progress:
         failed = len(data.get("failed") or []) + len(data.get("refused") or [])
         if failed:
             text += f" ({plural(failed, 'block')} not applied)"
-        self.say("writer", f"iteration {data.get('iteration', self.iteration)}: {text}")
+        self.say(Writer.name, f"iteration {data.get('iteration', self.iteration)}: {text}")
 
     def _verdict(self, data: dict[str, Any]) -> None:
         n = data.get("iteration", self.iteration)
-        self.say("reviewer", f"iteration {n}: {data.get('verdict')}")
+        self.say(Reviewer.name, f"iteration {n}: {data.get('verdict')}")
 
 
 _HANDLERS: dict[str, Callable[[Progress, dict[str, Any]], None]] = {

@@ -7,8 +7,16 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 Status = Literal[
-    "fixed", "already_passing", "budget_exhausted", "gave_up", "model_error", "sandbox_error"
+    "fixed",
+    "already_passing",
+    "budget_exhausted",
+    "gave_up",
+    "model_error",
+    "sandbox_error",
+    "usage_error",
+    "coder_error",
 ]
+#: A status of an error is the `status` of its class in coder.errors, with its exit code.
 EXIT_CODES: dict[str, int] = {
     "fixed": 0,
     "already_passing": 0,
@@ -16,6 +24,8 @@ EXIT_CODES: dict[str, int] = {
     "gave_up": 1,
     "model_error": 3,
     "sandbox_error": 3,
+    "usage_error": 2,
+    "coder_error": 3,
 }
 
 

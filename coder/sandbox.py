@@ -8,7 +8,7 @@ import base64
 import contextlib
 import os
 import shutil
-import sys
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,6 +21,7 @@ from sandboxd.client import Client
 from sandboxd.errors import SandboxdError
 from sandboxd.local_token import local_admin_token
 from sandboxd.models import FileIn, Limits
+from sandboxd.testing import Daemon, DaemonFailed
 
 UPLOAD_BATCH_BYTES = 12 * 1024 * 1024
 # No bytecode caches: an edit within the same second and of the same size as the original
@@ -111,21 +112,31 @@ class SandboxSession:
 
 
 class LocalDaemon:
-    """A sandboxd started by coder for one solve (when none is configured or reachable)."""
+    """A sandboxd started by coder for one solve (when none is configured or reachable).
+
+    It is the tests' harness (`sandboxd.testing.Daemon`) with coder's own state dir, the host's
+    default cgroup parent, and coder's messages: where it started, and on failure the
+    daemon's own error."""
 
     def __init__(self) -> None:
-        self.proc: asyncio.subprocess.Process | None = None
         self.dir = Path(tempfile.mkdtemp(prefix="coder-sandboxd-", dir="/var/tmp"))
-        self.url = ""
+        self.daemon = Daemon(
+            self.dir,
+            state_dir=self.dir / "state",
+            log=self.dir / "sandboxd.log",
+            test_cgroup=False,
+            token_reader=local_admin_token,
+        )
+        self.url = self.daemon.url
         self.token = ""
 
     @property
     def state_dir(self) -> Path:
-        return self.dir / "state"
+        return self.daemon.state_dir
 
     @property
     def log(self) -> Path:
-        return self.dir / "sandboxd.log"
+        return self.daemon.log
 
     def _log_tail(self) -> str:
         """The daemon's own account of its failure: its one-line error when it printed one,
@@ -149,56 +160,22 @@ class LocalDaemon:
                 "(sandboxd needs root); start it or set SANDBOXD_URL"
             )
         await asyncio.to_thread(self.dir.chmod, 0o711)
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
         if say is not None:
             say(f"starting one for this solve on {self.url} (state dir {self.state_dir})")
-        log = await asyncio.to_thread(self.log.open, "wb")
-        with log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "sandboxd",
-                "serve",
-                "--port",
-                str(port),
-                "--state-dir",
-                str(self.state_dir),
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.returncode is not None:
+        try:
+            await asyncio.to_thread(self.daemon.start, timeout_s=timeout_s)
+        except DaemonFailed as exc:
+            if exc.returncode is not None:
                 raise SandboxError(
                     f"the sandboxd that coder started on {self.url} exited with status "
-                    f"{self.proc.returncode}: {self._log_tail()}"
-                )
-            token = await asyncio.to_thread(local_admin_token, self.state_dir)
-            if token:
-                self.token = token
-                async with Client(self.url, token=self.token) as c:
-                    try:
-                        await c.health()
-                        return
-                    except SandboxdError:
-                        pass
-            await asyncio.sleep(0.1)
-        raise SandboxError(
-            f"the sandboxd that coder started on {self.url} was not ready after "
-            f"{timeout_s:.0f}s: {self._log_tail()}"
-        )
+                    f"{exc.returncode}: {self._log_tail()}"
+                ) from None
+            raise SandboxError(
+                f"the sandboxd that coder started on {self.url} was not ready after "
+                f"{timeout_s:.0f}s: {self._log_tail()}"
+            ) from None
+        self.token = self.daemon.token
 
     async def stop(self) -> None:
-        if self.proc and self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 20)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await asyncio.to_thread(self.daemon.stop, signal.SIGTERM, 20.0)
         await asyncio.to_thread(shutil.rmtree, self.dir, True)

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 from openai import AsyncOpenAI
 
+from coder.agents.reviewer import verdict
 from coder.budget import Budget
-from coder.context import verdict
 from coder.digest import digest
 from coder.edits import apply_blocks, is_test_path, parse_blocks, unified_diff
 from coder.errors import BudgetExhausted, ModelError

@@ -1,23 +1,33 @@
 """The loop: run the tests; the writer edits; run them again; once green, the reviewer checks
-the diff against the results; repeat until fixed or a budget runs out. Every stop has a name."""
+the diff against the results; repeat until fixed or a budget runs out. Every stop has a name.
+
+The loop knows the order of the steps only: what each role is shown and what its reply means
+belong to the role (coder.agents), what it spent to the budget's ledger (coder.budget)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 
-from coder import context
+from coder.agents import Reviewer, Role, Writer
+from coder.agents.reviewer import ReviewerView
+from coder.agents.writer import WriterView
 from coder.budget import Budget
+from coder.context import Attempt
 from coder.digest import TestDigest
-from coder.edits import apply_blocks, parse_blocks, unified_diff
-from coder.errors import BudgetExhausted, CoderError, ModelError, SandboxError
-from coder.model import Message, Model, Reply
+from coder.edits import unified_diff
+from coder.errors import BudgetExhausted, CoderError
+from coder.model import Model
 from coder.repo import RepoFiles
-from coder.result import AgentUsage, SolveResult, TestsSummary
+from coder.result import SolveResult, TestsSummary
 from coder.sandbox import SandboxSession
 from coder.trace import TraceWriter
 
 MAX_FRUITLESS = 3  # replies in a row with no applicable edit before giving up
+
+ViewT = TypeVar("ViewT")
+AnswerT = TypeVar("AnswerT")
 
 
 def summary(d: TestDigest) -> TestsSummary:
@@ -31,11 +41,13 @@ class Solver:
     task: str
     repo: RepoFiles
     sandbox: SandboxSession
-    writer: Model
-    reviewer: Model
+    #: The model of each role, by the role's name.
+    models: dict[str, Model]
     budget: Budget
     trace: TraceWriter
     allow_test_edits: bool = False
+    writer: Writer = field(default_factory=Writer)
+    reviewer: Reviewer = field(default_factory=Reviewer)
     current: dict[str, str] = field(init=False)
     model_time_s: float = 0.0
     test_time_s: float = 0.0
@@ -44,20 +56,22 @@ class Solver:
     def __post_init__(self) -> None:
         self.current = dict(self.repo.text)
         self.result = SolveResult(status="gave_up", trace_id=self.trace.trace_id)
-        self._usage = {"writer": AgentUsage(), "reviewer": AgentUsage()}
 
     @property
     def diff(self) -> str:
         return unified_diff(self.repo.text, self.current)
 
-    async def _ask(self, agent: str, model: Model, messages: list[Message]) -> Reply:
+    async def _ask(self, role: Role[ViewT, AnswerT], view: ViewT) -> AnswerT:
+        """One call of `role` on `view`: checked against the budget, charged to the role's
+        ledger entry, traced; its reply parsed by the role."""
         self.budget.check()
+        model = self.models[role.name]
+        messages = role.messages(view)
         chars = sum(len(m["content"]) for m in messages)
-        if agent == "writer":
-            self.result.writer_prompt_chars.append(chars)
+        self.budget.prompt(role.name, chars)
         self.trace.event(
             "model.request",
-            agent=agent,
+            agent=role.name,
             model=model.name,
             prompt_chars=chars,
             iteration=self.budget.iterations,
@@ -65,22 +79,16 @@ class Solver:
         started = time.monotonic()
         reply = await model.complete(messages, max_tokens=self.budget.completion_cap())
         self.model_time_s += time.monotonic() - started
-        self.budget.charge(agent, reply.usage)
-        usage = self._usage[agent]
-        usage.calls += 1
-        usage.cached_calls += int(reply.cached)
-        usage.prompt_tokens += reply.usage.prompt_tokens
-        usage.completion_tokens += reply.usage.completion_tokens
-        usage.cost_usd = round(usage.cost_usd + reply.usage.cost_usd, 6)
+        self.budget.charge(role.name, reply.usage, cached=reply.cached)
         self.trace.event(
             "model.reply",
-            agent=agent,
+            agent=role.name,
             model=reply.model,
             text=reply.text,
             usage=asdict(reply.usage),
             cached=reply.cached,
         )
-        return reply
+        return role.parse(reply.text)
 
     async def _test(self) -> TestDigest:
         self.budget.check()
@@ -101,18 +109,15 @@ class Solver:
         started = time.monotonic()
         try:
             await self._loop()
-        except BudgetExhausted as exc:
-            self.result.status, self.result.budget = "budget_exhausted", exc.budget
-            self.result.reason = str(exc)
-        except ModelError as exc:
-            self.result.status, self.result.reason = "model_error", str(exc)
-        except SandboxError as exc:
-            self.result.status, self.result.reason = "sandbox_error", str(exc)
-        except CoderError as exc:
-            self.result.status, self.result.reason = "sandbox_error", str(exc)
+        except CoderError as exc:  # each kind its own status (coder.errors)
+            self.result.status, self.result.reason = exc.status, str(exc)
+            if isinstance(exc, BudgetExhausted):
+                self.result.budget = exc.budget
         r = self.result
         r.iterations = self.budget.iterations
-        r.writer, r.reviewer = self._usage["writer"], self._usage["reviewer"]
+        r.writer = self.budget.entry(self.writer.name).wire()
+        r.reviewer = self.budget.entry(self.reviewer.name).wire()
+        r.writer_prompt_chars = list(self.budget.entry(self.writer.name).prompt_chars)
         r.wall_time_s = round(time.monotonic() - started, 4)
         r.model_time_s, r.test_time_s = round(self.model_time_s, 4), round(self.test_time_s, 4)
         overhead = max(0.0, r.wall_time_s - self.model_time_s - self.test_time_s)
@@ -128,25 +133,17 @@ class Solver:
         if before.passed:
             self.result.status, self.result.reason = "already_passing", "the tests pass already"
             return
-        latest, history = before, list[context.Attempt]()
-        feedback: str | None = None
-        review: str | None = None
+        view = WriterView(self.task, before, self.current)
         fruitless = 0
         while True:
             self.budget.start_iteration()
             n = self.budget.iterations
-            messages = context.writer_messages(
-                self.task, latest, self.current, history, feedback, review
-            )
-            reply = await self._ask("writer", self.writer, messages)
-            if context.GIVE_UP in reply.text and "<<<<<<< SEARCH" not in reply.text:
+            answer = await self._ask(self.writer, view)
+            if answer.gave_up:
                 self.result.status, self.result.reason = "gave_up", "the writer gave up"
                 return
-            parsed = parse_blocks(reply.text)
-            report = apply_blocks(
-                parsed.blocks, self.current, allow_test_edits=self.allow_test_edits
-            )
-            report.failed = parsed.errors + report.failed
+            report = answer.apply(self.current, allow_test_edits=self.allow_test_edits)
+            view.feedback = answer.feedback(report)
             self.trace.event(
                 "edits.applied",
                 iteration=n,
@@ -155,10 +152,9 @@ class Solver:
                 refused=report.refused,
                 files=sorted(report.changed),
             )
-            feedback = report.feedback() or "no edit blocks found in your answer"
             if not report.changed:
                 fruitless += 1
-                history.append(context.Attempt(n, [], "no edit applied"))
+                view.history.append(Attempt(n, [], "no edit applied"))
                 if fruitless >= MAX_FRUITLESS:
                     self.result.status = "gave_up"
                     self.result.reason = f"{fruitless} answers in a row had no applicable edit"
@@ -167,21 +163,20 @@ class Solver:
             fruitless = 0
             self.current.update(report.changed)
             await self.sandbox.write(report.changed)
-            latest = await self._test()
-            self.result.tests_after = summary(latest)
-            history.append(context.Attempt(n, sorted(report.changed), latest.short()))
-            if not latest.passed:
-                review = None
+            view.digest = await self._test()
+            self.result.tests_after = summary(view.digest)
+            view.history.append(Attempt(n, sorted(report.changed), view.digest.short()))
+            if not view.digest.passed:
+                view.review = None
                 continue
-            answer = await self._ask(
-                "reviewer",
-                self.reviewer,
-                context.reviewer_messages(self.task, self.diff, latest, before),
+            verdict = await self._ask(
+                self.reviewer, ReviewerView(self.task, self.diff, view.digest, before)
             )
-            word, points = context.verdict(answer.text)
-            self.trace.event("review.verdict", iteration=n, verdict=word, points=points)
-            if word == "APPROVE":
+            self.trace.event(
+                "review.verdict", iteration=n, verdict=verdict.word, points=verdict.points
+            )
+            if verdict.word == "APPROVE":
                 self.result.status, self.result.reason = "fixed", "tests pass; reviewer approved"
                 return
-            review = points
-            history[-1].outcome += "; reviewer asked to revise"
+            view.review = verdict.points
+            view.history[-1].outcome += "; reviewer asked to revise"

@@ -1,0 +1,229 @@
+"""The one harness that starts a real sandboxd (a subprocess, real HTTP on loopback): for the
+tests, the benches, and coder's own daemon when none is configured. One copy of the start,
+health and token logic, so what the tests prove about a daemon's start is what coder does.
+It imports only the client and the standard library: nothing of tests/ nor of the daemon's
+internals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sandboxd.client import Client, SyncClient
+
+STARTUP_S = 30.0
+#: The uid ranges of every daemon this process started (leftover checks look at those only:
+#: other daemons may share the host).
+SESSION_UID_BASES: set[int] = set()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def _key(key: str) -> str:
+    return key if key.replace("_", "").isalnum() else json.dumps(key)
+
+
+def _toml_lines(settings: dict[str, Any], prefix: str = "") -> list[str]:
+    lines = [
+        f"{_key(k)} = {_toml_value(v)}" for k, v in settings.items() if not isinstance(v, dict)
+    ]
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            lines += [f"[{prefix}{key}]", *_toml_lines(value, f"{prefix}{key}.")]
+    return lines
+
+
+def write_toml(path: Path, settings: dict[str, Any]) -> None:
+    path.write_text("\n".join(_toml_lines(settings)) + "\n")
+
+
+def read_admin_token(state_dir: Path) -> str | None:
+    """The admin token a daemon writes into its state dir once it is up."""
+    try:
+        return (state_dir / "admin.token").read_text().strip() or None
+    except OSError:
+        return None
+
+
+class DaemonFailed(RuntimeError):
+    """The daemon did not come up: it exited (`returncode` set) or was not healthy in time
+    (`returncode` None). The message carries its whole log."""
+
+    def __init__(self, message: str, returncode: int | None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+class Daemon:
+    """A `sandboxd serve` process with its own state dir, port and (for tests) cgroup parent.
+
+    `state_dir` and `log` default to names under `workdir`; an explicit `state_dir` is given
+    on the command line (`--state-dir`), as a user would. `test_cgroup=False` leaves the
+    daemon in the host's default cgroup parent (coder's own daemon is not a test's).
+    `token_reader` reads the admin token from the state dir."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        name: str = "d",
+        *,
+        state_dir: Path | None = None,
+        log: Path | None = None,
+        test_cgroup: bool = True,
+        token_reader: Callable[[Path], str | None] = read_admin_token,
+        **settings: Any,
+    ) -> None:
+        self.workdir = workdir
+        self.state_flag = state_dir is not None
+        self.state_dir = state_dir or workdir / f"state-{name}"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        backend = {"cgroup_parent": f"sandboxd-test-{os.getpid()}-{name}"} if test_cgroup else {}
+        backend.update(settings.pop("backend", {}))
+        self.cgroup_root = backend.get("cgroup_parent", "sandboxd")
+        self.settings = {**settings, **({"backend": backend} if backend else {})}
+        if not self.state_flag:
+            self.settings = {"state_dir": str(self.state_dir), **self.settings}
+        self.log = log or workdir / f"daemon-{name}.log"
+        self.read_token = token_reader
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.token = ""
+
+    def argv(self, config: Path) -> list[str]:
+        argv = [sys.executable, "-m", "sandboxd", "serve", "--config", str(config)]
+        argv += ["--port", str(self.port)]
+        return argv + (["--state-dir", str(self.state_dir)] if self.state_flag else [])
+
+    def start(
+        self,
+        env: dict[str, str] | None = None,
+        wrapper: Sequence[str] = (),
+        timeout_s: float = STARTUP_S,
+    ) -> Daemon:
+        """Start it and wait until it answers `/healthz` and its admin token is readable;
+        `wrapper` is a command that execs the daemon's argv, which follows it (e.g.
+        `capsh --drop=... -- -c 'exec "$0" "$@"'`: a daemon without a capability). Raises
+        DaemonFailed (with the log) when it exits or is not healthy within `timeout_s`."""
+        config = self.workdir / f"config-{os.getpid()}-{self.port}.toml"
+        write_toml(config, self.settings)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*wrapper, *self.argv(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if (code := self.proc.poll()) is not None:
+                raise DaemonFailed(f"sandboxd exited at startup:\n{self._log_text()}", code)
+            if self._ready():
+                SESSION_UID_BASES.add(self.uid_base)
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise DaemonFailed(f"sandboxd did not become healthy:\n{self._log_text()}", None)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
+                if resp.status != 200:
+                    return False
+        except OSError:
+            return False
+        token = self.read_token(self.state_dir)
+        if token:
+            self.token = token
+        return bool(token)
+
+    def _log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def identity(self) -> dict[str, Any]:
+        """The daemon's identity.json: its id and uid_base (kept across restarts)."""
+        data: dict[str, Any] = json.loads((self.state_dir / "identity.json").read_text())
+        return data
+
+    @property
+    def cgroup_parent(self) -> str:
+        """The daemon's own cgroup (below the root its settings name)."""
+        return f"{self.cgroup_root}/{self.identity()['id']}"
+
+    @property
+    def uid_base(self) -> int:
+        return int(self.identity()["uid_base"])
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def request(
+        self,
+        path: str,
+        data: bytes | None = None,
+        method: str | None = None,
+        token: str | None = None,
+    ) -> urllib.request.Request:
+        """An authenticated urllib request (the admin token unless `token` is given)."""
+        headers = {"Authorization": f"Bearer {token if token is not None else self.token}"}
+        return urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+
+    def client(self, token: str | None = None) -> SyncClient:
+        return SyncClient(self.url, token=token if token is not None else self.token)
+
+    def aclient(self, token: str | None = None) -> Client:
+        return Client(self.url, token=token if token is not None else self.token)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`sandboxd ARGS --state-dir <this daemon's>` (token and audit commands)."""
+        return subprocess.run(
+            [sys.executable, "-m", "sandboxd", *args, "--state-dir", str(self.state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def make_token(self, tenant: str, *scopes: str) -> str:
+        args = ["token", "create", "--tenant", tenant]
+        for scope in scopes:
+            args += ["--scope", scope]
+        proc = self.cli(*args)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout=timeout_s)
