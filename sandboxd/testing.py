@@ -215,7 +215,8 @@ class Daemon:
         for scope in scopes:
             args += ["--scope", scope]
         proc = self.cli(*args)
-        assert proc.returncode == 0, proc.stderr
+        if proc.returncode != 0:
+            raise RuntimeError(f"sandboxd token create failed: {proc.stderr}")
         return proc.stdout.strip()
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int | None:
