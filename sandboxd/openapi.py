@@ -146,7 +146,10 @@ def _operation(
     if params:
         op["parameters"] = params
     if meta.body is not None:
-        op["requestBody"] = {"required": True, "content": _content(meta.body, refs, "validation")}
+        # a JSON body must be there; raw bytes may be none (an empty file)
+        required = isinstance(meta.body, type)
+        content = _content(meta.body, refs, "validation")
+        op["requestBody"] = {"required": required, "content": content}
     return op
 
 

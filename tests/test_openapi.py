@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,16 @@ def test_a_generated_client_drives_a_sandbox(daemon: Daemon, tmp_path: Path) -> 
         finally:
             gone = api.sandbox_delete.sync_detailed(sandbox.id, client=c)
             assert gone.status_code == 204
+
+
+def test_audit_paging_refuses_odd_digits(daemon: Daemon) -> None:
+    """A 500 the wider fuzzing could reach: "²" is a digit that int() refuses, and 5000 digits
+    are more than int() parses. Both are a 400 naming the field."""
+    for raw in ("%C2%B2", "1" * 5000):
+        req = daemon.request(f"/v1/audit?after={raw}")
+        try:
+            urllib.request.urlopen(req, timeout=10)
+            raise AssertionError("accepted")
+        except urllib.error.HTTPError as err:
+            assert err.code == 400, err.read()
+            assert json.loads(err.read())["error"]["field"] == "after"
