@@ -148,8 +148,8 @@ def _operation(
     if meta.body is not None:
         # a JSON body must be there; raw bytes may be none (an empty file)
         required = isinstance(meta.body, type)
-        content = _content(meta.body, refs, "validation")
-        op["requestBody"] = {"required": required, "content": content}
+        body = _content(meta.body, refs, "validation")
+        op["requestBody"] = {"required": required, "content": body}
     return op
 
 
