@@ -12,11 +12,13 @@ from sandboxd import __version__
 from sandboxd.appstate import (
     BACKEND,
     METRICS,
+    OPENAPI,
     RUNS,
     SANDBOXES,
     SETTINGS,
     STORE,
     TRACE_ID,
+    doc,
     model_response,
     note,
     require,
@@ -30,13 +32,17 @@ from sandboxd.models import (
     Health,
     Info,
     Limits,
+    RunEvent,
     RunRecord,
     RunRequest,
     RunResult,
 )
-from sandboxd.openapi import build_openapi
 from sandboxd.policy import parse_body, request_digest
 from sandboxd.streaming import stream_run, wants_stream
+
+routes = web.RouteTableDef()
+RUN_ID = {"run_id": "A run's id (`run_...`), as its result or `start` event gave it."}
+_ = RunEvent  # streamed runs send these; `sandboxd.openapi` documents them
 
 
 def run_summary(result: RunResult) -> dict[str, Any]:
@@ -48,10 +54,18 @@ def run_summary(result: RunResult) -> dict[str, Any]:
     }
 
 
+@routes.get("/healthz", name="healthz")
+@doc("Liveness (no token needed)", {200: ("alive", Health)}, public=True)
 async def healthz(request: web.Request) -> web.Response:
     return model_response(Health())
 
 
+@routes.get("/v1/info", name="info")
+@doc(
+    "Backend, versions, limits, capabilities, runs active and queued",
+    {200: ("this daemon", Info)},
+    scope="run",
+)
 async def info(request: web.Request) -> web.Response:
     require(request, "run")
     settings, backend, runs = request.app[SETTINGS], request.app[BACKEND], request.app[RUNS]
@@ -77,10 +91,14 @@ async def info(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/openapi.json", name="openapi")
+@doc("This document", {200: ("the OpenAPI document", "application/json")})
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(build_openapi())
+    return web.json_response(request.app[OPENAPI])
 
 
+@routes.get("/metrics", name="metrics")
+@doc("Prometheus metrics", {200: ("text exposition format", "text/plain")}, scope="metrics")
 async def metrics(request: web.Request) -> web.Response:
     require(request, "metrics")
     registry = request.app[METRICS]
@@ -94,6 +112,15 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+@routes.post("/v1/runs", name="run.create")
+@doc(
+    "Run code once in a fresh sandbox",
+    {200: ("the run's result, whatever its status", RunResult)},
+    body=RunRequest,
+    errors=(400, 413, 429, 503),
+    scope="run",
+    sse=True,
+)
 async def create_run(request: web.Request) -> web.StreamResponse:
     principal = require(request, "run")
     run_request = parse_body(RunRequest, await request.read())
@@ -114,6 +141,14 @@ async def create_run(request: web.Request) -> web.StreamResponse:
     return model_response(result)
 
 
+@routes.delete("/v1/runs/{run_id}", name="run.cancel")
+@doc(
+    "Cancel a run in progress",
+    {200: ("its partial result", RunResult)},
+    errors=(404, 409),
+    scope="run",
+    params=RUN_ID,
+)
 async def cancel_run(request: web.Request) -> web.Response:
     """Kill a run in progress; answer with its partial result (status `cancelled`)."""
     principal = require(request, "run")
@@ -124,6 +159,8 @@ async def cancel_run(request: web.Request) -> web.Response:
     return model_response(result)
 
 
+@routes.get("/v1/runs/{run_id}", name="run.get")
+@doc("A recorded run", {200: ("the run", RunRecord)}, errors=(404,), scope="run", params=RUN_ID)
 async def get_run(request: web.Request) -> web.Response:
     principal = require(request, "run")
     run_id = request.match_info["run_id"]
@@ -152,11 +189,27 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # isdecimal, not isdigit: "²" is a digit that int() refuses; the length bounds int()'s work
+    if not (raw.isdecimal() and len(raw) <= 20) or not low <= int(raw) <= high:
         raise InvalidRequest(f"{name} must be a whole number from {low} to {high}", field=name)
     return int(raw)
 
 
+@routes.get("/v1/audit", name="audit.list")
+@doc(
+    "Audit records, oldest first",
+    {200: ("a page of records", AuditPage)},
+    errors=(400,),
+    scope="audit:read",
+    query={
+        "after": ("Only records after this sequence number.", {"type": "integer", "minimum": 0}),
+        "limit": ("Records per page.", {"type": "integer", "minimum": 1, "maximum": 1000}),
+        "tenant": (
+            "Admin only: one tenant's records (default: every tenant's).",
+            {"type": "string"},
+        ),
+    },
+)
 async def audit(request: web.Request) -> web.Response:
     """The caller's tenant's audit records (every tenant's for admin), oldest first."""
     principal = require(request, "audit:read")

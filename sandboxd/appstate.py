@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -25,6 +27,7 @@ SANDBOXES = web.AppKey("sandboxes", SandboxManager)
 METRICS = web.AppKey("metrics", Metrics)
 TRACER = web.AppKey("tracer", Tracer)
 CLAIM = web.AppKey("claim", StateClaim)
+OPENAPI = web.AppKey("openapi", dict[str, Any])  # built once by make_app from its routes
 
 # Per-request keys (set by middlewares and handlers, read by the audit middleware).
 PRINCIPAL = "sandboxd.principal"
@@ -65,3 +68,47 @@ def model_response(model: BaseModel, status: int = 200) -> web.Response:
     return web.Response(
         text=model.model_dump_json(), status=status, content_type="application/json"
     )
+
+
+Content = type[BaseModel] | str | None
+"""What a body holds: a wire model (JSON), a media type (raw bytes or text), or nothing."""
+
+
+@dataclass(frozen=True)
+class RouteDoc:
+    """What a route promises, declared beside its handler and read by `sandboxd.openapi` (and
+    by the auth middleware: `public`), so that the document cannot drift from the routes.
+
+    `responses` maps each success status to (description, content); `errors` lists the error
+    statuses the handler itself can answer (401 and, with a `scope`, 403 are added for every
+    route that is not `public`)."""
+
+    summary: str
+    responses: dict[int, tuple[str, Content]]
+    errors: tuple[int, ...] = ()
+    scope: str | None = None
+    public: bool = False
+    body: Content = None
+    sse: bool = False
+    params: dict[str, str] = field(default_factory=dict)
+    query: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+
+
+DOC_ATTR = "__sandboxd_route__"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def route_doc(handler: object) -> RouteDoc | None:
+    found = getattr(handler, DOC_ATTR, None)
+    return found if isinstance(found, RouteDoc) else None
+
+
+def doc(summary: str, responses: dict[int, tuple[str, Content]], **more: Any) -> Callable[[F], F]:
+    """Attach a `RouteDoc` to a handler (put it below the `@routes.get(...)` line)."""
+    meta = RouteDoc(summary, responses, **more)
+
+    def attach(handler: F) -> F:
+        setattr(handler, DOC_ATTR, meta)
+        return handler
+
+    return attach

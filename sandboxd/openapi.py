@@ -1,63 +1,178 @@
-"""The OpenAPI document, generated from the wire models (never written by hand)."""
+"""The OpenAPI document, generated from the route tables and the wire models (never by hand).
+
+Each handler declares its route (`RouteTableDef`) and what it promises (`appstate.doc`) beside
+its code; this module walks a router and turns that into OpenAPI 3.1, so that a route cannot be
+served without being documented (`tests/test_openapi.py` checks every route of the app).
+HEAD, which aiohttp adds beside every GET, is left out.
+"""
 
 from __future__ import annotations
 
+import inspect
+import re
+from collections.abc import Iterable
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from sandboxd import __version__
-from sandboxd.models import ErrorResponse, Health, Info, RunRequest, RunResult
+from sandboxd import __version__, api, sandbox_api
+from sandboxd.appstate import Content, RouteDoc, route_doc
+from sandboxd.models import ErrorResponse, RunEvent
 
+#: The daemon's route tables; `make_app` adds exactly these.
+TABLES: tuple[web.RouteTableDef, ...] = (api.routes, sandbox_api.routes)
 REF = "#/components/schemas/{model}"
+SSE = "text/event-stream"
+ERRORS = {
+    400: "bad input (invalid_json, invalid_request, unknown_field, limit_too_high)",
+    401: "missing, unknown or revoked bearer token (unauthorized)",
+    403: "the token lacks this route's scope (forbidden)",
+    404: "no such object, or another tenant's (not_found)",
+    409: "the object is not in a state that allows this (conflict)",
+    413: "the body or a file is over a size cap (payload_too_large)",
+    429: "the tenant is at a quota (quota_exceeded); see Retry-After",
+    503: "the daemon is saturated (overloaded, see Retry-After) or cannot provide the "
+    "isolation asked for (backend_unavailable)",
+}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
 
 
-def _json(schema_name: str) -> dict[str, Any]:
-    return {"application/json": {"schema": {"$ref": REF.format(model=schema_name)}}}
-
-
-def _errors(*codes: int) -> dict[str, Any]:
-    return {str(c): {"description": "error", "content": _json("ErrorResponse")} for c in codes}
-
-
-def build_openapi() -> dict[str, Any]:
-    _, defs = models_json_schema(
-        [
-            (RunRequest, "validation"),
-            (RunResult, "serialization"),
-            (ErrorResponse, "serialization"),
-            (Health, "serialization"),
-            (Info, "serialization"),
-        ],
-        ref_template=REF,
+def public_paths(tables: Iterable[web.RouteTableDef] = TABLES) -> frozenset[str]:
+    """Paths that need no token: those whose routes are declared `public`."""
+    return frozenset(
+        d.path
+        for table in tables
+        for d in table
+        if isinstance(d, web.RouteDef) and (meta := route_doc(d.handler)) and meta.public
     )
+
+
+def _router(tables: Iterable[web.RouteTableDef]) -> web.UrlDispatcher:
+    router = web.UrlDispatcher()
+    for table in tables:
+        router.add_routes(table)
+    return router
+
+
+def _documented(router: web.UrlDispatcher) -> list[tuple[str, str, str, RouteDoc, str]]:
+    found = []
+    for route in router.routes():
+        meta = route_doc(route.handler)
+        if route.method == "HEAD" or meta is None:
+            continue
+        doc_text = inspect.getdoc(route.handler) or ""
+        name = route.resource.name if route.resource else None
+        path = route.resource.canonical if route.resource else ""
+        found.append((route.method.lower(), path, name or path, meta, doc_text))
+    return found
+
+
+def _models(docs: list[RouteDoc]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (ErrorResponse, "serialization"),
+        (RunEvent, "serialization"),
+    ]
+    for meta in docs:
+        if isinstance(meta.body, type):
+            wanted.append((meta.body, "validation"))
+        for _, content in meta.responses.values():
+            if isinstance(content, type):
+                wanted.append((content, "serialization"))
+    return list(dict.fromkeys(wanted))
+
+
+def _content(content: Content, refs: dict[Any, Any], mode: JsonSchemaMode) -> dict[str, Any]:
+    if isinstance(content, type):
+        return {"application/json": {"schema": refs[(content, mode)]}}
+    if content == "application/json":
+        return {content: {"schema": {"type": "object"}}}
+    if content and content.startswith("text/"):
+        return {content: {"schema": {"type": "string"}}}
+    return {str(content): {"schema": {"type": "string", "format": "binary"}}}
+
+
+def _operation(
+    name: str, path: str, meta: RouteDoc, text: str, refs: dict[Any, Any]
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status, (description, content) in meta.responses.items():
+        answer: dict[str, Any] = {"description": description}
+        if content is not None:
+            answer["content"] = _content(content, refs, "serialization")
+            if meta.sse:
+                answer["content"][SSE] = {
+                    "schema": {
+                        "type": "string",
+                        "description": "With `Accept: text/event-stream`: Server-Sent Events, "
+                        "each `data` a RunEvent as JSON (start, stdout, stderr, exit or error).",
+                    }
+                }
+        responses[str(status)] = answer
+    errors = set(meta.errors) | (set() if meta.public else {401}) | ({403} if meta.scope else set())
+    for status in sorted(errors):
+        error = _content(ErrorResponse, refs, "serialization")
+        answer = {"description": ERRORS[status], "content": error}
+        if status in (429, 503):
+            answer["headers"] = RETRY_AFTER
+        responses[str(status)] = answer
+    op: dict[str, Any] = {
+        "operationId": name.replace(".", "_"),
+        "summary": meta.summary,
+        "tags": [name.split(".")[0]],
+        "responses": responses,
+    }
+    if text:
+        op["description"] = text
+    if meta.scope:
+        op["description"] = f"{text}\n\nScope: `{meta.scope}` (or `admin`).".strip()
+    if meta.public:
+        op["security"] = []
+    params = [
+        {
+            "name": p,
+            "in": "path",
+            "required": True,
+            "description": meta.params.get(p, p),
+            "schema": {"type": "string", "minLength": 1},
+        }
+        for p in re.findall(r"\{(\w+)\}", path)
+    ]
+    params += [
+        {"name": q, "in": "query", "required": False, "description": d, "schema": schema}
+        for q, (d, schema) in meta.query.items()
+    ]
+    if params:
+        op["parameters"] = params
+    if meta.body is not None:
+        # a JSON body must be there; raw bytes may be none (an empty file)
+        required = isinstance(meta.body, type)
+        body = _content(meta.body, refs, "validation")
+        op["requestBody"] = {"required": required, "content": body}
+    return op
+
+
+def build_openapi(router: web.UrlDispatcher | None = None) -> dict[str, Any]:
+    """The document of `router` (default: the daemon's route tables)."""
+    routes = _documented(router if router is not None else _router(TABLES))
+    refs, defs = models_json_schema(_models([r[3] for r in routes]), ref_template=REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, name, meta, text in routes:
+        paths.setdefault(path, {})[method] = _operation(name, path, meta, text, refs)
     return {
         "openapi": "3.1.0",
         "info": {"title": "sandboxd", "version": __version__},
-        "paths": {
-            "/healthz": {
-                "get": {"responses": {"200": {"description": "alive", "content": _json("Health")}}}
-            },
-            "/v1/info": {
-                "get": {
-                    "responses": {
-                        "200": {"description": "backend and limits", "content": _json("Info")}
-                    }
-                }
-            },
-            "/v1/runs": {
-                "post": {
-                    "summary": "Run code once in a fresh sandbox",
-                    "requestBody": {"required": True, "content": _json("RunRequest")},
-                    "responses": {
-                        "200": {
-                            "description": "the run's result, whatever its status",
-                            "content": _json("RunResult"),
-                        },
-                        **_errors(400, 413, 503),
-                    },
+        "paths": paths,
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from `sandboxd token create`.",
                 }
             },
         },
-        "components": {"schemas": defs.get("$defs", {})},
+        "security": [{"bearer": []}],
     }

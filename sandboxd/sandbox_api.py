@@ -18,6 +18,7 @@ from sandboxd.appstate import (
     SANDBOXES,
     SETTINGS,
     TRACE_ID,
+    doc,
     model_response,
     note,
     require,
@@ -39,6 +40,10 @@ from sandboxd.streaming import stream_run, wants_stream
 from sandboxd.workspace import WorkTree
 
 SCOPE = "sandboxes"
+routes = web.RouteTableDef()
+SBX = {"sandbox_id": "A sandbox's id (`sbx_...`)."}
+FILE = {**SBX, "path": "Workspace-relative path of a file (may hold `/`; no `..`)."}
+FILES = "/v1/sandboxes/{sandbox_id}/files/{path:.+}"
 
 
 def _sandbox_id(request: web.Request) -> str:
@@ -56,6 +61,14 @@ def _path(request: web.Request) -> str:
     return rel
 
 
+@routes.post("/v1/sandboxes", name="sandbox.create")
+@doc(
+    "Create a persistent sandbox",
+    {201: ("the sandbox", Sandbox)},
+    body=SandboxCreate,
+    errors=(400, 413, 429, 503),
+    scope=SCOPE,
+)
 async def create(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     spec = parse_body(SandboxCreate, await request.read())
@@ -66,17 +79,23 @@ async def create(request: web.Request) -> web.Response:
     return model_response(sandbox, status=201)
 
 
+@routes.get("/v1/sandboxes", name="sandbox.list")
+@doc("The caller's sandboxes", {200: ("its sandboxes", SandboxList)}, scope=SCOPE)
 async def list_sandboxes(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     sandboxes = await request.app[SANDBOXES].list_for(principal)
     return model_response(SandboxList(sandboxes=sandboxes))
 
 
+@routes.get("/v1/sandboxes/{sandbox_id}", name="sandbox.get")
+@doc("One sandbox", {200: ("the sandbox", Sandbox)}, errors=(404,), scope=SCOPE, params=SBX)
 async def get(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     return model_response(await request.app[SANDBOXES].get(principal, _sandbox_id(request)))
 
 
+@routes.delete("/v1/sandboxes/{sandbox_id}", name="sandbox.delete")
+@doc("Delete a sandbox", {204: ("deleted", None)}, errors=(404,), scope=SCOPE, params=SBX)
 async def delete(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     await request.app[SANDBOXES].delete(principal, _sandbox_id(request))
@@ -143,6 +162,16 @@ class CodeMain:
                 self.tree.delete(name)
 
 
+@routes.post("/v1/sandboxes/{sandbox_id}/runs", name="sandbox.run")
+@doc(
+    "Run in the sandbox's workspace",
+    {200: ("the run's result, whatever its status", RunResult)},
+    body=RunRequest,
+    errors=(400, 404, 413, 429, 503),
+    scope=SCOPE,
+    sse=True,
+    params=SBX,
+)
 async def run(request: web.Request) -> web.StreamResponse:
     """Run in the sandbox's workspace. `code` is the request's, not the workspace's: its main
     file is written for the run and removed after it, and a workspace file of that name is
@@ -210,6 +239,15 @@ async def _body(request: web.Request, cap: int) -> bytes:
     return b"".join(chunks)
 
 
+@routes.put(FILES, name="file.put")
+@doc(
+    "Write a file (raw bytes)",
+    {201: ("written", FileInfo)},
+    body="application/octet-stream",
+    errors=(400, 404, 413),
+    scope=SCOPE,
+    params=FILE,
+)
 async def put_file(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     sandbox_id, rel = _sandbox_id(request), _path(request)
@@ -224,6 +262,14 @@ async def put_file(request: web.Request) -> web.Response:
     return model_response(FileInfo(path=rel, size=len(data)), status=201)
 
 
+@routes.get(FILES, name="file.get")
+@doc(
+    "Read a file (raw bytes)",
+    {200: ("its bytes", "application/octet-stream")},
+    errors=(400, 404, 413),
+    scope=SCOPE,
+    params=FILE,
+)
 async def get_file(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     sandbox_id, rel = _sandbox_id(request), _path(request)
@@ -236,6 +282,8 @@ async def get_file(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type="application/octet-stream")
 
 
+@routes.delete(FILES, name="file.delete")
+@doc("Delete a file", {204: ("deleted", None)}, errors=(400, 404), scope=SCOPE, params=FILE)
 async def delete_file(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     sandbox_id, rel = _sandbox_id(request), _path(request)
@@ -247,6 +295,14 @@ async def delete_file(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@routes.get("/v1/sandboxes/{sandbox_id}/archive", name="sandbox.archive")
+@doc(
+    "The workspace as a tar",
+    {200: ("a tar of the workspace", "application/x-tar")},
+    errors=(404,),
+    scope=SCOPE,
+    params=SBX,
+)
 async def archive(request: web.Request) -> web.StreamResponse:
     """The whole workspace as a tar (links stored as links, never followed)."""
     principal = require(request, SCOPE)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from sandboxd import api, auth, identity, sandbox_api
+from sandboxd import auth, identity, openapi
 from sandboxd.appstate import (
     AUDIT_REQUEST,
     AUDIT_RESULT,
@@ -24,6 +24,7 @@ from sandboxd.appstate import (
     CLAIM,
     ERROR_CODE,
     METRICS,
+    OPENAPI,
     PRINCIPAL,
     RUNS,
     SANDBOXES,
@@ -53,7 +54,7 @@ from sandboxd.store import Store
 
 log = logging.getLogger("sandboxd.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/healthz"})
+PUBLIC_PATHS = openapi.public_paths()  # {"/healthz"}: routes declared `public`
 
 
 def error_response(exc: SandboxdError) -> web.Response:
@@ -288,23 +289,7 @@ def make_app(
     app[SANDBOXES] = SandboxManager(settings, app[STORE])
     app.cleanup_ctx.extend([_claim, _tracer, _state, _backend, _sandboxes])
 
-    r = app.router
-    r.add_get("/healthz", api.healthz, name="healthz")
-    r.add_get("/metrics", api.metrics, name="metrics")
-    r.add_get("/openapi.json", api.openapi, name="openapi")
-    r.add_get("/v1/info", api.info, name="info")
-    r.add_post("/v1/runs", api.create_run, name="run.create")
-    r.add_get("/v1/runs/{run_id}", api.get_run, name="run.get")
-    r.add_delete("/v1/runs/{run_id}", api.cancel_run, name="run.cancel")
-    r.add_get("/v1/audit", api.audit, name="audit.list")
-    r.add_post("/v1/sandboxes", sandbox_api.create, name="sandbox.create")
-    r.add_get("/v1/sandboxes", sandbox_api.list_sandboxes, name="sandbox.list")
-    r.add_get("/v1/sandboxes/{sandbox_id}", sandbox_api.get, name="sandbox.get")
-    r.add_delete("/v1/sandboxes/{sandbox_id}", sandbox_api.delete, name="sandbox.delete")
-    r.add_post("/v1/sandboxes/{sandbox_id}/runs", sandbox_api.run, name="sandbox.run")
-    r.add_get("/v1/sandboxes/{sandbox_id}/archive", sandbox_api.archive, name="sandbox.archive")
-    files = "/v1/sandboxes/{sandbox_id}/files/{path:.+}"
-    r.add_put(files, sandbox_api.put_file, name="file.put")
-    r.add_get(files, sandbox_api.get_file, name="file.get")
-    r.add_delete(files, sandbox_api.delete_file, name="file.delete")
+    for table in openapi.TABLES:
+        app.router.add_routes(table)
+    app[OPENAPI] = openapi.build_openapi(app.router)
     return app

@@ -3,8 +3,10 @@
 Bounded (a few examples per operation, ~30 s) and with `--checks all` but one:
 `positive_data_acceptance` wants every schema-valid request accepted, while the daemon also
 refuses what the schema cannot say (a limit above this daemon's cap, an image on nsjail, an
-allowlist on a daemon without egress): a 400 naming the field, which is the point. It covers
-what the document describes (today /healthz, /v1/info and POST /v1/runs).
+allowlist on a daemon without egress): a 400 naming the field, which is the point.
+At 5 examples per operation it takes about 30 s. It covers
+every route the document describes (all of them), but on a daemon of its own, so that the
+sandboxes it creates do not show in the shared daemon's tenant.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from tests.daemon import Daemon
 TIMEOUT_S = 120
 
 
-def test_schemathesis_finds_no_server_error(daemon: Daemon, tmp_path: Path) -> None:
+def test_schemathesis_finds_no_server_error(workdir: Path, tmp_path: Path) -> None:
+    daemon = Daemon(workdir, "fuzzed").start()
+    try:
+        check(daemon, tmp_path)
+    finally:
+        assert daemon.stop() == 0, daemon.log.read_text()[-3000:]
+
+
+def check(daemon: Daemon, tmp_path: Path) -> None:
     argv = [
         sys.executable,
         "-m",
@@ -31,8 +41,13 @@ def test_schemathesis_finds_no_server_error(daemon: Daemon, tmp_path: Path) -> N
         "all",
         "--exclude-checks",
         "positive_data_acceptance",
+        # Its warnings are not failures: file and cancel routes answer 404 to the ids it
+        # invents (it has no link from the create that would give it real ones), and a run in
+        # a sandbox refuses what this daemon does not allow (the 400s said above).
+        "--warnings",
+        "off",
         "--max-examples",
-        "10",
+        "5",
         "--request-timeout",
         "30",
         "--no-color",
