@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from openapi_spec_validator import validate
 
@@ -166,9 +167,9 @@ def test_audit_paging_refuses_odd_digits(daemon: Daemon) -> None:
     are more than int() parses. Both are a 400 naming the field."""
     for raw in ("%C2%B2", "1" * 5000):
         req = daemon.request(f"/v1/audit?after={raw}")
-        try:
-            urllib.request.urlopen(req, timeout=10)
-            raise AssertionError("accepted")
-        except urllib.error.HTTPError as err:
-            assert err.code == 400, err.read()
-            assert json.loads(err.read())["error"]["field"] == "after"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10).close()
+        with refused.value as err:
+            body = json.loads(err.read())
+        assert refused.value.code == 400, body
+        assert body["error"]["field"] == "after"
