@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from sandboxd.backends.nsjail import NsjailBackend
-from sandboxd.backends.nsjail_config import BASE_ENV, jail_config
+from sandboxd.backends.host.workspace import Workspace
+from sandboxd.backends.nsjail.backend import NsjailBackend
+from sandboxd.backends.nsjail.config import BASE_ENV, jail_config
+from sandboxd.http.app import claim_state
 from sandboxd.models import Limits
-from sandboxd.server import claim_state
 from sandboxd.settings import Settings
-from sandboxd.workspace import Workspace
 
 
 class JailFloor:

@@ -1,3 +1,3 @@
-from sandboxd.cli import main
+from sandboxd.cli.commands import main
 
 raise SystemExit(main())

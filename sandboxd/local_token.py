@@ -1,7 +1,7 @@
 """Where a local daemon leaves its bootstrap admin token, and how a client on this machine
 reads it.
 
-Its own module, importing nothing of sandboxd: the daemon (`sandboxd.auth`) writes the file,
+Its own module, importing nothing of sandboxd: the daemon (`sandboxd.service.auth`) writes the file,
 while clients (`sandboxd.client`, coder) only read it and must not drag in the daemon's
 internals (sqlite, settings, backends) to do so.
 """

@@ -126,7 +126,7 @@ class NetworkPolicy(_Strict):
 
     @model_validator(mode="after")
     def _rules(self) -> NetworkPolicy:
-        from sandboxd.egress_rules import parse_rule
+        from sandboxd.netrules import parse_rule
 
         if self.mode == "none" and self.allow:
             raise ValueError("allow rules need mode 'allowlist'")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -14,9 +15,38 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from sandboxd.identity import UID_SPAN, DaemonIdentity
 from sandboxd.models import Language, Limits
-from sandboxd.pool import PoolSettings
+
+#: Host uids one daemon owns: run slots, warm slots, Docker slots and persistent sandboxes.
+UID_SPAN = 100_000
+
+
+@dataclass(frozen=True)
+class DaemonIdentity:
+    """What names this daemon's things on the host."""
+
+    id: str
+    uid_base: int
+    cgroup_root: str
+
+    @property
+    def cgroup_parent(self) -> str:
+        """The daemon's own cgroup, below the shared root: the only one it reaps."""
+        return f"{self.cgroup_root}/{self.id}"
+
+
+class PoolSettings(BaseModel):
+    """Warm sandboxes per profile (e.g. per language), bounded and adapting to load."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="False: every run builds its sandbox on demand.")
+    min_size: int = Field(1, ge=0, description="Kept ready even when idle.")
+    max_size: int = Field(4, ge=0, le=64, description="Never more ready or in preparation.")
+    idle_s: float = Field(30.0, gt=0, description="Shrink by one after this long without a miss.")
+    max_age_s: float = Field(300.0, gt=0, description="A ready sandbox older is replaced.")
+    max_preparing: int = Field(2, ge=1, description="Sandboxes prepared at once.")
+
 
 #: Host paths the nsjail backend shows read-only inside every jail (when they exist).
 DEFAULT_RO_PATHS = [
@@ -75,7 +105,7 @@ class NsjailBackendConfig(BaseModel):
         True,
         description="Remount the host's cgroup2 hierarchy with `favordynmods` (Linux 6.1+), "
         "so that moving nsjail into a run's cgroup stops waiting for an RCU grace period "
-        "(see sandboxd/cgroup_moves.py); false leaves the host's mounts alone.",
+        "(see sandboxd/backends/host/cgroup_moves.py); false leaves the host's mounts alone.",
     )
     seccomp_policy: Path | None = Field(
         None,
@@ -204,7 +234,7 @@ class Settings(BaseSettings):
 
     @property
     def identity(self) -> DaemonIdentity:
-        """Who this daemon is; set once its state dir is claimed (`sandboxd.identity`)."""
+        """Who this daemon is; set once its state dir is claimed (`sandboxd.service.identity`)."""
         if self._identity is None:
             raise RuntimeError("the state dir has not been claimed yet")
         return self._identity

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from sandboxd.client import SyncClient
-from sandboxd.identity import UID_SPAN
+from sandboxd.settings import UID_SPAN
 from tests.daemon import SESSION_UID_BASES, Daemon
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

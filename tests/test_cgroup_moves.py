@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from sandboxd.cgroup_moves import OPTION, cgroup2_mounts
+from sandboxd.backends.host.cgroup_moves import OPTION, cgroup2_mounts
 from tests.daemon import Daemon
 
 SAMPLE = (

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from coder.cli import build_parser as coder_parser
-from sandboxd.cli import build_parser as sandboxd_parser
+from sandboxd.cli.commands import build_parser as sandboxd_parser
 from tests.daemon import Daemon, free_port
 
 REPO = Path(__file__).resolve().parents[1]

@@ -53,7 +53,8 @@ def test_another_mirror_does_not_make_images_out_of_date() -> None:
 def test_no_mirror_anywhere_is_one_line_naming_the_override(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sandboxd import cli, images
+    from sandboxd import cli
+    from sandboxd.backends.docker import images
 
     monkeypatch.delenv(images.MIRROR_ENV, raising=False)
     monkeypatch.setattr(images, "APT_DIR", tmp_path)  # no sources.list at all

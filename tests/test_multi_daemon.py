@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from sandboxd.identity import UID_SPAN
 from sandboxd.models import RunResult
+from sandboxd.settings import UID_SPAN
 from tests.conftest import DOCKER_PROBLEM, leftover_cgroups, leftover_containers, sandbox_processes
 from tests.daemon import Daemon, free_port, write_toml
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd.backends.docker_warm import DOCKER_PROFILES
+from sandboxd.backends.docker.warm import DOCKER_PROFILES
 from tests.conftest import assert_no_leftovers, leftover_containers
 from tests.daemon import Daemon
 from tests.test_pool import PROBE, ignored_signals, pool, wait_gone, wait_ready

@@ -41,7 +41,8 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, get_args
 
-from sandboxd.backends.base import Backend, RunControl, SandboxMount, capture_pair
+from sandboxd.backends.base import Backend, RunControl, SandboxMount
+from sandboxd.backends.host.output import StreamCapture
 from sandboxd.errors import WIRE_CODES, error_from_wire
 from sandboxd.models import (
     Capabilities,
@@ -52,7 +53,6 @@ from sandboxd.models import (
     RunStatus,
     Usage,
 )
-from sandboxd.output import StreamCapture
 from sandboxd.settings import Settings
 
 FAKE_VERSION = "fake-1"
@@ -117,7 +117,7 @@ class FakeBackend(Backend):
     ) -> RunResult:
         self.calls.append(FakeCall(run_id, request, sandbox))
         control = control or RunControl()
-        out, err = capture_pair(control, request.limits.output_bytes)
+        out, err = control.captures(request.limits.output_bytes)
         began = time.monotonic()
         status: RunStatus = "ok"
         exit_code: int | None = 0

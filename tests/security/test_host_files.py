@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd import seccomp
+from sandboxd.backends.host import seccomp
+from sandboxd.backends.host.workspace import Workspace
 from sandboxd.errors import InvalidRequest
-from sandboxd.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
 

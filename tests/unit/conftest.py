@@ -16,10 +16,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web import Application
 
-from sandboxd import auth
-from sandboxd.appstate import STORE
 from sandboxd.backends.fake import FakeBackend
-from sandboxd.server import make_app
+from sandboxd.http.app import make_app
+from sandboxd.http.keys import STORE
+from sandboxd.service import auth
 from sandboxd.settings import Settings
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd import images
-from sandboxd.images import configured_mirror, mirror
+from sandboxd.backends.docker import images
+from sandboxd.backends.docker.images import configured_mirror, mirror
 
 KEY_BLOCK = """Signed-By:
  -----BEGIN PGP PUBLIC KEY BLOCK-----

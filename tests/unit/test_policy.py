@@ -6,7 +6,7 @@ import pytest
 
 from sandboxd.errors import InvalidRequest, LimitTooHigh
 from sandboxd.models import Limits, RunRequest
-from sandboxd.policy import apply_caps, parse_body
+from sandboxd.service.policy import apply_caps, parse_body
 
 
 def test_a_default_above_its_cap_is_lowered() -> None:

@@ -35,18 +35,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sandboxd import cgroups, warm_boot, warm_exec
-from sandboxd.backends.base import RunControl, SandboxMount, collect_files
-from sandboxd.backends.jail_init import OVERHEAD_PIDS, under_init
-from sandboxd.backends.nsjail_config import BASE_ENV, jail_config
+from sandboxd.backends.base import RunControl, SandboxMount
+from sandboxd.backends.host import cgroups
+from sandboxd.backends.host.jail_init import OVERHEAD_PIDS, under_init
+from sandboxd.backends.host.pool import TICK_S, WarmPool
+from sandboxd.backends.host.supervise import supervise
+from sandboxd.backends.host.workspace import Workspace, collect_files, write_request_files
+from sandboxd.backends.jailside import warm_boot, warm_exec
+from sandboxd.backends.nsjail.config import BASE_ENV, jail_config
 from sandboxd.errors import Overloaded
 from sandboxd.models import Limits, PoolStats, RunRequest, RunResult
-from sandboxd.pool import TICK_S, WarmPool
-from sandboxd.supervise import supervise
-from sandboxd.workspace import Workspace, write_request_files
 
 if TYPE_CHECKING:
-    from sandboxd.backends.nsjail import NsjailBackend
+    from sandboxd.backends.nsjail.backend import NsjailBackend
 
 log = logging.getLogger("sandboxd.nsjail.warm")
 

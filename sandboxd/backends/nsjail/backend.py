@@ -18,16 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
-from sandboxd import cgroups, jail_forwarder, seccomp
-from sandboxd.backends.base import (
-    Backend,
-    Background,
-    RunControl,
-    SandboxMount,
-    Slots,
-    collect_files,
-)
-from sandboxd.backends.jail_init import (
+from sandboxd.backends.base import Backend, RunControl, SandboxMount
+from sandboxd.backends.host import cgroups, seccomp
+from sandboxd.backends.host.cgroup_moves import favor_cgroup_moves
+from sandboxd.backends.host.egress import EgressGuard
+from sandboxd.backends.host.jail_init import (
     JAIL_INIT,
     OVERHEAD_PIDS,
     exit_status,
@@ -35,15 +30,21 @@ from sandboxd.backends.jail_init import (
     under_init,
     visible_at,
 )
-from sandboxd.backends.nsjail_config import BASE_ENV, jail_config
-from sandboxd.backends.nsjail_warm import PROFILES, NsjailWarmPool, warm_profile
-from sandboxd.cgroup_moves import favor_cgroup_moves
-from sandboxd.egress import EgressGuard
+from sandboxd.backends.host.slots import Slots
+from sandboxd.backends.host.supervise import Supervised, supervise
+from sandboxd.backends.host.tasks import Background
+from sandboxd.backends.host.workspace import (
+    Workspace,
+    collect_files,
+    prepare_workspace,
+    reap_run_dirs,
+)
+from sandboxd.backends.jailside import jail_forwarder
+from sandboxd.backends.nsjail.config import BASE_ENV, jail_config
+from sandboxd.backends.nsjail.warm import PROFILES, NsjailWarmPool, warm_profile
 from sandboxd.errors import BackendUnavailable
 from sandboxd.models import MAIN_FILE, Capabilities, Limits, PoolStats, RunRequest, RunResult, Usage
 from sandboxd.settings import NsjailBackendConfig, Settings
-from sandboxd.supervise import Supervised, supervise
-from sandboxd.workspace import Workspace, prepare_workspace, reap_run_dirs
 
 log = logging.getLogger("sandboxd.nsjail")
 

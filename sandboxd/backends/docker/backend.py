@@ -20,28 +20,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sandboxd import cgroups, jail_forwarder, seccomp
-from sandboxd.backends.base import (
-    Backend,
-    Background,
-    RunControl,
-    SandboxMount,
-    Sink,
-    Slots,
-    capture_pair,
+from sandboxd.backends.base import Backend, RunControl, SandboxMount
+from sandboxd.backends.docker.warm import DOCKER_PROFILES, DockerWarmPool, docker_warm_profile
+from sandboxd.backends.host import cgroups, seccomp
+from sandboxd.backends.host.egress import EgressGuard
+from sandboxd.backends.host.jail_init import exit_status
+from sandboxd.backends.host.output import Sink, StreamCapture, output_sink
+from sandboxd.backends.host.slots import Slots
+from sandboxd.backends.host.tasks import Background, in_own_thread
+from sandboxd.backends.host.workspace import (
+    Workspace,
     collect_files,
-    in_own_thread,
-    output_sink,
+    prepare_workspace,
+    reap_run_dirs,
 )
-from sandboxd.backends.docker_warm import DOCKER_PROFILES, DockerWarmPool, docker_warm_profile
-from sandboxd.backends.jail_init import exit_status
-from sandboxd.backends.nsjail_config import BASE_ENV
-from sandboxd.egress import EgressGuard
+from sandboxd.backends.jailside import jail_forwarder
+from sandboxd.backends.nsjail.config import BASE_ENV
 from sandboxd.errors import BackendUnavailable, InvalidRequest
 from sandboxd.models import MAIN_FILE, Capabilities, PoolStats, RunRequest, RunResult, Usage
-from sandboxd.output import StreamCapture
 from sandboxd.settings import DockerBackendConfig, Settings
-from sandboxd.workspace import Workspace, prepare_workspace, reap_run_dirs
 
 log = logging.getLogger("sandboxd.docker")
 LABEL = "sandboxd"
@@ -305,7 +302,7 @@ class DockerBackend(Backend):
         self, run_id: str, request: RunRequest, container: Any, control: RunControl | None
     ) -> RunResult:
         loop = asyncio.get_running_loop()
-        out, err = capture_pair(control, request.limits.output_bytes, threadsafe=True)
+        out, err = (control or RunControl()).captures(request.limits.output_bytes, threadsafe=True)
         overflow = asyncio.Event()
         done_reading = await self.read_output(container, output_sink(out, err, overflow))
         start = loop.time()

@@ -21,19 +21,18 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sandboxd import linux
-from sandboxd.auth import Principal
 from sandboxd.backends.base import SandboxMount
+from sandboxd.backends.host import linux
+from sandboxd.backends.host.workspace import WorkTree
 from sandboxd.errors import BackendUnavailable, InvalidRequest, NotFound, QuotaExceeded
-from sandboxd.identity import UID_SPAN
 from sandboxd.models import Limits, Sandbox, SandboxCreate
-from sandboxd.policy import apply_caps, check_network
-from sandboxd.runs import RunManager
-from sandboxd.settings import Settings
-from sandboxd.store import Store
-from sandboxd.workspace import WorkTree
+from sandboxd.service.auth import Principal
+from sandboxd.service.policy import apply_caps, check_network
+from sandboxd.service.runs import RunManager
+from sandboxd.service.store import Store
+from sandboxd.settings import UID_SPAN, Settings
 
-log = logging.getLogger("sandboxd.sandboxes")
+log = logging.getLogger("sandboxd.service.sandboxes")
 SANDBOX_UID_OFFSET = 50_000
 
 

@@ -23,24 +23,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sandboxd import warm_exec
-from sandboxd.backends.base import (
-    RunControl,
-    SandboxMount,
-    Sink,
-    capture_pair,
-    collect_files,
-    in_own_thread,
-    output_sink,
-)
-from sandboxd.backends.nsjail_warm import NsjailWarmPool, waiter, waiter_profile
+from sandboxd.backends.base import RunControl, SandboxMount
+from sandboxd.backends.host.output import Sink, output_sink
+from sandboxd.backends.host.pool import WarmPool
+from sandboxd.backends.host.tasks import in_own_thread
+from sandboxd.backends.host.workspace import Workspace, collect_files, write_request_files
+from sandboxd.backends.jailside import warm_exec
+from sandboxd.backends.nsjail.warm import NsjailWarmPool, waiter, waiter_profile
 from sandboxd.errors import Overloaded
 from sandboxd.models import Limits, PoolStats, RunRequest, RunResult
-from sandboxd.pool import WarmPool
-from sandboxd.workspace import Workspace, write_request_files
 
 if TYPE_CHECKING:
-    from sandboxd.backends.docker import DockerBackend, Started
+    from sandboxd.backends.docker.backend import DockerBackend, Started
 
 log = logging.getLogger("sandboxd.docker.warm")
 READY_TIMEOUT_S = 60.0
@@ -265,7 +259,9 @@ class DockerWarmPool:
         created = datetime.now(UTC)
         try:
             await asyncio.to_thread(self._hand_over, run_id, warm, request)
-            out, err = capture_pair(control, request.limits.output_bytes, threadsafe=True)
+            out, err = (control or RunControl()).captures(
+                request.limits.output_bytes, threadsafe=True
+            )
             overflow = asyncio.Event()
             warm.router.connect(output_sink(out, err, overflow))
             payload = self.handover(profile, request)

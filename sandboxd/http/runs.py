@@ -9,7 +9,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sandboxd import __version__
-from sandboxd.appstate import (
+from sandboxd.backends.base import RunControl
+from sandboxd.errors import InvalidRequest, NotFound
+from sandboxd.http.keys import (
     BACKEND,
     METRICS,
     OPENAPI,
@@ -23,9 +25,7 @@ from sandboxd.appstate import (
     note,
     require,
 )
-from sandboxd.audit import row_record
-from sandboxd.backends.base import RunControl
-from sandboxd.errors import InvalidRequest, NotFound
+from sandboxd.http.sse import stream_run, wants_stream
 from sandboxd.models import (
     AuditPage,
     AuditRecord,
@@ -37,12 +37,12 @@ from sandboxd.models import (
     RunRequest,
     RunResult,
 )
-from sandboxd.policy import parse_body, request_digest
-from sandboxd.streaming import stream_run, wants_stream
+from sandboxd.service.audit import row_record
+from sandboxd.service.policy import parse_body, request_digest
 
 routes = web.RouteTableDef()
 RUN_ID = {"run_id": "A run's id (`run_...`), as its result or `start` event gave it."}
-_ = RunEvent  # streamed runs send these; `sandboxd.openapi` documents them
+_ = RunEvent  # streamed runs send these; `sandboxd.http.openapi` documents them
 
 
 def run_summary(result: RunResult) -> dict[str, Any]:

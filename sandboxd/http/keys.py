@@ -9,15 +9,15 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from sandboxd.auth import Principal
 from sandboxd.backends.base import Backend
 from sandboxd.errors import Forbidden, Unauthorized
-from sandboxd.identity import StateClaim
 from sandboxd.observability import Metrics, Tracer
-from sandboxd.runs import RunManager
-from sandboxd.sandboxes import SandboxManager
+from sandboxd.service.auth import Principal
+from sandboxd.service.identity import StateClaim
+from sandboxd.service.runs import RunManager
+from sandboxd.service.sandboxes import SandboxManager
+from sandboxd.service.store import Store
 from sandboxd.settings import Settings
-from sandboxd.store import Store
 
 SETTINGS = web.AppKey("settings", Settings)
 BACKEND = web.AppKey("backend", Backend)
@@ -76,7 +76,7 @@ Content = type[BaseModel] | str | None
 
 @dataclass(frozen=True)
 class RouteDoc:
-    """What a route promises, declared beside its handler and read by `sandboxd.openapi` (and
+    """What a route promises, declared beside its handler and read by `sandboxd.http.openapi` (and
     by the auth middleware: `public`), so that the document cannot drift from the routes.
 
     `responses` maps each success status to (description, content); `errors` lists the error

@@ -41,3 +41,18 @@ async def pump(
         if capture.feed(chunk) and not told:
             told = True
             on_overflow()
+
+
+Sink = Callable[[bytes | None, bytes | None], None]
+
+
+def output_sink(out: StreamCapture, err: StreamCapture, overflow: asyncio.Event) -> Sink:
+    """Feed the captures from the reader thread; set `overflow` (on the loop) once over."""
+    loop = asyncio.get_running_loop()
+
+    def sink(chunk_out: bytes | None, chunk_err: bytes | None) -> None:
+        for cap, chunk in ((out, chunk_out), (err, chunk_err)):
+            if chunk and cap.feed(chunk):
+                loop.call_soon_threadsafe(overflow.set)
+
+    return sink

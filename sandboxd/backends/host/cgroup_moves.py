@@ -17,9 +17,9 @@ import logging
 import subprocess
 from pathlib import Path
 
-from sandboxd.linux import unescape_mountinfo
+from sandboxd.backends.host.linux import unescape_mountinfo
 
-log = logging.getLogger("sandboxd.cgroups")
+log = logging.getLogger("sandboxd.backends.host.cgroups")
 
 OPTION = "favordynmods"
 MOUNT = "/usr/bin/mount"

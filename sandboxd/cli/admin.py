@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sandboxd import auth
-from sandboxd.store import Store
+from sandboxd.service import auth
+from sandboxd.service.store import Store
 
 
 def fail(message: str, code: int = 125) -> int:

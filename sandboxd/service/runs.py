@@ -11,7 +11,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sandboxd.auth import Principal
 from sandboxd.backends.base import Backend, RunControl, SandboxMount
 from sandboxd.errors import (
     Conflict,
@@ -23,11 +22,12 @@ from sandboxd.errors import (
 )
 from sandboxd.models import RunRequest, RunResult
 from sandboxd.observability import Metrics, Tracer
-from sandboxd.policy import apply_caps, check_network, request_digest
+from sandboxd.service.auth import Principal
+from sandboxd.service.policy import apply_caps, check_network, request_digest
+from sandboxd.service.store import Store
 from sandboxd.settings import Settings
-from sandboxd.store import Store
 
-log = logging.getLogger("sandboxd.runs")
+log = logging.getLogger("sandboxd.service.runs")
 
 
 CLIENT_GONE = "cancelled: its client disconnected from the stream; the tree was killed"

@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from sandboxd.egress_rules import Allowlist, Decision, IPAddress, parse_rule
 from sandboxd.models import Connection, NetworkReport, RunRequest
+from sandboxd.netrules import Allowlist, Decision, IPAddress, parse_rule
 from sandboxd.settings import Settings
 
-log = logging.getLogger("sandboxd.egress")
+log = logging.getLogger("sandboxd.backends.host.egress")
 HEAD_LIMIT = 64 * 1024
 CONNECT_TIMEOUT_S = 10.0
 HEAD_TIMEOUT_S = 30.0

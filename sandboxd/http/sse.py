@@ -18,17 +18,17 @@ from typing import Literal
 
 from aiohttp import web
 
-from sandboxd.appstate import TRACE_ID
 from sandboxd.backends.base import RunControl
 from sandboxd.errors import SandboxdError
+from sandboxd.http.keys import TRACE_ID
 from sandboxd.models import RunEvent, RunResult
 from sandboxd.observability import traceparent
-from sandboxd.runs import StreamedControl
+from sandboxd.service.runs import StreamedControl
 
 EVENT_STREAM = "text/event-stream"
 GONE_POLL_S = 0.25
 GONE_CANCEL_S = 30.0
-log = logging.getLogger("sandboxd.streaming")
+log = logging.getLogger("sandboxd.http.sse")
 OUTPUT_EVENTS: dict[str, Literal["stdout", "stderr"]] = {"stdout": "stdout", "stderr": "stderr"}
 
 

@@ -9,6 +9,7 @@ by the sandbox, so the daemon only touches it through directory fds with O_NOFOL
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import errno
@@ -22,9 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandboxd import linux
+from sandboxd.backends.host import linux
 from sandboxd.errors import InvalidRequest, NotFound, PayloadTooLarge
-from sandboxd.models import MAIN_FILE, CollectedFile, RunRequest
+from sandboxd.models import MAIN_FILE, CollectedFile, RunRequest, RunResult
+from sandboxd.settings import Settings
 
 SUBDIRS = ("work", "tmp", "shm")
 NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -361,3 +363,21 @@ def reap_run_dirs(runs_dir: Path) -> None:
             linux.umount(mount_point)
     for child in runs_dir.iterdir():
         shutil.rmtree(child, ignore_errors=True)
+
+
+async def collect_files(
+    result: RunResult, ws: Workspace, request: RunRequest, settings: Settings
+) -> None:
+    """Put the files the request asked to collect into `result`, noting what was skipped."""
+    if not request.collect:
+        return
+    got = await asyncio.to_thread(
+        ws.collect,
+        request.collect,
+        max_bytes=settings.max_collect_bytes,
+        max_files=settings.max_collect_files,
+    )
+    result.files = got.files
+    if got.skipped:
+        note = "not collected: " + "; ".join(got.skipped[:10])
+        result.message = f"{result.message}; {note}" if result.message else note

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+IMAGES_DIR = Path(__file__).resolve().parents[3] / "images"
 BASE = "sandboxd/base:bookworm"
 LABEL = "sandboxd.definition"
 SUITE = "bookworm"

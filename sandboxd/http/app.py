@@ -15,8 +15,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from sandboxd import auth, identity, openapi
-from sandboxd.appstate import (
+from sandboxd.backends.base import Backend
+from sandboxd.backends.nsjail.backend import NsjailBackend
+from sandboxd.errors import (
+    BackendUnavailable,
+    MethodNotAllowed,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    QuotaExceeded,
+    SandboxdError,
+    Unauthorized,
+)
+from sandboxd.http import openapi
+from sandboxd.http.keys import (
     AUDIT_REQUEST,
     AUDIT_RESULT,
     AUDIT_TARGET,
@@ -33,26 +45,15 @@ from sandboxd.appstate import (
     TRACE_ID,
     TRACER,
 )
-from sandboxd.backends.base import Backend
-from sandboxd.backends.nsjail import NsjailBackend
-from sandboxd.errors import (
-    BackendUnavailable,
-    MethodNotAllowed,
-    NotFound,
-    Overloaded,
-    PayloadTooLarge,
-    QuotaExceeded,
-    SandboxdError,
-    Unauthorized,
-)
 from sandboxd.observability import Metrics, Tracer, new_trace_id, parse_traceparent, trace_id_var
 from sandboxd.observability import traceparent as make_traceparent
-from sandboxd.runs import RunManager
-from sandboxd.sandboxes import SandboxManager
+from sandboxd.service import auth, identity
+from sandboxd.service.runs import RunManager
+from sandboxd.service.sandboxes import SandboxManager
+from sandboxd.service.store import Store
 from sandboxd.settings import Settings
-from sandboxd.store import Store
 
-log = logging.getLogger("sandboxd.server")
+log = logging.getLogger("sandboxd.http.app")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = openapi.public_paths()  # {"/healthz"}: routes declared `public`
 
@@ -164,7 +165,7 @@ def make_backends(settings: Settings) -> dict[str, Backend]:
     backends: dict[str, Backend] = {"nsjail": NsjailBackend(settings)}
     if settings.docker.enabled:
         try:
-            from sandboxd.backends.docker import DockerBackend
+            from sandboxd.backends.docker.backend import DockerBackend
         except ImportError as exc:
             raise BackendUnavailable(f"the docker backend is not available: {exc}") from None
         backends["docker"] = DockerBackend(settings)
@@ -242,7 +243,7 @@ async def _tracer(app: web.Application) -> AsyncIterator[None]:
 
 
 def claim_state(settings: Settings) -> identity.StateClaim:
-    """Lock the state dir and reserve the daemon's uid range (see `sandboxd.identity`)."""
+    """Lock the state dir and reserve the daemon's uid range (see `sandboxd.service.identity`)."""
     return identity.claim(
         settings.state_dir,
         uid_base=settings.backend.uid_base,

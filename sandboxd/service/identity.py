@@ -24,32 +24,16 @@ import fcntl
 import json
 import os
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 
 from sandboxd.errors import BackendUnavailable
+from sandboxd.settings import UID_SPAN, DaemonIdentity
 
-#: Host uids one daemon owns: run slots, warm slots, Docker slots and persistent sandboxes.
-UID_SPAN = 100_000
 FIRST_UID_BASE = 200_000
 LAST_UID = 2**31 - 2
 LOCK_FILE = "daemon.lock"
 IDENTITY_FILE = "identity.json"
 _OPEN = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-@dataclass(frozen=True)
-class DaemonIdentity:
-    """What names this daemon's things on the host."""
-
-    id: str
-    uid_base: int
-    cgroup_root: str
-
-    @property
-    def cgroup_parent(self) -> str:
-        """The daemon's own cgroup, below the shared root: the only one it reaps."""
-        return f"{self.cgroup_root}/{self.id}"
 
 
 class StateClaim:

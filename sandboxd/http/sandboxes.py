@@ -11,8 +11,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from sandboxd.api import run_summary
-from sandboxd.appstate import (
+from sandboxd.backends.base import RunControl
+from sandboxd.backends.host.workspace import WorkTree
+from sandboxd.errors import InvalidRequest, NotFound, PayloadTooLarge
+from sandboxd.http.keys import (
     METRICS,
     RUNS,
     SANDBOXES,
@@ -23,8 +25,8 @@ from sandboxd.appstate import (
     note,
     require,
 )
-from sandboxd.backends.base import RunControl
-from sandboxd.errors import InvalidRequest, NotFound, PayloadTooLarge
+from sandboxd.http.runs import run_summary
+from sandboxd.http.sse import stream_run, wants_stream
 from sandboxd.models import (
     MAIN_FILE,
     FileInfo,
@@ -35,9 +37,7 @@ from sandboxd.models import (
     SandboxList,
     normalise_relative_path,
 )
-from sandboxd.policy import parse_body, request_digest
-from sandboxd.streaming import stream_run, wants_stream
-from sandboxd.workspace import WorkTree
+from sandboxd.service.policy import parse_body, request_digest
 
 SCOPE = "sandboxes"
 routes = web.RouteTableDef()

@@ -18,11 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sandboxd.audit import AuditChain
+from sandboxd.service.audit import AuditChain
 
 T = TypeVar("T")
 SIDE_FILES = ("-wal", "-shm", "-journal")
-log = logging.getLogger("sandboxd.store")
+log = logging.getLogger("sandboxd.service.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (

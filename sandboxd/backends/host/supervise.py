@@ -5,15 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from sandboxd.backends.base import RunControl, capture_pair
-from sandboxd.cgroups import RunCgroup
+from sandboxd.backends.host.cgroups import RunCgroup
+from sandboxd.backends.host.output import StreamCapture, pump
 from sandboxd.models import Limits
-from sandboxd.output import StreamCapture, pump
 
 CPU_POLL_S = 0.05
 DRAIN_S = 5.0
+
+
+class Watch(Protocol):
+    """What a supervisor needs of a run's caller (`backends.base.RunControl` is one): a way
+    to be told to stop, and the captures its output goes to."""
+
+    cancel: asyncio.Event
+
+    def captures(
+        self, limit: int, *, threadsafe: bool = False
+    ) -> tuple[StreamCapture, StreamCapture]: ...
 
 
 @dataclass
@@ -42,15 +52,22 @@ async def supervise(
     cgroup: RunCgroup,
     limits: Limits,
     stdin: bytes | None,
-    control: RunControl | None = None,
+    control: Watch | None = None,
 ) -> Supervised:
     """Wait for `proc` while enforcing limits (and watching for a cancel); at the end kill
     everything left in `cgroup`."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     assert proc.stdout is not None and proc.stderr is not None  # noqa: S101, PT018  # an invariant, for mypy: PIPEs
-    out, err = capture_pair(control, limits.output_bytes)
-    cancel = control.cancel if control is not None else asyncio.Event()
+    if control is not None:
+        out, err = control.captures(limits.output_bytes)
+        cancel = control.cancel
+    else:
+        out, err, cancel = (
+            StreamCapture(limits.output_bytes),
+            StreamCapture(limits.output_bytes),
+            asyncio.Event(),
+        )
     overflow = asyncio.Event()
     pumps = [
         asyncio.create_task(pump(proc.stdout, out, overflow.set)),

@@ -17,8 +17,10 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from sandboxd import __version__, api, sandbox_api
-from sandboxd.appstate import Content, RouteDoc, route_doc
+from sandboxd import __version__
+from sandboxd.http import runs as api
+from sandboxd.http import sandboxes as sandbox_api
+from sandboxd.http.keys import Content, RouteDoc, route_doc
 from sandboxd.models import ErrorResponse, RunEvent
 
 #: The daemon's route tables; `make_app` adds exactly these.

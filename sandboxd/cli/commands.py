@@ -18,12 +18,12 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from sandboxd import cli_admin
+from sandboxd.cli import admin as cli_admin
 from sandboxd.client import Client, SyncClient, default_url
 from sandboxd.errors import DaemonUnreachable, SandboxdError, error_from_wire
 from sandboxd.models import FileIn, Language, Limits, RunRequest, RunResult
 from sandboxd.observability import configure_logging
-from sandboxd.policy import validation_error
+from sandboxd.service.policy import validation_error
 
 EXIT_BY_STATUS = {"output_limit": 121, "memory_limit": 122, "cpu_limit": 123, "timeout": 124}
 EXIT_SANDBOXD = 125
@@ -88,7 +88,7 @@ def _check_url(url: str | None) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from sandboxd.server import claim_state, make_app
+    from sandboxd.http.app import claim_state, make_app
     from sandboxd.settings import load_settings
 
     overrides: dict[str, object] = {}
@@ -155,7 +155,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
-    from sandboxd import images
+    from sandboxd.backends.docker import images
 
     try:
         if args.images_command == "build":

@@ -1,0 +1,1 @@
+"""Programs whose text runs inside a jail. They import nothing of sandboxd's."""

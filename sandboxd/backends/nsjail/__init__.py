@@ -1,0 +1,1 @@
+"""The nsjail backend: processes in namespaces, cgroups and seccomp."""

@@ -1,0 +1,1 @@
+"""The HTTP layer (aiohttp only): the app, its middlewares, one module per resource, OpenAPI."""

@@ -1,0 +1,1 @@
+"""The daemon's domain, without HTTP: runs, sandboxes, policy, tokens, audit, the store."""
