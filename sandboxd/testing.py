@@ -69,6 +69,24 @@ def read_admin_token(state_dir: Path) -> str | None:
         return None
 
 
+def _backends_shorthand(settings: dict[str, Any]) -> dict[str, Any]:
+    """`backend={...}` (the nsjail backend's settings, plus the daemon-wide `cgroup_parent`
+    and `uid_base`) and `docker={...}` (adds a Docker backend unless `"enabled": False`) are
+    a test's shorthand for `backends={"nsjail": ..., "docker": ...}`."""
+    settings = dict(settings)
+    nsjail = dict(settings.pop("backend", {}))
+    for daemon_wide in ("cgroup_parent", "uid_base"):
+        if daemon_wide in nsjail:
+            settings[daemon_wide] = nsjail.pop(daemon_wide)
+    docker = dict(settings.pop("docker", {"enabled": False}))
+    if "backends" not in settings and (nsjail or docker.get("enabled", True)):
+        backends: dict[str, Any] = {"nsjail": nsjail}
+        if docker.pop("enabled", True):
+            backends["docker"] = docker
+        settings["backends"] = backends
+    return settings
+
+
 class DaemonFailed(RuntimeError):
     """The daemon did not come up: it exited (`returncode` set) or was not healthy in time
     (`returncode` None). The message carries its whole log."""
@@ -102,10 +120,10 @@ class Daemon:
         self.state_dir = state_dir or workdir / f"state-{name}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        backend = {"cgroup_parent": f"sandboxd-test-{os.getpid()}-{name}"} if test_cgroup else {}
-        backend.update(settings.pop("backend", {}))
-        self.cgroup_root = backend.get("cgroup_parent", "sandboxd")
-        self.settings = {**settings, **({"backend": backend} if backend else {})}
+        if test_cgroup:
+            settings.setdefault("cgroup_parent", f"sandboxd-test-{os.getpid()}-{name}")
+        self.settings = _backends_shorthand(settings)
+        self.cgroup_root = self.settings.get("cgroup_parent", "sandboxd")
         if not self.state_flag:
             self.settings = {"state_dir": str(self.state_dir), **self.settings}
         self.log = log or workdir / f"daemon-{name}.log"

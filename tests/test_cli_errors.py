@@ -140,7 +140,7 @@ def test_quickstart_prints_the_token_path_it_reads(workdir: Path) -> None:
         **{k: v for k, v in os.environ.items() if not k.startswith("SANDBOXD_")},
         "SANDBOXD_STATE_DIR": str(state),
         "SANDBOXD_PORT": str(port),
-        "SANDBOXD_BACKEND__CGROUP_PARENT": f"sandboxd-test-{os.getpid()}-quickstart",
+        "SANDBOXD_CGROUP_PARENT": f"sandboxd-test-{os.getpid()}-quickstart",
         "PYTHONPATH": str(REPO),
     }
     proc = subprocess.Popen(

@@ -68,7 +68,7 @@ class LongRun(threading.Thread):
 def serve_once(workdir: Path, state_dir: Path, port: int) -> subprocess.CompletedProcess[str]:
     """`sandboxd serve` that is expected to refuse at once."""
     config = workdir / f"refused-{port}.toml"
-    write_toml(config, {"backend": {"cgroup_parent": SHARED_ROOT}})
+    write_toml(config, {"cgroup_parent": SHARED_ROOT})
     return subprocess.run(
         [
             *(sys.executable, "-m", "sandboxd", "serve", "--config", str(config)),
@@ -153,7 +153,7 @@ def test_two_daemons_never_share_a_uid_range(workdir: Path, first: Daemon) -> No
     clash = shared_daemon(workdir, "uid-clash", backend={"uid_base": first.uid_base + 500})
     with pytest.raises(RuntimeError) as failed:
         clash.start()
-    assert "backend.uid_base" in str(failed.value)
+    assert "the uid_base setting" in str(failed.value)
     assert "in use by another sandboxd" in str(failed.value)
 
 

@@ -68,7 +68,8 @@ class Backend(ABC):
     requests and for a host that cannot provide the isolation (and then runs nothing).
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # its type, as results and metrics name it
+    runs_images: ClassVar[bool] = False  # True: requests may name an `image`
 
     @abstractmethod
     async def start(self) -> None:

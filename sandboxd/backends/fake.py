@@ -4,8 +4,8 @@ Everything above the backend seam (HTTP, auth, audit, policy, the run manager, s
 cancel) can then be tested in-process, without root, nsjail or Docker, the way SWE-ReX tests
 with its dummy deployment and httpx with its MockTransport. It isolates nothing and must
 never serve real requests: `make_app` only uses it when a test hands it in
-(`make_app(settings, backends={"nsjail": FakeBackend(settings)})`); results name it
-(`backend: "fake"`) so that no one mistakes its answers for a sandbox's.
+(`make_app(settings, backends={"nsjail": FakeBackend()})`; the settings cannot name it), and
+results name it (`backend: "fake"`) so that no one mistakes its answers for a sandbox's.
 
 A run's "program" is a small script, never evaluated as code. It is the request's `code`,
 or, with `command`, the text of the request file that the command's last argument names
@@ -39,7 +39,7 @@ import fnmatch
 import math
 import time
 from dataclasses import dataclass
-from typing import ClassVar, get_args
+from typing import Any, ClassVar, get_args
 
 from sandboxd.backends.base import Backend, RunControl, SandboxMount
 from sandboxd.backends.host.output import StreamCapture
@@ -53,7 +53,6 @@ from sandboxd.models import (
     RunStatus,
     Usage,
 )
-from sandboxd.settings import Settings
 
 FAKE_VERSION = "fake-1"
 CANCELLED = "cancelled (DELETE /v1/runs/{id}); the tree was killed"  # as the real ones say
@@ -83,7 +82,7 @@ class FakeBackend(Backend):
 
     name: ClassVar[str] = "fake"
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Any = None) -> None:
         self.settings = settings
         self.calls: list[FakeCall] = []
         self.started = False

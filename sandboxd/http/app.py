@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from sandboxd.backends import registry
 from sandboxd.backends.base import Backend
-from sandboxd.backends.nsjail.backend import NsjailBackend
 from sandboxd.errors import (
     BackendUnavailable,
     MethodNotAllowed,
@@ -162,15 +162,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def make_backends(settings: Settings) -> dict[str, Backend]:
-    backends: dict[str, Backend] = {"nsjail": NsjailBackend(settings)}
-    if settings.docker.enabled:
+    """The configured backends by name, each built by its type's implementation."""
+    backends: dict[str, Backend] = {}
+    for name, config in settings.backends.items():
         try:
-            from sandboxd.backends.docker.backend import DockerBackend
+            implementation = registry.implementation(config.type)
         except ImportError as exc:
-            raise BackendUnavailable(f"the docker backend is not available: {exc}") from None
-        backends["docker"] = DockerBackend(settings)
-    if settings.default_backend not in backends:
-        raise BackendUnavailable(f"default_backend {settings.default_backend!r} is not enabled")
+            raise BackendUnavailable(f"the {config.type} backend is not available: {exc}") from None
+        backend = implementation(settings, config)
+        if not isinstance(backend, Backend):
+            raise TypeError(f"{implementation!r} is not a Backend")
+        backends[name] = backend
     return backends
 
 
@@ -246,8 +248,8 @@ def claim_state(settings: Settings) -> identity.StateClaim:
     """Lock the state dir and reserve the daemon's uid range (see `sandboxd.service.identity`)."""
     return identity.claim(
         settings.state_dir,
-        uid_base=settings.backend.uid_base,
-        cgroup_root=settings.backend.cgroup_parent,
+        uid_base=settings.uid_base,
+        cgroup_root=settings.cgroup_parent,
         lock_dir=settings.lock_dir,
     )
 

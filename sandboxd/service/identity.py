@@ -183,7 +183,7 @@ def claim(state_dir: Path, *, uid_base: int | None, cgroup_root: str, lock_dir: 
             if isinstance(held, list):
                 break
         if not isinstance(held, list):
-            where = "backend.uid_base" if uid_base is not None else f"{path}'s uid_base"
+            where = "the uid_base setting" if uid_base is not None else f"{path}'s uid_base"
             raise BackendUnavailable(
                 f"host uids {candidates[0]}-{candidates[0] + UID_SPAN - 1} are in use by another"
                 f" sandboxd ({held}); two daemons must never share a uid: set a different "

@@ -81,9 +81,10 @@ class RunManager:
         backend = self.backends.get(name)
         if backend is None:
             raise InvalidRequest(f"backend {name!r} is not enabled on this daemon", field="backend")
-        if image is not None and name == "nsjail":
+        if image is not None and not backend.runs_images:
             raise InvalidRequest(
-                "the nsjail backend runs no images; leave `image` out or choose backend docker",
+                f"the {backend.name} backend runs no images; leave `image` out or choose a "
+                "backend that does (docker)",
                 field="image",
             )
         return backend

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sandboxd.backends.base import Backend, RunControl, SandboxMount
+from sandboxd.backends.docker.settings import DockerConfig
 from sandboxd.backends.docker.warm import DOCKER_PROFILES, DockerWarmPool, docker_warm_profile
 from sandboxd.backends.host import cgroups, seccomp
 from sandboxd.backends.host.egress import EgressGuard
@@ -38,7 +39,7 @@ from sandboxd.backends.jailside import jail_forwarder
 from sandboxd.backends.nsjail.config import BASE_ENV
 from sandboxd.errors import BackendUnavailable, InvalidRequest
 from sandboxd.models import MAIN_FILE, Capabilities, PoolStats, RunRequest, RunResult, Usage
-from sandboxd.settings import DockerBackendConfig, Settings
+from sandboxd.settings import Settings
 
 log = logging.getLogger("sandboxd.docker")
 LABEL = "sandboxd"
@@ -63,10 +64,11 @@ class Started:
 
 class DockerBackend(Backend):
     name: ClassVar[str] = "docker"
+    runs_images: ClassVar[bool] = True
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, config: DockerConfig | None = None) -> None:
         self.settings = settings
-        self.config: DockerBackendConfig = settings.docker
+        self.config = config or DockerConfig()
         self.runs_dir = settings.state_dir / "docker-runs"
         self.owner = str(settings.state_dir.resolve())
         self._client: Any = None

@@ -244,8 +244,8 @@ MOUNT_POINTS = ("workspace", "tmp", "dev", "proc", "run/sandboxd")
 
 
 def export(name: str, dest: Path) -> str:
-    """Unpack an image as a root filesystem for the nsjail backend (`backend.rootfs`), so both
-    backends can run the same userland; `/etc/sandboxd-image` names what it came from."""
+    """Unpack an image as a root filesystem for the nsjail backend (`backends.nsjail.rootfs`),
+    so both backends can run the same userland; `/etc/sandboxd-image` names what it came from."""
     image = definitions().get(name)
     tag = image.tag if image else name
     if dest.exists() and any(dest.iterdir()):

@@ -41,10 +41,11 @@ from sandboxd.backends.host.workspace import (
 )
 from sandboxd.backends.jailside import jail_forwarder
 from sandboxd.backends.nsjail.config import BASE_ENV, jail_config
+from sandboxd.backends.nsjail.settings import NsjailConfig
 from sandboxd.backends.nsjail.warm import PROFILES, NsjailWarmPool, warm_profile
 from sandboxd.errors import BackendUnavailable
 from sandboxd.models import MAIN_FILE, Capabilities, Limits, PoolStats, RunRequest, RunResult, Usage
-from sandboxd.settings import NsjailBackendConfig, Settings
+from sandboxd.settings import Settings
 
 log = logging.getLogger("sandboxd.nsjail")
 
@@ -84,9 +85,9 @@ def bundled_nsjail() -> Path:
 class NsjailBackend(Backend):
     name: ClassVar[str] = "nsjail"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, config: NsjailConfig | None = None) -> None:
         self.settings = settings
-        self.config: NsjailBackendConfig = settings.backend
+        self.config = config or NsjailConfig()
         self.state_dir = settings.state_dir
         self.runs_dir = settings.state_dir / "runs"
         self.etc_dir = settings.state_dir / "etc"
