@@ -19,7 +19,7 @@ from coder.config import CoderConfig, load_config
 from coder.errors import CoderError, UsageError
 from coder.progress import Progress, plural
 from coder.trace import TraceWriter, read_events
-from sandboxd.cli.admin import quiet_broken_pipe
+from sandboxd.client import quiet_broken_pipe
 
 
 def _check_apply(args: argparse.Namespace, cfg: CoderConfig) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from types import TracebackType
@@ -369,3 +370,12 @@ class SyncClient:
 
 
 __all__ = ["Client", "SandboxdError", "SyncClient"]
+
+
+def quiet_broken_pipe() -> int:
+    """The reader of stdout went away (`sandboxd ... | head`): stop without a traceback, and
+    keep the interpreter's final flush from raising again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # as if killed by SIGPIPE, like other Unix tools

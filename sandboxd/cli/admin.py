@@ -7,7 +7,6 @@ whether or not the daemon is running; every token change is appended to the audi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,15 +20,6 @@ from sandboxd.service.store import Store
 def fail(message: str, code: int = 125) -> int:
     print(f"sandboxd: error: {message}", file=sys.stderr)
     return code
-
-
-def quiet_broken_pipe() -> int:
-    """The reader of stdout went away (`sandboxd ... | head`): stop without a traceback, and
-    keep the interpreter's final flush from raising again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    return 141  # as if killed by SIGPIPE, like other Unix tools
 
 
 class NoState(ValueError):

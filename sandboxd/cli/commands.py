@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from sandboxd.cli import admin as cli_admin
-from sandboxd.client import Client, SyncClient, default_url
+from sandboxd.client import Client, SyncClient, default_url, quiet_broken_pipe
 from sandboxd.errors import DaemonUnreachable, SandboxdError, error_from_wire
 from sandboxd.models import FileIn, Language, Limits, RunRequest, RunResult
 from sandboxd.observability import configure_logging
@@ -310,5 +310,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        return cli_admin.quiet_broken_pipe()
+        return quiet_broken_pipe()
     return code
