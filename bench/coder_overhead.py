@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from coder.testing.harness import example, scripted, solve
 from sandboxd.testing import Daemon
-from tests.coder_helpers import example, scripted, solve
 
 SCENARIOS = [
     ("fixed_after_feedback", "textutils", {}),

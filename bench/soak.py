@@ -21,8 +21,8 @@ import psutil
 
 from sandboxd.client import Client
 from sandboxd.errors import SandboxdError
-from sandboxd.testing import Daemon
-from tests.conftest import (
+from sandboxd.testing import (
+    Daemon,
     leftover_cgroups,
     leftover_containers,
     leftover_mounts,

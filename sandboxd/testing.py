@@ -2,10 +2,12 @@
 tests, the benches, and coder's own daemon when none is configured. One copy of the start,
 health and token logic, so what the tests prove about a daemon's start is what coder does.
 It imports only the client and the standard library: nothing of tests/ nor of the daemon's
-internals."""
+internals. Below the harness, the host checks for what a daemon may leave behind (sandbox
+processes, mounts, cgroups, containers), which the tests assert on and the soak bench counts."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -14,11 +16,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandboxd.client import Client, SyncClient
+
+if TYPE_CHECKING:
+    import psutil
 
 STARTUP_S = 30.0
 #: The uid ranges of every daemon this process started (leftover checks look at those only:
@@ -246,3 +251,121 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(timeout=timeout_s)
+
+
+#: The name prefix of a warm pool's jails and containers (idle ones are not leftovers).
+WARM_PREFIX = "warm_"
+
+
+@functools.cache
+def docker_problem() -> str | None:
+    """Why the Docker backend cannot run here, or None (asked once per process)."""
+    import shutil
+
+    if shutil.which("docker") is None:
+        return "no docker client"
+    try:
+        proc = subprocess.run(
+            ["docker", "image", "inspect", "sandboxd/python:bookworm", "sandboxd/node:bookworm"],
+            capture_output=True,
+            timeout=20,
+        )
+    except subprocess.TimeoutExpired:
+        return "the Docker engine does not answer"
+    return None if proc.returncode == 0 else "engine or sandboxd images missing"
+
+
+def sandbox_processes(
+    *,
+    include_warm: bool = False,
+    cgroup_parent: str | None = None,
+    uid_bases: Collection[int] | None = None,
+) -> list[psutil.Process]:
+    """Host processes running as a run-slot uid of the daemons this session started (or of
+    `uid_bases`): there must be none between runs. Not the idle jails of a warm pool unless
+    `include_warm`; only those of one daemon's cgroups if `cgroup_parent` is given."""
+    import psutil
+
+    from sandboxd.settings import UID_SPAN  # a constant; the import stays out of coder's way
+
+    bases = SESSION_UID_BASES if uid_bases is None else uid_bases
+    found = []
+    for proc in psutil.process_iter(["uids"]):
+        uids = proc.info["uids"]
+        if not (uids and uids.real - uids.real % UID_SPAN in bases):
+            continue
+        try:
+            groups = Path(f"/proc/{proc.pid}/cgroup").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if not include_warm and (
+            f"/{WARM_PREFIX}" in groups or any(c in groups for c in warm_container_ids())
+        ):
+            continue
+        if cgroup_parent is not None and f"/{cgroup_parent}/" not in groups:
+            continue
+        found.append(proc)
+    return found
+
+
+def leftover_mounts(state_dir: Path, *, include_warm: bool = False) -> list[str]:
+    with open("/proc/self/mountinfo") as fh:
+        return [
+            ln
+            for ln in fh
+            if f" {state_dir}/" in ln and (include_warm or f"runs/{WARM_PREFIX}" not in ln)
+        ]
+
+
+def leftover_cgroups(parent: str, *, include_warm: bool = False) -> list[Path]:
+    found: list[Path] = []
+    for root in (Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").glob("*")):
+        d = root / parent
+        if d.is_dir():
+            found += [
+                p
+                for p in d.iterdir()
+                if p.is_dir() and (include_warm or not p.name.startswith(WARM_PREFIX))
+            ]
+    return found
+
+
+def warm_container_ids() -> list[str]:
+    """Full ids of every sandboxd daemon's warm containers (idle or serving a run)."""
+    if docker_problem():
+        return []
+    out = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--filter",
+            "label=sandboxd.run",
+            "--format",
+            "{{.ID}} {{.Labels}}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    return [ln.split()[0] for ln in out.splitlines() if f"sandboxd.run={WARM_PREFIX}" in ln]
+
+
+def leftover_containers(state_dir: Path, *, include_warm: bool = False) -> list[str]:
+    """Containers of this daemon that still exist (every run's must be removed), but its
+    warm pool's unless `include_warm`."""
+    if docker_problem():
+        return []
+    owner = f"sandboxd.owner={state_dir.resolve()}"
+    out = subprocess.run(
+        ["docker", "ps", "-a", "--filter", f"label={owner}", "--format", "{{.ID}} {{.Labels}}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    return [
+        line.split()[0]
+        for line in out.splitlines()
+        if include_warm or f"sandboxd.run={WARM_PREFIX}" not in line
+    ]

@@ -1,141 +1,28 @@
-"""Helpers for coder's tests: the scripted model server on loopback, example repos, the CLI."""
+"""coder's test harness lives in `coder.testing.harness` (tests and bench share it); this
+module keeps the tests' imports working."""
 
-from __future__ import annotations
+from coder.testing.harness import (
+    FIXTURES,
+    REPO,
+    ScriptedServer,
+    coder_env,
+    example,
+    run_coder,
+    run_solve,
+    scripted,
+    solve,
+    write_config,
+)
 
-import asyncio
-import json
-import os
-import shutil
-import subprocess
-import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
-
-from aiohttp import web
-
-from coder.scripted import LOG, STEPS, load_steps, make_app
-from tests.daemon import Daemon, free_port
-
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures" / "coder"
-
-
-class ScriptedServer:
-    """coder's scripted OpenAI-compatible server, running in a thread on loopback."""
-
-    def __init__(self, fixture: str) -> None:
-        self.app = make_app(load_steps(FIXTURES / f"{fixture}.json"))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.runner = web.AppRunner(self.app, shutdown_timeout=0.5)
-
-    def start(self) -> ScriptedServer:
-        self.thread.start()
-
-        async def up() -> None:
-            await self.runner.setup()
-            await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-        asyncio.run_coroutine_threadsafe(up(), self.loop).result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        if not self.thread.is_alive():
-            self.loop.close()  # else ResourceWarning: unclosed event loop (an error in tests)
-
-    @property
-    def requests(self) -> list[dict[str, Any]]:
-        return list(self.app[LOG])
-
-    @property
-    def steps_left(self) -> int:
-        return len(self.app[STEPS])
-
-
-@contextmanager
-def scripted(fixture: str) -> Iterator[ScriptedServer]:
-    server = ScriptedServer(fixture).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def example(name: str, dest: Path) -> Path:
-    target = dest / name
-    shutil.copytree(REPO / "examples" / name, target)
-    return target
-
-
-def write_config(path: Path, **extra: Any) -> Path:
-    settings = {
-        "model": "writer",
-        "reviewer_model": "reviewer",
-        "backoff_s": 0.01,
-        "cache_dir": str(path.parent / "cache"),
-        **extra,
-    }
-    lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items() if not isinstance(v, dict)]
-    lines += ["[prices]", "writer = [1.0, 2.0]", "reviewer = [1.0, 2.0]"]
-    lines += [
-        "[test_limits]",
-        "wall_time_s = 60",
-        "cpu_time_s = 60",
-        "memory_mib = 512",
-        "pids = 128",
-        "disk_mib = 64",
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def coder_env(daemon: Daemon | None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SANDBOXD_"))}
-    env["OPENAI_API_KEY"] = "scripted"
-    if daemon is not None:
-        env["SANDBOXD_URL"], env["SANDBOXD_TOKEN"] = daemon.url, daemon.token
-    env.update(extra)
-    return env
-
-
-def run_coder(
-    *args: str, env: dict[str, str], timeout_s: float = 180
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "coder", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def run_solve(
-    repo: Path, server: ScriptedServer, daemon: Daemon | None, *extra: str, **config: Any
-) -> subprocess.CompletedProcess[str]:
-    """`coder solve` on `repo` against `server`, with a config file of `config`."""
-    cfg = write_config(repo.parent / f"{repo.name}.toml", **config)
-    args = ["solve", str(repo), "--config", str(cfg), "--base-url", server.url, *extra]
-    return run_coder(*args, env=coder_env(daemon))
-
-
-def solve(
-    repo: Path, server: ScriptedServer, daemon: Daemon | None, *extra: str, **config: Any
-) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    """`coder solve --json` on `repo` against `server`; the process and its result JSON."""
-    patch = str(repo.parent / f"{repo.name}.diff")
-    proc = run_solve(repo, server, daemon, "--json", "--patch-out", patch, *extra, **config)
-    try:
-        result: dict[str, Any] = json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(f"coder printed no JSON:\n{proc.stdout}\n{proc.stderr}") from None
-    return proc, result
+__all__ = [
+    "FIXTURES",
+    "REPO",
+    "ScriptedServer",
+    "coder_env",
+    "example",
+    "run_coder",
+    "run_solve",
+    "scripted",
+    "solve",
+    "write_config",
+]

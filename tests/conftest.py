@@ -11,16 +11,21 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from sandboxd.client import SyncClient
-from sandboxd.settings import UID_SPAN
-from tests.daemon import SESSION_UID_BASES, Daemon
+from sandboxd.testing import (
+    docker_problem,
+    leftover_cgroups,
+    leftover_containers,
+    leftover_mounts,
+    sandbox_processes,
+)
+from tests.daemon import Daemon
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -41,10 +46,17 @@ def backend_problem() -> str | None:
     return None
 
 
-UNIT_TIER = Path(__file__).parent / "unit"
+TESTS = Path(__file__).parent
+UNIT_TIER = TESTS / "unit"
+#: The tiers, one folder each; every test gets its folder's marker (`pytest -m docker`).
+TIERS = ("unit", "jail", "docker", "network", "security", "coder", "bench")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
     real = [item for item in items if not item.path.is_relative_to(UNIT_TIER)]
     if not real:
         return  # the unit tier alone: no root, nsjail or Docker needed
@@ -67,24 +79,6 @@ def workdir() -> Iterator[Path]:
     path.chmod(0o711)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def docker_problem() -> str | None:
-    """Why the Docker backend cannot run here, or None."""
-    import shutil
-    import subprocess
-
-    if shutil.which("docker") is None:
-        return "no docker client"
-    try:
-        proc = subprocess.run(
-            ["docker", "image", "inspect", "sandboxd/python:bookworm", "sandboxd/node:bookworm"],
-            capture_output=True,
-            timeout=20,
-        )
-    except subprocess.TimeoutExpired:
-        return "the Docker engine does not answer"
-    return None if proc.returncode == 0 else "engine or sandboxd images missing"
 
 
 DOCKER_PROBLEM = docker_problem()  # a quick probe; CI fails on it when a real tier is collected
@@ -135,57 +129,6 @@ def backend_client(request: pytest.FixtureRequest, daemon: Daemon) -> Iterator[B
         yield c
 
 
-def sandbox_processes(
-    *,
-    include_warm: bool = False,
-    cgroup_parent: str | None = None,
-    uid_bases: Collection[int] | None = None,
-) -> list[psutil.Process]:
-    """Host processes running as a run-slot uid of the daemons this session started (or of
-    `uid_bases`): there must be none between runs. Not the idle jails of a warm pool unless
-    `include_warm`; only those of one daemon's cgroups if `cgroup_parent` is given."""
-    bases = SESSION_UID_BASES if uid_bases is None else uid_bases
-    found = []
-    for proc in psutil.process_iter(["uids"]):
-        uids = proc.info["uids"]
-        if not (uids and uids.real - uids.real % UID_SPAN in bases):
-            continue
-        try:
-            groups = Path(f"/proc/{proc.pid}/cgroup").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        if not include_warm and (
-            f"/{WARM_PREFIX}" in groups or any(c in groups for c in warm_container_ids())
-        ):
-            continue
-        if cgroup_parent is not None and f"/{cgroup_parent}/" not in groups:
-            continue
-        found.append(proc)
-    return found
-
-
-def leftover_mounts(state_dir: Path, *, include_warm: bool = False) -> list[str]:
-    with open("/proc/self/mountinfo") as fh:
-        return [
-            ln
-            for ln in fh
-            if f" {state_dir}/" in ln and (include_warm or f"runs/{WARM_PREFIX}" not in ln)
-        ]
-
-
-def leftover_cgroups(parent: str, *, include_warm: bool = False) -> list[Path]:
-    found: list[Path] = []
-    for root in (Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").glob("*")):
-        d = root / parent
-        if d.is_dir():
-            found += [
-                p
-                for p in d.iterdir()
-                if p.is_dir() and (include_warm or not p.name.startswith(WARM_PREFIX))
-            ]
-    return found
-
-
 @pytest.fixture
 def no_leftovers(daemon: Daemon) -> Iterator[None]:
     """After the test: no sandbox process, run mount or run cgroup remains on the host (but
@@ -195,7 +138,6 @@ def no_leftovers(daemon: Daemon) -> Iterator[None]:
     assert_no_leftovers(daemon)
 
 
-WARM_PREFIX = "warm_"
 WARM_MAX = 4  # PoolSettings().max_size, per profile
 WARM_JAILS_MAX = 2 * WARM_MAX  # nsjail's profiles: python, exec
 WARM_CONTAINERS_MAX = 3 * WARM_MAX  # docker's: python, exec, node
@@ -219,48 +161,3 @@ def assert_no_leftovers(daemon: Daemon, timeout_s: float = 10.0) -> None:
     assert len(warm) <= WARM_JAILS_MAX, f"more warm jails than the pools may hold: {warm}"
     warm_containers = leftover_containers(daemon.state_dir, include_warm=True)
     assert len(warm_containers) <= WARM_CONTAINERS_MAX, f"more warm containers: {warm_containers}"
-
-
-def warm_container_ids() -> list[str]:
-    """Full ids of every sandboxd daemon's warm containers (idle or serving a run)."""
-    if DOCKER_PROBLEM:
-        return []
-    import subprocess
-
-    out = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-a",
-            "--no-trunc",
-            "--filter",
-            "label=sandboxd.run",
-            "--format",
-            "{{.ID}} {{.Labels}}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout
-    return [ln.split()[0] for ln in out.splitlines() if f"sandboxd.run={WARM_PREFIX}" in ln]
-
-
-def leftover_containers(state_dir: Path, *, include_warm: bool = False) -> list[str]:
-    """Containers of this daemon that still exist (every run's must be removed), but its
-    warm pool's unless `include_warm`."""
-    if DOCKER_PROBLEM:
-        return []
-    import subprocess
-
-    owner = f"sandboxd.owner={state_dir.resolve()}"
-    out = subprocess.run(
-        ["docker", "ps", "-a", "--filter", f"label={owner}", "--format", "{{.ID}} {{.Labels}}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout
-    return [
-        line.split()[0]
-        for line in out.splitlines()
-        if include_warm or f"sandboxd.run={WARM_PREFIX}" not in line
-    ]

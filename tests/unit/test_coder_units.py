@@ -14,7 +14,7 @@ from coder.digest import digest
 from coder.edits import apply_blocks, is_test_path, parse_blocks, unified_diff
 from coder.errors import BudgetExhausted, ModelError
 from coder.model import OpenAIModel, Usage
-from tests.coder_helpers import ScriptedServer
+from coder.testing.harness import ScriptedServer
 
 FILE = "def f(x):\n    if x:\n        return 1\n    return 0\n"
 

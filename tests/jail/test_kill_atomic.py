@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import BACKENDS, BackendClient, assert_no_leftovers
 from tests.daemon import Daemon
-from tests.test_streaming import cancel_after_first_output
+from tests.jail.test_streaming import cancel_after_first_output
 
 FINALLY = (
     "import subprocess\n"

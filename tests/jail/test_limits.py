@@ -8,7 +8,8 @@ import time
 import pytest
 
 from sandboxd.client import SyncClient
-from tests.conftest import BackendClient, sandbox_processes
+from sandboxd.testing import sandbox_processes
+from tests.conftest import BackendClient
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 

@@ -20,7 +20,8 @@ import pytest
 
 from sandboxd.models import RunResult
 from sandboxd.settings import UID_SPAN
-from tests.conftest import DOCKER_PROBLEM, leftover_cgroups, leftover_containers, sandbox_processes
+from sandboxd.testing import leftover_cgroups, leftover_containers, sandbox_processes
+from tests.conftest import DOCKER_PROBLEM
 from tests.daemon import Daemon, free_port, write_toml
 
 SHARED_ROOT = f"sandboxd-test-{os.getpid()}-shared-root"

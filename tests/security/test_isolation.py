@@ -44,7 +44,7 @@ def probe(client: SyncClient) -> dict[str, object]:
 
 def test_unprivileged_user_in_its_own_namespaces(probe: dict[str, object]) -> None:
     assert (probe["uid"], probe["gid"], probe["euid"]) == (1000, 1000, 1000)
-    assert probe["pid"] == 2  # the child of the jail's init (tests/test_signals.py)
+    assert probe["pid"] == 2  # the child of the jail's init (tests/jail/test_signals.py)
     assert probe["pids"] == [1, 2]
     assert probe["cap_eff"] == "0000000000000000"
     assert probe["cap_bnd"] == "0000000000000000"

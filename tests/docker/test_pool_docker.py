@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from sandboxd.backends.docker.warm import DOCKER_PROFILES
-from tests.conftest import assert_no_leftovers, leftover_containers
+from sandboxd.testing import leftover_containers
+from tests.conftest import assert_no_leftovers
 from tests.daemon import Daemon
-from tests.test_pool import PROBE, ignored_signals, pool, wait_gone, wait_ready
+from tests.jail.test_pool import PROBE, ignored_signals, pool, wait_gone, wait_ready
 
 DOCKER = "docker/python"
 

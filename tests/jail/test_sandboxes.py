@@ -18,7 +18,7 @@ import pytest
 
 from sandboxd.client import SyncClient
 from sandboxd.errors import InvalidRequest, NotFound, PayloadTooLarge
-from tests.conftest import sandbox_processes
+from sandboxd.testing import sandbox_processes
 from tests.daemon import Daemon
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")

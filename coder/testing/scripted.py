@@ -6,7 +6,7 @@ and HTTP are exercised. A fixture is JSON: {"steps": [step, ...]} where a step i
    "status": 500 | 429 (answer an error instead), "delay_s": 0.5 (wait first)}.
 A request that does not fit its step gets HTTP 400 saying why, so a wrong script fails loudly.
 
-    python -m coder.scripted FIXTURE [--port 0]
+    python -m coder.testing.scripted FIXTURE [--port 0]
 """
 
 from __future__ import annotations

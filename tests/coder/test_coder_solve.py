@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.coder_helpers import example, scripted, solve
+from coder.testing.harness import example, scripted, solve
 from tests.daemon import Daemon
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from sandboxd.client import SyncClient
 from sandboxd.models import PoolStats
-from tests.conftest import assert_no_leftovers, leftover_cgroups
+from sandboxd.testing import leftover_cgroups
+from tests.conftest import assert_no_leftovers
 from tests.daemon import Daemon
 
 PROBE = (

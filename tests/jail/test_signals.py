@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import BACKENDS, DOCKER_PROBLEM, assert_no_leftovers
 from tests.daemon import Daemon
-from tests.test_pool import pool, wait_ready
+from tests.jail.test_pool import pool, wait_ready
 
 ZOMBIE = """\
 import os, time

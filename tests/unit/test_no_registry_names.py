@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 #: Hosts (and, with a leading "*", every subdomain of a domain) of public registries and
 #: mirrors. Labels may be regular expressions (`[a-z]{2}` for a country mirror).

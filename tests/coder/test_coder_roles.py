@@ -20,7 +20,7 @@ from coder.digest import digest
 from coder.errors import BudgetExhausted, CoderError, ModelError, SandboxError, UsageError
 from coder.model import Message, Model, Reply, Usage
 from coder.result import EXIT_CODES
-from tests.coder_helpers import example, write_config
+from coder.testing.harness import example, write_config
 from tests.daemon import Daemon
 
 FAILING = digest(

@@ -18,7 +18,7 @@ from coder.cli import build_parser as coder_parser
 from sandboxd.cli.commands import build_parser as sandboxd_parser
 from tests.daemon import Daemon, free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def sandboxd(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

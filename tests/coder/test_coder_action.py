@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.coder_helpers import REPO, coder_env, example, scripted, write_config
+from coder.testing.harness import REPO, coder_env, example, scripted, write_config
 from tests.daemon import Daemon
 
 SCRIPT = REPO / "scripts" / "coder-action.sh"

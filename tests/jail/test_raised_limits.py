@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_no_leftovers, leftover_cgroups
+from sandboxd.testing import leftover_cgroups
+from tests.conftest import assert_no_leftovers
 from tests.daemon import Daemon
-from tests.test_pool import pool, wait_ready
+from tests.jail.test_pool import pool, wait_ready
 
 CAPSH = shutil.which("capsh")
 #: Runs the daemon's argv (which follows) without CAP_SYS_RESOURCE, in any set.

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd.client import DEFAULT_URL
-from tests.coder_helpers import (
+from coder.testing.harness import (
     REPO,
     coder_env,
     example,
@@ -28,6 +27,7 @@ from tests.coder_helpers import (
     solve,
     write_config,
 )
+from sandboxd.client import DEFAULT_URL
 from tests.daemon import Daemon, free_port
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import leftover_cgroups, leftover_mounts, sandbox_processes
+from sandboxd.testing import leftover_cgroups, leftover_mounts, sandbox_processes
 from tests.daemon import Daemon
 
 

@@ -20,7 +20,7 @@ from sandboxd.client import SyncClient
 from sandboxd.errors import LimitTooHigh
 from sandboxd.http.openapi import build_openapi
 from sandboxd.models import RunRequest
-from tests.conftest import leftover_cgroups, leftover_mounts, sandbox_processes
+from sandboxd.testing import leftover_cgroups, leftover_mounts, sandbox_processes
 from tests.daemon import Daemon, free_port
 
 
