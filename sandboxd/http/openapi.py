@@ -2,7 +2,7 @@
 
 Each handler declares its route (`RouteTableDef`) and what it promises (`appstate.doc`) beside
 its code; this module walks a router and turns that into OpenAPI 3.1, so that a route cannot be
-served without being documented (`tests/test_openapi.py` checks every route of the app).
+served without being documented (`tests/jail/test_openapi.py` checks every route of the app).
 HEAD, which aiohttp adds beside every GET, is left out.
 """
 
