@@ -36,6 +36,21 @@ def wants_stream(request: web.Request) -> bool:
     return EVENT_STREAM in request.headers.get("Accept", "")
 
 
+async def answer_run(
+    request: web.Request,
+    runner: Callable[[RunControl], Awaitable[RunResult]],
+    on_result: Callable[[RunResult], None],
+) -> web.StreamResponse:
+    """The answer to a request for a run (`POST /v1/runs`, `POST /v1/sandboxes/{id}/runs`):
+    a stream of events if the client accepts one, else its result as JSON. `on_result` sees
+    the result first (to note it for the audit record)."""
+    if wants_stream(request):
+        return await stream_run(request, runner, on_result)
+    result = await runner(RunControl())
+    on_result(result)
+    return web.Response(text=result.model_dump_json(), content_type="application/json")
+
+
 def sse(event: RunEvent) -> bytes:
     """One event in the SSE wire format (its JSON is a single line)."""
     body = event.model_dump_json(exclude_none=True)
