@@ -29,21 +29,23 @@ from sandboxd.errors import (
 )
 from sandboxd.http import openapi
 from sandboxd.http.keys import (
-    AUDIT_REQUEST,
-    AUDIT_RESULT,
-    AUDIT_TARGET,
     BACKEND,
     CLAIM,
-    ERROR_CODE,
     METRICS,
     OPENAPI,
-    PRINCIPAL,
     RUNS,
     SANDBOXES,
     SETTINGS,
     STORE,
-    TRACE_ID,
     TRACER,
+)
+from sandboxd.http.request import (
+    AUDIT_REQUEST,
+    AUDIT_RESULT,
+    AUDIT_TARGET,
+    ERROR_CODE,
+    PRINCIPAL,
+    TRACE_ID,
 )
 from sandboxd.observability import Metrics, Tracer, new_trace_id, parse_traceparent, trace_id_var
 from sandboxd.observability import traceparent as make_traceparent

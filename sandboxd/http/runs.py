@@ -8,21 +8,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sandboxd import __version__
 from sandboxd.backends.base import RunControl
 from sandboxd.errors import InvalidRequest
-from sandboxd.http.keys import (
-    BACKEND,
-    METRICS,
-    OPENAPI,
-    RUNS,
-    SANDBOXES,
-    SETTINGS,
-    STORE,
-    TRACE_ID,
-    doc,
-    model_response,
-    note,
-    require,
-)
-from sandboxd.http.sse import answer_run
+from sandboxd.http.keys import BACKEND, METRICS, OPENAPI, RUNS, SANDBOXES, SETTINGS, STORE
+from sandboxd.http.request import TRACE_ID, doc, model_response, note, require
+from sandboxd.http.sse import answer_run, run_doc
 from sandboxd.models import (
     AuditPage,
     Health,
@@ -101,14 +89,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/runs", name="run.create")
-@doc(
-    "Run code once in a fresh sandbox",
-    {200: ("the run's result, whatever its status", RunResult)},
-    body=RunRequest,
-    errors=(400, 413, 429, 503),
-    scope="run",
-    sse=True,
-)
+@run_doc("Run code once in a fresh sandbox", scope="run")
 async def create_run(request: web.Request) -> web.StreamResponse:
     principal = require(request, "run")
     prepared = PreparedRun.of(parse_body(RunRequest, await request.read()))
@@ -122,7 +103,7 @@ async def create_run(request: web.Request) -> web.StreamResponse:
             prepared, principal=principal, trace_id=request[TRACE_ID], control=control
         )
 
-    return await answer_run(request, runner, noted)
+    return await answer_run(request, runner, noted, request[TRACE_ID])
 
 
 @routes.delete("/v1/runs/{run_id}", name="run.cancel")

@@ -9,18 +9,9 @@ from aiohttp import web
 
 from sandboxd.backends.base import RunControl
 from sandboxd.errors import InvalidRequest, PayloadTooLarge
-from sandboxd.http.keys import (
-    METRICS,
-    RUNS,
-    SANDBOXES,
-    SETTINGS,
-    TRACE_ID,
-    doc,
-    model_response,
-    note,
-    require,
-)
-from sandboxd.http.sse import answer_run
+from sandboxd.http.keys import METRICS, RUNS, SANDBOXES, SETTINGS
+from sandboxd.http.request import TRACE_ID, doc, model_response, note, require
+from sandboxd.http.sse import answer_run, run_doc
 from sandboxd.models import (
     FileInfo,
     RunRequest,
@@ -98,15 +89,7 @@ async def delete(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/sandboxes/{sandbox_id}/runs", name="sandbox.run")
-@doc(
-    "Run in the sandbox's workspace",
-    {200: ("the run's result, whatever its status", RunResult)},
-    body=RunRequest,
-    errors=(400, 404, 413, 429, 503),
-    scope=SCOPE,
-    sse=True,
-    params=SBX,
-)
+@run_doc("Run in the sandbox's workspace", scope=SCOPE, params=SBX, not_found=True)
 async def run(request: web.Request) -> web.StreamResponse:
     """Run in the sandbox's workspace. `code` is the request's, not the workspace's: its main
     file is written for the run and removed after it, and a workspace file of that name is
@@ -124,7 +107,7 @@ async def run(request: web.Request) -> web.StreamResponse:
     def noted(result: RunResult) -> None:
         note(request, result={"run_id": result.id, **run_summary(result)})
 
-    return await answer_run(request, runner, noted)
+    return await answer_run(request, runner, noted, request[TRACE_ID])
 
 
 async def _body(request: web.Request, cap: int) -> bytes:
