@@ -21,7 +21,7 @@ from sandboxd.models import (
     RunRequest,
     RunResult,
 )
-from sandboxd.service.audit import readable_tenant
+from sandboxd.service.auth import readable_tenant
 from sandboxd.service.policy import parse_body
 from sandboxd.service.runs import PreparedRun, run_summary
 

@@ -20,7 +20,6 @@ from typing import Any
 
 from sandboxd.models import AuditPage, AuditRecord
 from sandboxd.service import queries
-from sandboxd.service.auth import Principal
 
 GENESIS = "0" * 64
 FIELDS = ("seq", "time", "tenant", "token_id", "action", "target", "request", "result", "trace_id")
@@ -34,12 +33,6 @@ def canonical(record: dict[str, Any]) -> str:
 
 def chain_hash(prev_hash: str, record: dict[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical(record)).encode()).hexdigest()
-
-
-def readable_tenant(principal: Principal, asked: str | None) -> str | None:
-    """Whose records a caller may page through: its own tenant's; for admin, the tenant it
-    asked for, or every tenant's (None)."""
-    return asked if principal.can("admin") else principal.tenant
 
 
 @dataclass

@@ -36,6 +36,12 @@ class Principal:
         return scope in self.scopes or "admin" in self.scopes
 
 
+def readable_tenant(principal: Principal, asked: str | None) -> str | None:
+    """Whose audit records a caller may page through: its own tenant's; for admin, the
+    tenant it asked for, or every tenant's (None)."""
+    return asked if principal.can("admin") else principal.tenant
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
