@@ -29,21 +29,23 @@ from sandboxd.errors import (
 )
 from sandboxd.http import openapi
 from sandboxd.http.keys import (
-    AUDIT_REQUEST,
-    AUDIT_RESULT,
-    AUDIT_TARGET,
     BACKEND,
     CLAIM,
-    ERROR_CODE,
     METRICS,
     OPENAPI,
-    PRINCIPAL,
     RUNS,
     SANDBOXES,
     SETTINGS,
     STORE,
-    TRACE_ID,
     TRACER,
+)
+from sandboxd.http.request import (
+    AUDIT_REQUEST,
+    AUDIT_RESULT,
+    AUDIT_TARGET,
+    ERROR_CODE,
+    PRINCIPAL,
+    TRACE_ID,
 )
 from sandboxd.observability import Metrics, Tracer, new_trace_id, parse_traceparent, trace_id_var
 from sandboxd.observability import traceparent as make_traceparent
@@ -154,7 +156,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    found = await request.app[STORE].call(lambda db: auth.lookup(db, token.strip()))
+    found = await request.app[STORE].call(auth.lookup, token.strip())
     if isinstance(found, str):
         raise Unauthorized(found)
     request[PRINCIPAL] = found
@@ -185,15 +187,15 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     settings, store = app[SETTINGS], app[STORE]
     await asyncio.to_thread(settings.state_dir.mkdir, 0o711, True, True)
     os.umask(0o077)
-    await store.call(lambda db: auth.ensure_admin_token(db, settings.state_dir))
+    await store.call(auth.ensure_admin_token, settings.state_dir)
     for row in await store.call(store.mark_interrupted):
         await store.record(
             "run.interrupted",
-            tenant=row["tenant"],
+            tenant=row.tenant,
             token_id=None,
-            target=row["id"],
+            target=row.id,
             result={"status": "interrupted"},
-            trace_id=row["trace_id"],
+            trace_id=row.trace_id,
         )
     yield
     store.close()

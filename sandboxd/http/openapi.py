@@ -1,6 +1,6 @@
 """The OpenAPI document, generated from the route tables and the wire models (never by hand).
 
-Each handler declares its route (`RouteTableDef`) and what it promises (`appstate.doc`) beside
+Each handler declares its route (`RouteTableDef`) and what it promises (`request.doc`) beside
 its code; this module walks a router and turns that into OpenAPI 3.1, so that a route cannot be
 served without being documented (`tests/jail/test_openapi.py` checks every route of the app).
 HEAD, which aiohttp adds beside every GET, is left out.
@@ -20,7 +20,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from sandboxd import __version__
 from sandboxd.http import runs as api
 from sandboxd.http import sandboxes as sandbox_api
-from sandboxd.http.keys import Content, RouteDoc, route_doc
+from sandboxd.http.request import Content, RouteDoc, route_doc
 from sandboxd.models import ErrorResponse, RunEvent
 
 #: The daemon's route tables; `make_app` adds exactly these.

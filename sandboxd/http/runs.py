@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sandboxd import __version__
 from sandboxd.backends.base import RunControl
-from sandboxd.errors import InvalidRequest, NotFound
-from sandboxd.http.keys import (
-    BACKEND,
-    METRICS,
-    OPENAPI,
-    RUNS,
-    SANDBOXES,
-    SETTINGS,
-    STORE,
-    TRACE_ID,
-    doc,
-    model_response,
-    note,
-    require,
-)
-from sandboxd.http.sse import stream_run, wants_stream
+from sandboxd.errors import InvalidRequest
+from sandboxd.http.keys import BACKEND, METRICS, OPENAPI, RUNS, SANDBOXES, SETTINGS, STORE
+from sandboxd.http.request import TRACE_ID, doc, model_response, note, require
+from sandboxd.http.sse import answer_run, run_doc
 from sandboxd.models import (
     AuditPage,
-    AuditRecord,
     Health,
     Info,
     Limits,
@@ -37,21 +21,13 @@ from sandboxd.models import (
     RunRequest,
     RunResult,
 )
-from sandboxd.service.audit import row_record
-from sandboxd.service.policy import parse_body, request_digest
+from sandboxd.service.auth import readable_tenant
+from sandboxd.service.policy import parse_body
+from sandboxd.service.runs import PreparedRun, run_summary
 
 routes = web.RouteTableDef()
 RUN_ID = {"run_id": "A run's id (`run_...`), as its result or `start` event gave it."}
 _ = RunEvent  # streamed runs send these; `sandboxd.http.openapi` documents them
-
-
-def run_summary(result: RunResult) -> dict[str, Any]:
-    return {
-        "status": result.status,
-        "exit_code": result.exit_code,
-        "signal": result.signal,
-        "wall_time_s": result.usage.wall_time_s,
-    }
 
 
 @routes.get("/healthz", name="healthz")
@@ -113,32 +89,21 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/runs", name="run.create")
-@doc(
-    "Run code once in a fresh sandbox",
-    {200: ("the run's result, whatever its status", RunResult)},
-    body=RunRequest,
-    errors=(400, 413, 429, 503),
-    scope="run",
-    sse=True,
-)
+@run_doc("Run code once in a fresh sandbox", scope="run")
 async def create_run(request: web.Request) -> web.StreamResponse:
     principal = require(request, "run")
-    run_request = parse_body(RunRequest, await request.read())
-    note(request, req=request_digest(run_request))
+    prepared = PreparedRun.of(parse_body(RunRequest, await request.read()))
+    note(request, req=prepared.digest)
 
     def noted(result: RunResult) -> None:
         note(request, target=result.id, result=run_summary(result))
 
     async def runner(control: RunControl) -> RunResult:
         return await request.app[RUNS].run(
-            run_request, principal=principal, trace_id=request[TRACE_ID], control=control
+            prepared, principal=principal, trace_id=request[TRACE_ID], control=control
         )
 
-    if wants_stream(request):
-        return await stream_run(request, runner, noted)
-    result = await runner(RunControl())
-    noted(result)
-    return model_response(result)
+    return await answer_run(request, runner, noted, request[TRACE_ID])
 
 
 @routes.delete("/v1/runs/{run_id}", name="run.cancel")
@@ -165,24 +130,7 @@ async def get_run(request: web.Request) -> web.Response:
     principal = require(request, "run")
     run_id = request.match_info["run_id"]
     note(request, target=run_id)
-    row = await request.app[STORE].call(
-        lambda db: db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-    )
-    if row is None or row["tenant"] != principal.tenant:
-        raise NotFound(f"no run {run_id!r}")
-    return model_response(
-        RunRecord(
-            id=row["id"],
-            status=row["status"],
-            sandbox_id=row["sandbox_id"],
-            trace_id=row["trace_id"],
-            created_at=datetime.fromtimestamp(row["created_at"], UTC),
-            finished_at=datetime.fromtimestamp(row["finished_at"], UTC)
-            if row["finished_at"]
-            else None,
-            result=RunResult.model_validate_json(row["result"]) if row["result"] else None,
-        )
-    )
+    return model_response(await request.app[RUNS].get(run_id, principal))
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -215,18 +163,7 @@ async def audit(request: web.Request) -> web.Response:
     principal = require(request, "audit:read")
     after = _int_param(request, "after", 0, 0, 2**62)
     limit = _int_param(request, "limit", 100, 1, 1000)
-    tenant: str | None = principal.tenant
-    if principal.can("admin"):
-        tenant = request.query.get("tenant")
-    query, args = "SELECT * FROM audit WHERE seq > ?", list[int | str]([after])
-    if tenant is not None:
-        query += " AND tenant = ?"
-        args.append(tenant)
-    sql = query + " ORDER BY seq LIMIT ?"
-    rows = await request.app[STORE].call(lambda db: db.execute(sql, (*args, limit)).fetchall())
-    records = [AuditRecord.model_validate(row_record(r)) for r in rows]
-    next_after = records[-1].seq if len(records) == limit else None
-    return web.Response(
-        text=AuditPage(records=records, next_after=next_after).model_dump_json(),
-        content_type="application/json",
+    tenant = readable_tenant(principal, request.query.get("tenant"))
+    return model_response(
+        await request.app[STORE].audit_page(after=after, tenant=tenant, limit=limit)
     )

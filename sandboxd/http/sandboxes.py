@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import os
-import tempfile
-from pathlib import Path
 
 from aiohttp import web
 
 from sandboxd.backends.base import RunControl
-from sandboxd.backends.host.workspace import WorkTree
-from sandboxd.errors import InvalidRequest, NotFound, PayloadTooLarge
-from sandboxd.http.keys import (
-    METRICS,
-    RUNS,
-    SANDBOXES,
-    SETTINGS,
-    TRACE_ID,
-    doc,
-    model_response,
-    note,
-    require,
-)
-from sandboxd.http.runs import run_summary
-from sandboxd.http.sse import stream_run, wants_stream
+from sandboxd.errors import InvalidRequest, PayloadTooLarge
+from sandboxd.http.keys import METRICS, RUNS, SANDBOXES, SETTINGS
+from sandboxd.http.request import TRACE_ID, doc, model_response, note, require
+from sandboxd.http.sse import answer_run, run_doc
 from sandboxd.models import (
-    MAIN_FILE,
     FileInfo,
     RunRequest,
     RunResult,
@@ -37,7 +21,8 @@ from sandboxd.models import (
     SandboxList,
     normalise_relative_path,
 )
-from sandboxd.service.policy import parse_body, request_digest
+from sandboxd.service.policy import parse_body
+from sandboxd.service.runs import run_summary
 
 SCOPE = "sandboxes"
 routes = web.RouteTableDef()
@@ -103,130 +88,26 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _check_isolation(sandbox: Sandbox, run_request: RunRequest) -> None:
-    """A run in a sandbox runs where the sandbox lives: asking for elsewhere is refused."""
-    if run_request.backend is not None and run_request.backend != sandbox.backend:
-        raise InvalidRequest(
-            f"this sandbox runs on {sandbox.backend}; its runs cannot choose backend "
-            f"{run_request.backend!r} (leave `backend` out)",
-            field="backend",
-        )
-    if run_request.image is not None and run_request.image != sandbox.image:
-        raise InvalidRequest(
-            f"this sandbox runs in image {sandbox.image!r}; its runs cannot choose another "
-            "(leave `image` out)",
-            field="image",
-        )
-
-
-class CodeMain:
-    """The main file a `code` run writes into a sandbox's workspace: the request's, not the
-    workspace's. While it exists a marker beside the disk (root-owned, outside the workspace)
-    names it and its digest, so that it goes after the run, or, after a crash, before the next
-    one; a file of that name that the workspace owns is never overwritten, nor removed."""
-
-    def __init__(self, tree: WorkTree, marker: Path, max_bytes: int) -> None:
-        self.tree, self.marker, self.max_bytes = tree, marker, max_bytes
-
-    def clear_leftover(self) -> None:
-        """Remove what a run that did not finish left (a crash of the daemon), if unchanged."""
-        try:
-            name, digest = self.marker.read_text().split()
-        except (FileNotFoundError, ValueError):
-            return
-        if name in MAIN_FILE.values():
-            self._drop(name, digest)
-        self.marker.unlink(missing_ok=True)
-
-    def claim(self, main: str, code: bytes) -> None:
-        if self.tree.exists(main):
-            raise InvalidRequest(
-                f"the workspace already holds {main!r}, which `code` would overwrite: "
-                "delete it first, or run it without `code`",
-                field="code",
-            )
-        fd = os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{main} {hashlib.sha256(code).hexdigest()}\n")
-
-    def release(self, main: str, code: bytes) -> None:
-        self._drop(main, hashlib.sha256(code).hexdigest())
-        self.marker.unlink(missing_ok=True)
-
-    def _drop(self, name: str, digest: str) -> None:
-        """Remove `name` if it still holds what the daemon wrote (a run may have made it its
-        own: then it stays, like any file of the workspace)."""
-        with contextlib.suppress(InvalidRequest, NotFound, PayloadTooLarge, OSError):
-            data = self.tree.read_file(name, max_bytes=self.max_bytes)
-            if hashlib.sha256(data).hexdigest() == digest:
-                self.tree.delete(name)
-
-
 @routes.post("/v1/sandboxes/{sandbox_id}/runs", name="sandbox.run")
-@doc(
-    "Run in the sandbox's workspace",
-    {200: ("the run's result, whatever its status", RunResult)},
-    body=RunRequest,
-    errors=(400, 404, 413, 429, 503),
-    scope=SCOPE,
-    sse=True,
-    params=SBX,
-)
+@run_doc("Run in the sandbox's workspace", scope=SCOPE, params=SBX, not_found=True)
 async def run(request: web.Request) -> web.StreamResponse:
     """Run in the sandbox's workspace. `code` is the request's, not the workspace's: its main
     file is written for the run and removed after it, and a workspace file of that name is
     never overwritten (400)."""
     principal = require(request, SCOPE)
-    sandbox_id = _sandbox_id(request)
     manager = request.app[SANDBOXES]
-    sandbox = await manager.get(principal, sandbox_id)  # 404 before reading a body
-    run_request = parse_body(RunRequest, await request.read())
-    _check_isolation(sandbox, run_request)
+    sandbox = await manager.get(principal, _sandbox_id(request))  # 404 before reading a body
+    prepared = manager.prepare_run(sandbox, parse_body(RunRequest, await request.read()))
+    note(request, req=prepared.digest)
 
     async def runner(control: RunControl) -> RunResult:
-        async with manager.lock(sandbox_id):
-            sandbox, mount = await manager.mount_for(principal, sandbox_id)
-            update: dict[str, object] = {"limits": manager.run_limits(sandbox, run_request.limits)}
-            if "language" not in run_request.model_fields_set:
-                update["language"] = sandbox.language
-            if "network" not in run_request.model_fields_set:
-                update["network"] = sandbox.network
-            update["backend"], update["image"] = sandbox.backend, sandbox.image
-            effective = run_request.model_copy(update=update)
-            note(request, req=request_digest(effective))
-            main, code = MAIN_FILE[effective.language], effective.code.encode()
-            owned = CodeMain(
-                await manager.tree(principal, sandbox_id),
-                manager.disk(sandbox_id).root / "main.owned",
-                request.app[SETTINGS].max_request_bytes,
-            )
-            await asyncio.to_thread(owned.clear_leftover)
-            if code:
-                await asyncio.to_thread(owned.claim, main, code)
-            await manager.touch(sandbox_id)
-            try:
-                result = await request.app[RUNS].run(
-                    effective,
-                    principal=principal,
-                    trace_id=request[TRACE_ID],
-                    sandbox=mount,
-                    sandbox_id=sandbox_id,
-                    control=control,
-                )
-            finally:
-                if code:
-                    await asyncio.shield(asyncio.to_thread(owned.release, main, code))
-            await manager.touch(sandbox_id)
-            return result
+        runs, trace_id = request.app[RUNS], request[TRACE_ID]
+        return await manager.run(principal, prepared, runs=runs, trace_id=trace_id, control=control)
 
     def noted(result: RunResult) -> None:
         note(request, result={"run_id": result.id, **run_summary(result)})
 
-    if wants_stream(request):
-        return await stream_run(request, runner, noted)
-    result = await runner(RunControl())
-    noted(result)
-    return model_response(result)
+    return await answer_run(request, runner, noted, request[TRACE_ID])
 
 
 async def _body(request: web.Request, cap: int) -> bytes:
@@ -252,12 +133,9 @@ async def put_file(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     sandbox_id, rel = _sandbox_id(request), _path(request)
     manager = request.app[SANDBOXES]
-    tree = await manager.tree(principal, sandbox_id)
+    await manager.get(principal, sandbox_id)  # 404 before reading a body
     data = await _body(request, request.app[SETTINGS].max_file_bytes)
-    async with manager.lock(sandbox_id):
-        await manager.get(principal, sandbox_id)
-        await asyncio.to_thread(tree.write_file, rel, data)
-        await manager.touch(sandbox_id)
+    await manager.write_file(principal, sandbox_id, rel, data)
     note(request, result={"size": len(data)})
     return model_response(FileInfo(path=rel, size=len(data)), status=201)
 
@@ -273,12 +151,7 @@ async def put_file(request: web.Request) -> web.Response:
 async def get_file(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     sandbox_id, rel = _sandbox_id(request), _path(request)
-    manager = request.app[SANDBOXES]
-    tree = await manager.tree(principal, sandbox_id)
-    cap = request.app[SETTINGS].max_file_bytes
-    async with manager.lock(sandbox_id):
-        data = await asyncio.to_thread(tree.read_file, rel, max_bytes=cap)
-        await manager.touch(sandbox_id)
+    data = await request.app[SANDBOXES].read_file(principal, sandbox_id, rel)
     return web.Response(body=data, content_type="application/octet-stream")
 
 
@@ -287,11 +160,7 @@ async def get_file(request: web.Request) -> web.Response:
 async def delete_file(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     sandbox_id, rel = _sandbox_id(request), _path(request)
-    manager = request.app[SANDBOXES]
-    tree = await manager.tree(principal, sandbox_id)
-    async with manager.lock(sandbox_id):
-        await asyncio.to_thread(tree.delete, rel)
-        await manager.touch(sandbox_id)
+    await request.app[SANDBOXES].delete_file(principal, sandbox_id, rel)
     return web.Response(status=204)
 
 
@@ -307,20 +176,7 @@ async def archive(request: web.Request) -> web.StreamResponse:
     """The whole workspace as a tar (links stored as links, never followed)."""
     principal = require(request, SCOPE)
     sandbox_id = _sandbox_id(request)
-    manager = request.app[SANDBOXES]
-    tree = await manager.tree(principal, sandbox_id)
-    tmp_dir = request.app[SETTINGS].state_dir / "tmp"
-
-    def build() -> int:
-        tmp_dir.mkdir(mode=0o700, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".tar")
-        os.unlink(name)  # the open fd keeps it until we are done
-        tree.archive_to_fd(fd)
-        return fd
-
-    async with manager.lock(sandbox_id):
-        fd = await asyncio.to_thread(build)
-        await manager.touch(sandbox_id)
+    fd = await request.app[SANDBOXES].archive(principal, sandbox_id)
     try:
         size = os.fstat(fd).st_size
         response = web.StreamResponse(

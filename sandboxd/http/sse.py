@@ -14,14 +14,14 @@ import codecs
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
 from sandboxd.backends.base import RunControl
 from sandboxd.errors import SandboxdError
-from sandboxd.http.keys import TRACE_ID
-from sandboxd.models import RunEvent, RunResult
+from sandboxd.http.request import F, doc
+from sandboxd.models import RunEvent, RunRequest, RunResult
 from sandboxd.observability import traceparent
 from sandboxd.service.runs import StreamedControl
 
@@ -30,10 +30,42 @@ GONE_POLL_S = 0.25
 GONE_CANCEL_S = 30.0
 log = logging.getLogger("sandboxd.http.sse")
 OUTPUT_EVENTS: dict[str, Literal["stdout", "stderr"]] = {"stdout": "stdout", "stderr": "stderr"}
+Runner = Callable[[RunControl], Awaitable[RunResult]]
+"""Starts the run with the control it is given; its result, or the error that refused it."""
+OnResult = Callable[[RunResult], None]
 
 
 def wants_stream(request: web.Request) -> bool:
     return EVENT_STREAM in request.headers.get("Accept", "")
+
+
+def run_doc(summary: str, *, scope: str, not_found: bool = False, **more: Any) -> Callable[[F], F]:
+    """What every route that runs code promises: a `RunRequest` in, the `RunResult` out
+    (whatever its status), or a stream of events (`sandboxd.http.sse`); refused for bad input
+    (400), size (413), a quota (429) or a saturated daemon (503), and 404 where the run goes
+    into an object that may not exist (`not_found`)."""
+    return doc(
+        summary,
+        {200: ("the run's result, whatever its status", RunResult)},
+        body=RunRequest,
+        errors=(400, 404, 413, 429, 503) if not_found else (400, 413, 429, 503),
+        scope=scope,
+        sse=True,
+        **more,
+    )
+
+
+async def answer_run(
+    request: web.Request, runner: Runner, on_result: OnResult, trace_id: str
+) -> web.StreamResponse:
+    """The answer to a request for a run (`POST /v1/runs`, `POST /v1/sandboxes/{id}/runs`):
+    a stream of events if the client accepts one, else its result as JSON. `on_result` sees
+    the result first (to note it for the audit record)."""
+    if wants_stream(request):
+        return await stream_run(request, runner, on_result, trace_id)
+    result = await runner(RunControl())
+    on_result(result)
+    return web.Response(text=result.model_dump_json(), content_type="application/json")
 
 
 def sse(event: RunEvent) -> bytes:
@@ -43,11 +75,10 @@ def sse(event: RunEvent) -> bytes:
 
 
 async def stream_run(
-    request: web.Request,
-    runner: Callable[[RunControl], Awaitable[RunResult]],
-    on_result: Callable[[RunResult], None],
+    request: web.Request, runner: Runner, on_result: OnResult, trace_id: str
 ) -> web.StreamResponse:
-    """Start `runner` with a control that feeds the stream; answer with the stream."""
+    """Start `runner` with a control that feeds the stream; answer with the stream (its
+    headers carry `trace_id`: the middleware cannot add them to a stream once started)."""
     queue: asyncio.Queue[RunEvent] = asyncio.Queue()
     started = asyncio.Event()
     decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")}
@@ -72,7 +103,6 @@ async def stream_run(
             result = await task  # refused before it started: an ordinary error answer
             on_result(result)
             raise SandboxdError("the run finished without starting")  # pragma: no cover
-        trace_id = request[TRACE_ID]
         response = web.StreamResponse(
             headers={
                 "Content-Type": EVENT_STREAM,

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sandboxd.models import AuditPage, AuditRecord
+from sandboxd.service import queries
+
 GENESIS = "0" * 64
 FIELDS = ("seq", "time", "tenant", "token_id", "action", "target", "request", "result", "trace_id")
 
@@ -30,13 +33,6 @@ def canonical(record: dict[str, Any]) -> str:
 
 def chain_hash(prev_hash: str, record: dict[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical(record)).encode()).hexdigest()
-
-
-def row_record(row: sqlite3.Row) -> dict[str, Any]:
-    rec = dict(row)
-    rec["request"] = json.loads(rec["request"])
-    rec["result"] = json.loads(rec["result"])
-    return rec
 
 
 @dataclass
@@ -69,34 +65,27 @@ class AuditChain:
 
     def append(self, db: sqlite3.Connection, entry: dict[str, Any]) -> tuple[int, str]:
         """Insert the next record (in the caller's transaction); its sequence number and hash."""
-        last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (last["seq"] + 1, last["hash"]) if last else (1, GENESIS)
+        last = queries.audit_head(db)
+        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
         record = {**entry, "seq": seq}
         digest = chain_hash(prev, record)
-        db.execute(
-            "INSERT INTO audit (seq, time, tenant, token_id, action, target, request, result,"
-            " trace_id, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                seq,
-                record["time"],
-                record["tenant"],
-                record["token_id"],
-                record["action"],
-                record["target"],
-                json.dumps(record["request"], sort_keys=True),
-                json.dumps(record["result"], sort_keys=True),
-                record["trace_id"],
-                prev,
-                digest,
-            ),
-        )
+        queries.insert_audit(db, record, prev, digest)
         return seq, digest
+
+    @staticmethod
+    def page(db: sqlite3.Connection, after: int, tenant: str | None, limit: int) -> AuditPage:
+        """Up to `limit` records after `after` (of `tenant`, if given), and where the next
+        page starts (None when this one is not full)."""
+        rows = queries.audit_page(db, after, tenant, limit)
+        records = [AuditRecord.model_validate(r) for r in rows]
+        return AuditPage(
+            records=records, next_after=records[-1].seq if len(records) == limit else None
+        )
 
     def verify(self, db: sqlite3.Connection) -> Verdict:
         prev, expected_seq, count = GENESIS, 1, 0
         hashes: dict[int, str] = {}
-        for row in db.execute("SELECT * FROM audit ORDER BY seq"):
-            rec = row_record(row)
+        for rec in queries.audit_records(db):
             if rec["seq"] != expected_seq:
                 return Verdict(False, count, f"record {expected_seq} is missing", expected_seq)
             if rec["prev_hash"] != prev:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -16,6 +15,7 @@ from typing import Literal, get_args
 # Re-exported for callers that still import them from here; clients use sandboxd.local_token.
 from sandboxd.local_token import ADMIN_TOKEN_FILE as ADMIN_TOKEN_FILE
 from sandboxd.local_token import local_admin_token as local_admin_token
+from sandboxd.service import queries
 
 Scope = Literal["run", "sandboxes", "audit:read", "metrics", "admin"]
 SCOPES: tuple[str, ...] = get_args(Scope)
@@ -34,6 +34,12 @@ class Principal:
 
     def can(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
+
+
+def readable_tenant(principal: Principal, asked: str | None) -> str | None:
+    """Whose audit records a caller may page through: its own tenant's; for admin, the
+    tenant it asked for, or every tenant's (None)."""
+    return asked if principal.can("admin") else principal.tenant
 
 
 def token_hash(token: str) -> str:
@@ -55,48 +61,40 @@ def create_token(
         raise ValueError(f"tenant {tenant!r} must match {TENANT_RE.pattern}")
     token_id = secrets.token_hex(6)
     token = f"sbd_{token_id}_{secrets.token_urlsafe(32)}"
-    db.execute(
-        "INSERT INTO tokens (id, tenant, scopes, hash, name, created_at) VALUES (?,?,?,?,?,?)",
-        (token_id, tenant, json.dumps(check_scopes(scopes)), token_hash(token), name, time.time()),
+    queries.insert_token(
+        db, token_id, tenant, check_scopes(scopes), token_hash(token), name, time.time()
     )
     return token, token_id
 
 
 def list_tokens(db: sqlite3.Connection, tenant: str | None = None) -> list[dict[str, object]]:
-    query, args = "SELECT * FROM tokens", tuple[str, ...]()
-    if tenant is not None:
-        query, args = query + " WHERE tenant = ?", (tenant,)
     return [
         {
-            "id": r["id"],
-            "tenant": r["tenant"],
-            "scopes": json.loads(r["scopes"]),
-            "name": r["name"],
-            "created_at": r["created_at"],
-            "revoked": r["revoked_at"] is not None,
+            "id": r.id,
+            "tenant": r.tenant,
+            "scopes": r.scopes,
+            "name": r.name,
+            "created_at": r.created_at,
+            "revoked": r.revoked_at is not None,
         }
-        for r in db.execute(query + " ORDER BY created_at", args)
+        for r in queries.tokens(db, tenant)
     ]
 
 
 def revoke_token(db: sqlite3.Connection, token_id: str) -> bool:
-    cur = db.execute(
-        "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-        (time.time(), token_id),
-    )
-    return cur.rowcount == 1
+    return queries.revoke_token(db, token_id, time.time())
 
 
 def lookup(db: sqlite3.Connection, token: str) -> Principal | str:
     """The principal of a valid token, or why it is not valid."""
     if not TOKEN_RE.match(token):
         return "malformed token"
-    row = db.execute("SELECT * FROM tokens WHERE hash = ?", (token_hash(token),)).fetchone()
+    row = queries.token_by_hash(db, token_hash(token))
     if row is None:
         return "unknown token"
-    if row["revoked_at"] is not None:
+    if row.revoked_at is not None:
         return "token revoked"
-    return Principal(row["id"], row["tenant"], frozenset(json.loads(row["scopes"])))
+    return Principal(row.id, row.tenant, frozenset(row.scopes))
 
 
 def ensure_admin_token(db: sqlite3.Connection, state_dir: Path) -> str | None:

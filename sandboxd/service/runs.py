@@ -1,5 +1,12 @@
 """Admission and bookkeeping of runs: caps and tenant quotas, a bounded number at once and a
-bounded queue (then 503), every run recorded in the store from start to end."""
+bounded queue (then 503), every run recorded in the store from start to end.
+
+A request is digested once (`PreparedRun`), before it is admitted, so that the audit record
+of the HTTP request and the run's row keep the same digest, and a refused request is still
+recorded as it was asked. A backend's `RunResult` is never changed after it returns: the
+result the caller gets is built from it once, with what the daemon adds (trace and sandbox
+ids, why a streamed run was cancelled).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ import secrets
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from sandboxd.backends.base import Backend, RunControl, SandboxMount
 from sandboxd.errors import (
@@ -20,8 +29,9 @@ from sandboxd.errors import (
     QuotaExceeded,
     SandboxdError,
 )
-from sandboxd.models import RunRequest, RunResult
+from sandboxd.models import RunRecord, RunRequest, RunResult
 from sandboxd.observability import Metrics, Tracer
+from sandboxd.service import queries
 from sandboxd.service.auth import Principal
 from sandboxd.service.policy import apply_caps, check_network, request_digest
 from sandboxd.service.store import Store
@@ -40,6 +50,35 @@ class StreamedControl(RunControl):
     for runs the daemon itself died or stopped during."""
 
     client_gone: bool = False
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run request as asked (in a sandbox: with the sandbox's defaults merged in) and its
+    digest, taken once: hashes and shapes, never secrets, for the audit trail and the run's
+    row. The caps are applied when it is admitted (`RunManager.run`)."""
+
+    request: RunRequest
+    digest: dict[str, Any]
+    sandbox_id: str | None = None
+
+    @classmethod
+    def of(cls, request: RunRequest, sandbox_id: str | None = None) -> PreparedRun:
+        return cls(request, request_digest(request), sandbox_id)
+
+
+def run_summary(result: RunResult) -> dict[str, Any]:
+    """What the audit record of a run's HTTP request keeps of its result."""
+    return {
+        "status": result.status,
+        "exit_code": result.exit_code,
+        "signal": result.signal,
+        "wall_time_s": result.usage.wall_time_s,
+    }
+
+
+def _time(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def new_run_id() -> str:
@@ -108,16 +147,16 @@ class RunManager:
 
     async def run(
         self,
-        request: RunRequest,
+        prepared: PreparedRun,
         *,
         principal: Principal,
         trace_id: str,
         sandbox: SandboxMount | None = None,
-        sandbox_id: str | None = None,
         control: RunControl | None = None,
     ) -> RunResult:
-        request = request.model_copy(
-            update={"limits": apply_caps(request.limits, self.settings.max_limits)}
+        asked = prepared.request
+        request = asked.model_copy(
+            update={"limits": apply_caps(asked.limits, self.settings.max_limits)}
         )
         check_network(request.network, self.settings.egress)
         backend = self.backend_for(request.backend, request.image)
@@ -135,7 +174,7 @@ class RunManager:
             self._gauges()
             try:
                 return await self._execute(
-                    backend, request, tenant, trace_id, sandbox, sandbox_id, control or RunControl()
+                    backend, request, prepared, tenant, trace_id, sandbox, control or RunControl()
                 )
             finally:
                 self.active -= 1
@@ -148,14 +187,14 @@ class RunManager:
         self,
         backend: Backend,
         request: RunRequest,
+        prepared: PreparedRun,
         tenant: str,
         trace_id: str,
         sandbox: SandboxMount | None,
-        sandbox_id: str | None,
         control: RunControl,
     ) -> RunResult:
-        run_id = new_run_id()
-        await self.store.run_started(run_id, tenant, sandbox_id, request_digest(request), trace_id)
+        run_id, sandbox_id = new_run_id(), prepared.sandbox_id
+        await self.store.run_started(run_id, tenant, sandbox_id, prepared.digest, trace_id)
         with self._in_flight(run_id, tenant, control) as done:
             if control.on_start is not None:
                 control.on_start(run_id)
@@ -168,15 +207,12 @@ class RunManager:
                     language=request.language,
                     backend=backend.name,
                 ):
-                    result = await backend.run(run_id, request, sandbox=sandbox, control=control)
+                    ran = await backend.run(run_id, request, sandbox=sandbox, control=control)
             except BaseException as exc:
                 status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "error"
                 await asyncio.shield(self.store.run_finished(run_id, status, None))
                 raise
-            result.trace_id, result.sandbox_id = trace_id, sandbox_id
-            gone = isinstance(control, StreamedControl) and control.client_gone
-            if result.status == "cancelled" and gone:
-                result.message = CLIENT_GONE
+            result = self._final(ran, trace_id, sandbox_id, control)
             self.store.run_finished(run_id, result.status, result.model_dump_json())
             done.set_result(result)
         self.metrics.runs.labels(result.status, backend.name).inc()
@@ -193,6 +229,17 @@ class RunManager:
             },
         )
         return result
+
+    @staticmethod
+    def _final(
+        ran: RunResult, trace_id: str, sandbox_id: str | None, control: RunControl
+    ) -> RunResult:
+        """The result as the caller gets it: the backend's, with what the daemon knows."""
+        update: dict[str, Any] = {"trace_id": trace_id, "sandbox_id": sandbox_id}
+        gone = isinstance(control, StreamedControl) and control.client_gone
+        if ran.status == "cancelled" and gone:
+            update["message"] = CLIENT_GONE
+        return ran.model_copy(update=update)
 
     @contextlib.contextmanager
     def _in_flight(
@@ -214,13 +261,24 @@ class RunManager:
         """Kill a run in progress and return its (partial) result."""
         entry = self._inflight.get(run_id)
         if entry is None or not (entry.tenant == principal.tenant or principal.can("admin")):
-            row = await self.store.call(
-                lambda db: db.execute(
-                    "SELECT tenant, status FROM runs WHERE id = ?", (run_id,)
-                ).fetchone()
-            )
-            if row is not None and (row["tenant"] == principal.tenant or principal.can("admin")):
-                raise Conflict(f"run {run_id!r} is not in progress (status {row['status']})")
+            row = await self.store.call(queries.get_run, run_id)
+            if row is not None and (row.tenant == principal.tenant or principal.can("admin")):
+                raise Conflict(f"run {run_id!r} is not in progress (status {row.status})")
             raise NotFound(f"no run {run_id!r}")
         entry.control.cancel.set()
         return await asyncio.shield(entry.done)
+
+    async def get(self, run_id: str, principal: Principal) -> RunRecord:
+        """A recorded run of the caller's tenant (another tenant's is not found)."""
+        row = await self.store.call(queries.get_run, run_id)
+        if row is None or row.tenant != principal.tenant:
+            raise NotFound(f"no run {run_id!r}")
+        return RunRecord(
+            id=row.id,
+            status=row.status,
+            sandbox_id=row.sandbox_id,
+            trace_id=row.trace_id,
+            created_at=_time(row.created_at),
+            finished_at=_time(row.finished_at) if row.finished_at else None,
+            result=RunResult.model_validate_json(row.result) if row.result else None,
+        )

@@ -1,9 +1,10 @@
-"""Persistent sandboxes: a workspace on its own ext4 image that outlives runs and restarts.
+"""Persistent sandboxes: workspaces that outlive runs and restarts, and what happens in them.
 
-Each sandbox has a disk image of `disk_mib` (its quota, inodes capped too) under
-`<state>/sandboxes/<id>/`, loop-mounted nosuid,nodev at `mnt/`; `mnt/work` (owned by the
-sandbox's own unprivileged uid) is the `/workspace` of every run in it. Runs in one sandbox
-go one at a time; each is still a fresh jail with a fresh /tmp.
+The manager keeps each sandbox's row (quota, uid, spec, last use), serialises what touches its
+workspace (runs, file reads and writes, archives: one at a time, under the sandbox's lock,
+each counting as a use), merges the sandbox's defaults into a run asked of it, and expires
+sandboxes left idle. Its disk and mount are `sandboxd.service.sandbox_disk`'s; every run in a
+sandbox is still a fresh jail with a fresh /tmp.
 """
 
 from __future__ import annotations
@@ -11,117 +12,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import secrets
-import shutil
 import sqlite3
+import tempfile
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from pathlib import Path
 
-from sandboxd.backends.base import SandboxMount
-from sandboxd.backends.host import linux
+from sandboxd.backends.base import RunControl, SandboxMount
 from sandboxd.backends.host.workspace import WorkTree
 from sandboxd.errors import BackendUnavailable, InvalidRequest, NotFound, QuotaExceeded
-from sandboxd.models import Limits, Sandbox, SandboxCreate
+from sandboxd.models import MAIN_FILE, Limits, RunRequest, RunResult, Sandbox, SandboxCreate
+from sandboxd.service import queries
 from sandboxd.service.auth import Principal
 from sandboxd.service.policy import apply_caps, check_network
-from sandboxd.service.runs import RunManager
+from sandboxd.service.runs import PreparedRun, RunManager
+from sandboxd.service.sandbox_disk import CodeMain, SandboxDisk
 from sandboxd.service.store import Store
 from sandboxd.settings import UID_SPAN, Settings
 
-log = logging.getLogger("sandboxd.service.sandboxes")
 SANDBOX_UID_OFFSET = 50_000
-
-
-async def _exec(*argv: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise BackendUnavailable(f"{argv[0]} failed: {err.decode(errors='replace').strip()}")
-
-
-class SandboxDisk:
-    """The ext4 image of one sandbox and its mount."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.image = root / "disk.img"
-        self.mnt = root / "mnt"
-        self.work = self.mnt / "work"
-
-    def _make_image(self, disk_mib: int) -> None:
-        # 0711, explicitly (whatever the umask): nsjail traverses them; nobody else lists them.
-        for d in (self.root, self.mnt):
-            d.mkdir(mode=0o711)
-            d.chmod(0o711)
-        # The image holds every file of the sandbox: owner-only from its creation.
-        fd = os.open(self.image, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.ftruncate(fd, disk_mib * 1024 * 1024)  # sparse: used as files are written
-        finally:
-            os.close(fd)
-
-    def _make_work(self, uid: int) -> None:
-        self.mnt.chmod(0o711)
-        self.work.mkdir(mode=0o700)
-        # A fresh directory on a fresh filesystem: nothing of the sandbox exists to follow.
-        os.chown(self.work, uid, uid)
-
-    async def create(self, disk_mib: int, uid: int) -> None:
-        await asyncio.to_thread(self._make_image, disk_mib)
-        inodes = str(max(1024, disk_mib * 128))
-        await _exec(
-            "mkfs.ext4",
-            "-q",
-            "-F",
-            "-m",
-            "0",
-            "-N",
-            inodes,
-            "-E",
-            "root_owner=0:0",
-            str(self.image),
-        )
-        await self.mount()
-        await asyncio.to_thread(self._make_work, uid)
-
-    async def mount(self) -> None:
-        if not self.mnt.is_mount():
-            await _exec("mount", "-o", "loop,nosuid,nodev,noatime", str(self.image), str(self.mnt))
-
-    async def unmount(self) -> None:
-        if self.mnt.is_mount():
-            await asyncio.to_thread(linux.umount, self.mnt)
-
-    async def destroy(self) -> None:
-        await self.unmount()
-        await asyncio.to_thread(shutil.rmtree, self.root, True)
 
 
 def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def _to_model(row: sqlite3.Row, default_backend: str = "nsjail") -> Sandbox:
-    spec = SandboxCreate.model_validate_json(row["spec"])
+def _to_model(row: queries.SandboxRow, default_backend: str = "nsjail") -> Sandbox:
+    spec = SandboxCreate.model_validate_json(row.spec)
     return Sandbox(
-        id=row["id"],
-        tenant=row["tenant"],
+        id=row.id,
+        tenant=row.tenant,
         language=spec.language,
         image=spec.image,
         backend=spec.backend or default_backend,
         limits=spec.limits,
         network=spec.network,
         ttl_s=spec.ttl_s,
-        state=row["state"],
-        created_at=_dt(row["created_at"]),
-        last_used_at=_dt(row["last_used_at"]),
-        expires_at=_dt(row["last_used_at"] + spec.ttl_s),
+        state=row.state,
+        created_at=_dt(row.created_at),
+        last_used_at=_dt(row.last_used_at),
+        expires_at=_dt(row.last_used_at + spec.ttl_s),
     )
 
 
@@ -144,11 +76,9 @@ class SandboxManager:
         await asyncio.to_thread(self.dir.mkdir, 0o711, False, True)
         await asyncio.to_thread(self.dir.chmod, 0o711)
         await asyncio.to_thread(self._tighten_images)
-        rows = await self.store.call(
-            lambda db: db.execute("SELECT id FROM sandboxes WHERE state = 'active'").fetchall()
-        )
+        rows = await self.store.call(queries.active_sandboxes)
         for row in rows:
-            await self.disk(row["id"]).mount()
+            await self.disk(row.id).mount()
         return len(rows)
 
     def _tighten_images(self) -> None:
@@ -163,10 +93,7 @@ class SandboxManager:
             await SandboxDisk(child).unmount()
 
     async def count_active(self) -> int:
-        row = await self.store.call(
-            lambda db: db.execute("SELECT COUNT(*) FROM sandboxes WHERE state='active'").fetchone()
-        )
-        return int(row[0])
+        return await self.store.call(queries.count_active_sandboxes)
 
     async def create(self, principal: Principal, spec: SandboxCreate, runs: RunManager) -> Sandbox:
         chosen = runs.backend_for(spec.backend, spec.image).name
@@ -183,11 +110,7 @@ class SandboxManager:
         now = time.time()
 
         def reserve(db: sqlite3.Connection) -> int:
-            count, disk = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(disk_mib), 0) FROM sandboxes"
-                " WHERE tenant = ? AND state = 'active'",
-                (principal.tenant,),
-            ).fetchone()
+            count, disk = queries.tenant_usage(db, principal.tenant)
             if count >= quota.max_sandboxes:
                 raise QuotaExceeded(
                     f"tenant has {count} sandboxes, its maximum", field="max_sandboxes"
@@ -198,24 +121,22 @@ class SandboxManager:
                     f"over its {quota.max_disk_mib} MiB",
                     field="max_disk_mib",
                 )
-            used = {r[0] for r in db.execute("SELECT uid FROM sandboxes")}
+            used = queries.used_uids(db)
             free = (u for u in range(self.uid_base, self.uid_end) if u not in used)
             uid = next(free, None)
             if uid is None:
                 raise QuotaExceeded("this daemon holds as many sandboxes as it has uids")
-            db.execute(
-                "INSERT INTO sandboxes (id, tenant, uid, spec, disk_mib, created_at, last_used_at,"
-                " state) VALUES (?, ?, ?, ?, ?, ?, ?, 'creating')",
-                (
-                    sandbox_id,
-                    principal.tenant,
-                    uid,
-                    spec.model_dump_json(),
-                    spec.limits.disk_mib,
-                    now,
-                    now,
-                ),
+            row = queries.SandboxRow(
+                sandbox_id,
+                principal.tenant,
+                uid,
+                spec.model_dump_json(),
+                spec.limits.disk_mib,
+                created_at=now,
+                last_used_at=now,
+                state="creating",
             )
+            queries.insert_sandbox(db, row)
             return uid
 
         uid = await self.store.call(reserve)
@@ -225,28 +146,18 @@ class SandboxManager:
         except BaseException:
             await asyncio.shield(self._forget(sandbox_id, disk))
             raise
-        await self.store.call(
-            lambda db: db.execute(
-                "UPDATE sandboxes SET state = 'active' WHERE id = ?", (sandbox_id,)
-            )
-        )
+        await self.store.call(queries.activate_sandbox, sandbox_id)
         return await self.get(principal, sandbox_id)
 
     async def _forget(self, sandbox_id: str, disk: SandboxDisk) -> None:
         with contextlib.suppress(OSError, BackendUnavailable):
             await disk.destroy()
-        await self.store.call(
-            lambda db: db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
-        )
+        await self.store.call(queries.delete_sandbox, sandbox_id)
 
-    async def _row(self, principal: Principal, sandbox_id: str) -> sqlite3.Row:
-        row: sqlite3.Row | None = await self.store.call(
-            lambda db: db.execute(
-                "SELECT * FROM sandboxes WHERE id = ? AND state = 'active'", (sandbox_id,)
-            ).fetchone()
-        )
+    async def _row(self, principal: Principal, sandbox_id: str) -> queries.SandboxRow:
+        row = await self.store.call(queries.active_sandbox, sandbox_id)
         # Another tenant's sandbox is "not found" too: existence does not leak.
-        if row is None or row["tenant"] != principal.tenant:
+        if row is None or row.tenant != principal.tenant:
             raise NotFound(f"no sandbox {sandbox_id!r}")
         return row
 
@@ -254,12 +165,7 @@ class SandboxManager:
         return _to_model(await self._row(principal, sandbox_id))
 
     async def list_for(self, principal: Principal) -> list[Sandbox]:
-        rows = await self.store.call(
-            lambda db: db.execute(
-                "SELECT * FROM sandboxes WHERE tenant = ? AND state = 'active' ORDER BY created_at",
-                (principal.tenant,),
-            ).fetchall()
-        )
+        rows = await self.store.call(queries.tenant_sandboxes, principal.tenant)
         return [_to_model(r) for r in rows]
 
     async def delete(self, principal: Principal, sandbox_id: str, state: str = "deleted") -> None:
@@ -272,55 +178,34 @@ class SandboxManager:
     async def _remove(self, sandbox_id: str, state: str) -> bool:
         """Mark the sandbox `state` and destroy its disk; False if it was no longer active
         (someone else removed it meanwhile), which then changes nothing."""
-        changed = await self.store.call(
-            lambda db: (
-                db.execute(
-                    "UPDATE sandboxes SET state = ? WHERE id = ? AND state = 'active'",
-                    (state, sandbox_id),
-                ).rowcount
-            )
-        )
-        if changed != 1:
+        if not await self.store.call(queries.retire_sandbox, sandbox_id, state):
             return False
         await self.disk(sandbox_id).destroy()
         self._locks.pop(sandbox_id, None)
         return True
 
     async def touch(self, sandbox_id: str) -> None:
-        await self.store.call(
-            lambda db: db.execute(
-                "UPDATE sandboxes SET last_used_at = ? WHERE id = ?", (time.time(), sandbox_id)
-            )
-        )
+        await self.store.call(queries.touch_sandbox, sandbox_id, time.time())
 
     def lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks[sandbox_id]
 
-    async def mount_for(
-        self, principal: Principal, sandbox_id: str
-    ) -> tuple[Sandbox, SandboxMount]:
-        row = await self._row(principal, sandbox_id)
-        return _to_model(row), SandboxMount(self.disk(sandbox_id).work, row["uid"])
-
     async def tree(self, principal: Principal, sandbox_id: str) -> WorkTree:
         row = await self._row(principal, sandbox_id)
-        uid = row["uid"]
-        return WorkTree(self.disk(sandbox_id).work, uid=uid, gid=uid)
+        return WorkTree(self.disk(sandbox_id).work, uid=row.uid, gid=row.uid)
 
     async def expire_idle(self) -> list[tuple[str, str]]:
         """Delete sandboxes idle for longer than their ttl_s; (id, tenant) of each."""
         now = time.time()
-        rows = await self.store.call(
-            lambda db: db.execute("SELECT * FROM sandboxes WHERE state = 'active'").fetchall()
-        )
+        rows = await self.store.call(queries.active_sandboxes)
         expired = []
         for row in rows:
-            ttl = json.loads(row["spec"])["ttl_s"]
-            if row["last_used_at"] + ttl > now or self._locks[row["id"]].locked():
+            ttl = json.loads(row.spec)["ttl_s"]
+            if row.last_used_at + ttl > now or self._locks[row.id].locked():
                 continue
-            async with self._locks[row["id"]]:
-                if await self._remove(row["id"], "expired"):
-                    expired.append((row["id"], row["tenant"]))
+            async with self._locks[row.id]:
+                if await self._remove(row.id, "expired"):
+                    expired.append((row.id, row.tenant))
         return expired
 
     @staticmethod
@@ -329,3 +214,110 @@ class SandboxManager:
         merged = sandbox.limits.model_dump()
         merged.update(asked.model_dump(include=asked.model_fields_set))
         return Limits.model_validate(merged)
+
+    def prepare_run(self, sandbox: Sandbox, asked: RunRequest) -> PreparedRun:
+        """A run in `sandbox` as it will go: where the sandbox lives (asking for elsewhere is
+        refused), with the sandbox's defaults for what the request left out."""
+        if asked.backend is not None and asked.backend != sandbox.backend:
+            raise InvalidRequest(
+                f"this sandbox runs on {sandbox.backend}; its runs cannot choose backend "
+                f"{asked.backend!r} (leave `backend` out)",
+                field="backend",
+            )
+        if asked.image is not None and asked.image != sandbox.image:
+            raise InvalidRequest(
+                f"this sandbox runs in image {sandbox.image!r}; its runs cannot choose another "
+                "(leave `image` out)",
+                field="image",
+            )
+        update: dict[str, object] = {"limits": self.run_limits(sandbox, asked.limits)}
+        if "language" not in asked.model_fields_set:
+            update["language"] = sandbox.language
+        if "network" not in asked.model_fields_set:
+            update["network"] = sandbox.network
+        update["backend"], update["image"] = sandbox.backend, sandbox.image
+        return PreparedRun.of(asked.model_copy(update=update), sandbox.id)
+
+    async def run(
+        self,
+        principal: Principal,
+        prepared: PreparedRun,
+        *,
+        runs: RunManager,
+        trace_id: str,
+        control: RunControl,
+    ) -> RunResult:
+        """Run in the sandbox's workspace. `code` is the request's, not the workspace's: its
+        main file is written for the run and removed after it (`CodeMain`)."""
+        sandbox_id = prepared.sandbox_id
+        assert sandbox_id is not None  # noqa: S101  # an invariant: prepare_run set it
+        async with self.lock(sandbox_id):
+            row = await self._row(principal, sandbox_id)
+            disk = self.disk(sandbox_id)
+            request = prepared.request
+            main, code = MAIN_FILE[request.language], request.code.encode()
+            owned = CodeMain(
+                WorkTree(disk.work, uid=row.uid, gid=row.uid),
+                disk.root / "main.owned",
+                self.settings.max_request_bytes,
+            )
+            await asyncio.to_thread(owned.clear_leftover)
+            if code:
+                await asyncio.to_thread(owned.claim, main, code)
+            await self.touch(sandbox_id)
+            try:
+                result = await runs.run(
+                    prepared,
+                    principal=principal,
+                    trace_id=trace_id,
+                    sandbox=SandboxMount(disk.work, row.uid),
+                    control=control,
+                )
+            finally:
+                if code:
+                    await asyncio.shield(asyncio.to_thread(owned.release, main, code))
+            await self.touch(sandbox_id)
+            return result
+
+    async def write_file(
+        self, principal: Principal, sandbox_id: str, rel: str, data: bytes
+    ) -> None:
+        async with self.lock(sandbox_id):
+            tree = await self.tree(principal, sandbox_id)
+            await asyncio.to_thread(tree.write_file, rel, data)
+            await self.touch(sandbox_id)
+
+    async def read_file(self, principal: Principal, sandbox_id: str, rel: str) -> bytes:
+        async with self.lock(sandbox_id):
+            tree = await self.tree(principal, sandbox_id)
+            cap = self.settings.max_file_bytes
+            data = await asyncio.to_thread(tree.read_file, rel, max_bytes=cap)
+            await self.touch(sandbox_id)
+        return data
+
+    async def delete_file(self, principal: Principal, sandbox_id: str, rel: str) -> None:
+        async with self.lock(sandbox_id):
+            tree = await self.tree(principal, sandbox_id)
+            await asyncio.to_thread(tree.delete, rel)
+            await self.touch(sandbox_id)
+
+    async def archive(self, principal: Principal, sandbox_id: str) -> int:
+        """The whole workspace as a tar (links stored as links, never followed), in an
+        unlinked file under the state dir: its open descriptor, which the caller closes."""
+        tmp_dir = self.settings.state_dir / "tmp"
+
+        def build(tree: WorkTree) -> int:
+            tmp_dir.mkdir(mode=0o700, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".tar")
+            os.unlink(name)  # the open fd keeps it until the caller is done
+            try:
+                tree.archive_to_fd(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+
+        async with self.lock(sandbox_id):
+            fd = await asyncio.to_thread(build, await self.tree(principal, sandbox_id))
+            await self.touch(sandbox_id)
+        return fd

@@ -1,14 +1,16 @@
 """Durable state in SQLite: tokens, sandboxes, runs and the audit chain.
 
 All database work runs on one dedicated thread (SQLite connections are not shared across
-threads, and the event loop must never block); callers await it.
+threads, and the event loop must never block); callers await it. This module owns the
+connection, the schema and the transactions; the statements themselves are the named
+functions of `sandboxd.service.queries` (`await store.call(queries.get_run, run_id)`), so
+that no other module of the daemon holds SQL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import sqlite3
@@ -16,11 +18,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from sandboxd.models import AuditPage
+from sandboxd.service import queries
 from sandboxd.service.audit import AuditChain
 
 T = TypeVar("T")
+P = ParamSpec("P")
 SIDE_FILES = ("-wal", "-shm", "-journal")
 log = logging.getLogger("sandboxd.service.store")
 
@@ -73,23 +78,30 @@ class Store:
         db.executescript(SCHEMA)
         self._db = db
 
-    def sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in one transaction, on the calling thread (for the CLI and start-up)."""
+    def sync(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """Run `fn(db, *args, **kw)` in one transaction, on the calling thread (for the CLI
+        and start-up)."""
         if self._db is None:
             self._open()
         assert self._db is not None  # noqa: S101  # an invariant, for mypy: open() set it
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            out = fn(self._db)
+            out = fn(self._db, *args, **kw)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
         return out
 
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in one transaction on the database thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self.sync, fn)
+    async def call(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """Run `fn(db, *args, **kw)` in one transaction on the database thread."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: self.sync(fn, *args, **kw)
+        )
 
     def submit(self, what: str, fn: Callable[[], object]) -> asyncio.Future[object]:
         """Queue `fn` on the database thread without waiting for it: it runs before any work
@@ -117,13 +129,13 @@ class Store:
         is committed. The head file follows on the database thread, before any later record
         (a crash in between leaves the head one record behind, which `verify` accepts)."""
         entry = self._audit_entry(action, **fields)
-        seq, digest = await self.call(lambda db: self.audit.append(db, entry))
+        seq, digest = await self.call(self.audit.append, entry)
         self.submit("audit head", lambda: self.audit.write_head(seq, digest))
 
     def record_sync(self, action: str, **fields: Any) -> None:
         """Append one record on the calling thread (the CLI's way)."""
         entry = self._audit_entry(action, **fields)
-        seq, digest = self.sync(lambda db: self.audit.append(db, entry))
+        seq, digest = self.sync(self.audit.append, entry)
         self.audit.write_head(seq, digest)  # after the commit: the head never runs ahead
 
     @staticmethod
@@ -149,6 +161,10 @@ class Store:
             "trace_id": trace_id,
         }
 
+    async def audit_page(self, *, after: int, tenant: str | None, limit: int) -> AuditPage:
+        """A page of the trail, oldest first (see `AuditChain.page`)."""
+        return await self.call(self.audit.page, after, tenant, limit)
+
     # -- runs --------------------------------------------------------------------------------
 
     async def run_started(
@@ -160,11 +176,7 @@ class Store:
         trace_id: str,
     ) -> None:
         await self.call(
-            lambda db: db.execute(
-                "INSERT INTO runs (id, tenant, sandbox_id, status, request_digest, trace_id,"
-                " created_at) VALUES (?, ?, ?, 'running', ?, ?, ?)",
-                (run_id, tenant, sandbox_id, json.dumps(digest), trace_id, time.time()),
-            )
+            queries.insert_run, run_id, tenant, sandbox_id, digest, trace_id, time.time()
         )
 
     def run_finished(
@@ -175,19 +187,9 @@ class Store:
         finished_at = time.time()
         return self.submit(
             f"recording the end of run {run_id}",
-            lambda: self.sync(
-                lambda db: db.execute(
-                    "UPDATE runs SET status = ?, result = ?, finished_at = ? WHERE id = ?",
-                    (status, result_json, finished_at, run_id),
-                )
-            ),
+            lambda: self.sync(queries.finish_run, run_id, status, result_json, finished_at),
         )
 
-    def mark_interrupted(self, db: sqlite3.Connection) -> list[sqlite3.Row]:
+    def mark_interrupted(self, db: sqlite3.Connection) -> list[queries.RunRow]:
         """Runs a dead daemon left 'running' become 'interrupted'; returns them."""
-        rows = db.execute("SELECT * FROM runs WHERE status = 'running'").fetchall()
-        db.execute(
-            "UPDATE runs SET status = 'interrupted', finished_at = ? WHERE status = 'running'",
-            (time.time(),),
-        )
-        return rows
+        return queries.interrupt_running(db, time.time())

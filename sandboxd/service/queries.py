@@ -1,0 +1,289 @@
+"""Every SQL statement of the daemon, as named, typed functions per table.
+
+Why one module: the schema (`sandboxd.service.store.SCHEMA`) and the statements that read and
+write it change together, and nothing else in the daemon should know a column name or build a
+query. Each function takes the connection of the caller's transaction first, so that
+`Store.call(queries.get_run, run_id)` runs it on the database thread, and a caller that needs
+several statements in one transaction passes a function that calls several of these. Rows come
+back as small frozen dataclasses (or plain values), never as `sqlite3.Row`.
+
+Every statement is a constant: values are bound as parameters, never formatted into SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+# -- runs ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: str
+    tenant: str
+    sandbox_id: str | None
+    status: str
+    request_digest: str
+    result: str | None
+    trace_id: str
+    created_at: float
+    finished_at: float | None
+
+
+def _run(row: sqlite3.Row) -> RunRow:
+    return RunRow(**dict(row))
+
+
+def insert_run(
+    db: sqlite3.Connection,
+    run_id: str,
+    tenant: str,
+    sandbox_id: str | None,
+    digest: dict[str, Any],
+    trace_id: str,
+    created_at: float,
+) -> None:
+    db.execute(
+        "INSERT INTO runs (id, tenant, sandbox_id, status, request_digest, trace_id,"
+        " created_at) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+        (run_id, tenant, sandbox_id, json.dumps(digest), trace_id, created_at),
+    )
+
+
+def finish_run(
+    db: sqlite3.Connection, run_id: str, status: str, result_json: str | None, finished_at: float
+) -> None:
+    db.execute(
+        "UPDATE runs SET status = ?, result = ?, finished_at = ? WHERE id = ?",
+        (status, result_json, finished_at, run_id),
+    )
+
+
+def get_run(db: sqlite3.Connection, run_id: str) -> RunRow | None:
+    row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return None if row is None else _run(row)
+
+
+def interrupt_running(db: sqlite3.Connection, finished_at: float) -> list[RunRow]:
+    """Runs left 'running' (by a daemon that died) become 'interrupted'; they, as they were."""
+    rows = db.execute("SELECT * FROM runs WHERE status = 'running'").fetchall()
+    db.execute(
+        "UPDATE runs SET status = 'interrupted', finished_at = ? WHERE status = 'running'",
+        (finished_at,),
+    )
+    return [_run(r) for r in rows]
+
+
+# -- sandboxes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SandboxRow:
+    id: str
+    tenant: str
+    uid: int
+    spec: str  # the SandboxCreate it was made with, as JSON
+    disk_mib: int
+    created_at: float
+    last_used_at: float
+    state: str
+
+
+def _sandbox(row: sqlite3.Row) -> SandboxRow:
+    return SandboxRow(**dict(row))
+
+
+def insert_sandbox(db: sqlite3.Connection, row: SandboxRow) -> None:
+    db.execute(
+        "INSERT INTO sandboxes (id, tenant, uid, spec, disk_mib, created_at, last_used_at,"
+        " state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            row.id,
+            row.tenant,
+            row.uid,
+            row.spec,
+            row.disk_mib,
+            row.created_at,
+            row.last_used_at,
+            row.state,
+        ),
+    )
+
+
+def tenant_usage(db: sqlite3.Connection, tenant: str) -> tuple[int, int]:
+    """The number of a tenant's active sandboxes and the MiB of disk they hold."""
+    count, disk = db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(disk_mib), 0) FROM sandboxes"
+        " WHERE tenant = ? AND state = 'active'",
+        (tenant,),
+    ).fetchone()
+    return int(count), int(disk)
+
+
+def used_uids(db: sqlite3.Connection) -> set[int]:
+    """Uids held by any sandbox row, whatever its state (a uid is never handed out twice)."""
+    return {int(r[0]) for r in db.execute("SELECT uid FROM sandboxes")}
+
+
+def activate_sandbox(db: sqlite3.Connection, sandbox_id: str) -> None:
+    db.execute("UPDATE sandboxes SET state = 'active' WHERE id = ?", (sandbox_id,))
+
+
+def retire_sandbox(db: sqlite3.Connection, sandbox_id: str, state: str) -> bool:
+    """Mark an active sandbox `state` (deleted, expired); False if it was no longer active."""
+    cur = db.execute(
+        "UPDATE sandboxes SET state = ? WHERE id = ? AND state = 'active'", (state, sandbox_id)
+    )
+    return cur.rowcount == 1
+
+
+def delete_sandbox(db: sqlite3.Connection, sandbox_id: str) -> None:
+    db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+
+
+def touch_sandbox(db: sqlite3.Connection, sandbox_id: str, used_at: float) -> None:
+    db.execute("UPDATE sandboxes SET last_used_at = ? WHERE id = ?", (used_at, sandbox_id))
+
+
+def active_sandbox(db: sqlite3.Connection, sandbox_id: str) -> SandboxRow | None:
+    row = db.execute(
+        "SELECT * FROM sandboxes WHERE id = ? AND state = 'active'", (sandbox_id,)
+    ).fetchone()
+    return None if row is None else _sandbox(row)
+
+
+def active_sandboxes(db: sqlite3.Connection) -> list[SandboxRow]:
+    rows = db.execute("SELECT * FROM sandboxes WHERE state = 'active'").fetchall()
+    return [_sandbox(r) for r in rows]
+
+
+def tenant_sandboxes(db: sqlite3.Connection, tenant: str) -> list[SandboxRow]:
+    rows = db.execute(
+        "SELECT * FROM sandboxes WHERE tenant = ? AND state = 'active' ORDER BY created_at",
+        (tenant,),
+    ).fetchall()
+    return [_sandbox(r) for r in rows]
+
+
+def count_active_sandboxes(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT COUNT(*) FROM sandboxes WHERE state='active'").fetchone()[0])
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    id: str
+    tenant: str
+    scopes: list[str]
+    name: str
+    created_at: float
+    revoked_at: float | None
+
+
+def _token(row: sqlite3.Row) -> TokenRow:
+    return TokenRow(
+        id=row["id"],
+        tenant=row["tenant"],
+        scopes=json.loads(row["scopes"]),
+        name=row["name"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def insert_token(
+    db: sqlite3.Connection,
+    token_id: str,
+    tenant: str,
+    scopes: list[str],
+    token_hash: str,
+    name: str,
+    created_at: float,
+) -> None:
+    db.execute(
+        "INSERT INTO tokens (id, tenant, scopes, hash, name, created_at) VALUES (?,?,?,?,?,?)",
+        (token_id, tenant, json.dumps(scopes), token_hash, name, created_at),
+    )
+
+
+def tokens(db: sqlite3.Connection, tenant: str | None = None) -> list[TokenRow]:
+    """Every token (of `tenant`, if given), oldest first."""
+    rows = db.execute(
+        "SELECT * FROM tokens WHERE ?1 IS NULL OR tenant = ?1 ORDER BY created_at", (tenant,)
+    )
+    return [_token(r) for r in rows]
+
+
+def token_by_hash(db: sqlite3.Connection, token_hash: str) -> TokenRow | None:
+    row = db.execute("SELECT * FROM tokens WHERE hash = ?", (token_hash,)).fetchone()
+    return None if row is None else _token(row)
+
+
+def revoke_token(db: sqlite3.Connection, token_id: str, revoked_at: float) -> bool:
+    """Revoke a token not yet revoked; False if there is none such."""
+    cur = db.execute(
+        "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        (revoked_at, token_id),
+    )
+    return cur.rowcount == 1
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+
+def _audit(row: sqlite3.Row) -> dict[str, Any]:
+    """An audit row as a record: its request and result decoded from their JSON."""
+    rec = dict(row)
+    rec["request"] = json.loads(rec["request"])
+    rec["result"] = json.loads(rec["result"])
+    return rec
+
+
+def audit_head(db: sqlite3.Connection) -> tuple[int, str] | None:
+    """Sequence number and hash of the last record, if any."""
+    last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    return None if last is None else (int(last["seq"]), str(last["hash"]))
+
+
+def insert_audit(db: sqlite3.Connection, record: dict[str, Any], prev: str, digest: str) -> None:
+    """Append `record` (with its `seq`), chained to `prev` and hashed to `digest`."""
+    db.execute(
+        "INSERT INTO audit (seq, time, tenant, token_id, action, target, request, result,"
+        " trace_id, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            record["seq"],
+            record["time"],
+            record["tenant"],
+            record["token_id"],
+            record["action"],
+            record["target"],
+            json.dumps(record["request"], sort_keys=True),
+            json.dumps(record["result"], sort_keys=True),
+            record["trace_id"],
+            prev,
+            digest,
+        ),
+    )
+
+
+def audit_records(db: sqlite3.Connection) -> Iterator[dict[str, Any]]:
+    """Every record, in sequence order (read lazily: the trail can be long)."""
+    for row in db.execute("SELECT * FROM audit ORDER BY seq"):
+        yield _audit(row)
+
+
+def audit_page(
+    db: sqlite3.Connection, after: int, tenant: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Up to `limit` records after sequence number `after` (of `tenant` only, if given)."""
+    rows = db.execute(
+        "SELECT * FROM audit WHERE seq > ?1 AND (?2 IS NULL OR tenant = ?2) ORDER BY seq LIMIT ?3",
+        (after, tenant, limit),
+    ).fetchall()
+    return [_audit(r) for r in rows]
