@@ -18,12 +18,12 @@ from sandboxd.errors import Forbidden, Unauthorized
 from sandboxd.service.auth import Principal
 
 # Per-request keys (set by middlewares and handlers, read by the audit middleware).
-PRINCIPAL = "sandboxd.principal"
-TRACE_ID = "sandboxd.trace_id"
-AUDIT_REQUEST = "sandboxd.audit_request"
-AUDIT_RESULT = "sandboxd.audit_result"
-AUDIT_TARGET = "sandboxd.audit_target"
-ERROR_CODE = "sandboxd.error_code"
+PRINCIPAL = web.RequestKey("sandboxd.principal", Principal)
+TRACE_ID = web.RequestKey("sandboxd.trace_id", str)
+AUDIT_REQUEST = web.RequestKey("sandboxd.audit_request", dict[str, Any])
+AUDIT_RESULT = web.RequestKey("sandboxd.audit_result", dict[str, Any])
+AUDIT_TARGET = web.RequestKey("sandboxd.audit_target", str)
+ERROR_CODE = web.RequestKey("sandboxd.error_code", str)
 
 
 def require(request: web.Request, scope: str) -> Principal:
