@@ -152,17 +152,8 @@ class Containers:
         err = seen.stderr.text().strip()
         if status == "failed" and exit_code in (126, 127) and err:
             notes.append(f"cannot execute: {err.splitlines()[-1]}")
-        return to_result(
-            run_id,
-            "docker",
-            limits,
-            seen,
-            status=status,
-            notes=notes,
-            exit_code=exit_code,
-            signal=signal_name,
-            peak_mib=run.peak,
-        )
+        code = (exit_code, signal_name)
+        return to_result(run_id, "docker", limits, seen, (status, notes), code, run.peak)
 
 
 async def _status_code(waiter: asyncio.Future[Any]) -> int:

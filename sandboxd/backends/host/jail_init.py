@@ -1,4 +1,4 @@
-"""The tiny init every run starts under, and how its exit status reads.
+"""The tiny init every run starts under, how its exit status reads, and the base environment.
 
 In a fresh pid namespace the first process is its init, and the kernel treats an init
 specially: signals it has no handler for are dropped (a program's own SIGKILL, SIGTERM,

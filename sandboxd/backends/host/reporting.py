@@ -72,14 +72,14 @@ def to_result(
     backend: str,
     limits: Limits,
     seen: Supervised,
-    *,
-    status: RunStatus,
-    notes: list[str],
-    exit_code: int | None,
-    signal: str | None,
+    ended: tuple[RunStatus, list[str]],
+    exit: tuple[int | None, str | None],
     peak_mib: float,
 ) -> RunResult:
-    """The RunResult of a supervised run (its notes joined into the message)."""
+    """The RunResult of a supervised run: `ended` is its status and the notes that make its
+    message, `exit` its exit code and signal name."""
+    status, notes = ended
+    exit_code, signal = exit
     return RunResult(
         id=run_id,
         status=status,

@@ -282,17 +282,8 @@ class Jailer:
             peak = group.peak_memory_bytes() / (1024 * 1024)
         except OSError:
             peak = 0.0
-        return to_result(
-            run_id,
-            "nsjail",
-            limits,
-            seen,
-            status=status,
-            notes=notes,
-            exit_code=exit_code,
-            signal=signal_name,
-            peak_mib=peak,
-        )
+        code = (exit_code, signal_name)
+        return to_result(run_id, "nsjail", limits, seen, (status, notes), code, peak)
 
 
 def _enter_and_configure(group: cgroups.RunCgroup, pid: int, config_fd: int, config: bytes) -> None:
