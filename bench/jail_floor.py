@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from sandboxd.backends.host.jail_init import BASE_ENV
 from sandboxd.backends.host.workspace import Workspace
 from sandboxd.backends.nsjail.backend import NsjailBackend
-from sandboxd.backends.nsjail.config import BASE_ENV, jail_config
+from sandboxd.backends.nsjail.config import jail_config
 from sandboxd.http.app import claim_state
 from sandboxd.models import Limits
 from sandboxd.settings import Settings
@@ -40,7 +41,7 @@ class JailFloor:
         self.ws = Workspace(self.backend.runs_dir / "floor", uid=uid, gid=uid)
         self.ws.create(disk_mib=Limits().disk_mib)
         self.ws.write_file("main.py", b'print("hello")\n')
-        self.args = self.backend.run_args(self.ws, uid, Limits(), egress=False)
+        self.args = self.backend.jailer.run_args(self.ws, uid, Limits(), egress=False)
 
     def _time(self, argv: list[str], expect: str) -> float:
         config = self.ws.root / "floor.cfg"

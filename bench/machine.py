@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import psutil
 
 from sandboxd.backends.host.cgroup_moves import OPTION, cgroup2_mounts
-from sandboxd.backends.nsjail.config import BASE_ENV
+from sandboxd.backends.host.jail_init import BASE_ENV
 
 #: The environment of every bare baseline: a jailed run's own (HOME on the host's /tmp), so
 #: that the benching session's variables do not weigh on one side only (NODE_EXTRA_CA_CERTS,

@@ -43,6 +43,16 @@ def _open_store(args: argparse.Namespace) -> Store:
     return Store(db)
 
 
+def _store_or_reason(args: argparse.Namespace) -> Store | str:
+    """The store, or the one line that says why it cannot be opened."""
+    try:
+        return _open_store(args)
+    except NoState as exc:
+        return str(exc)
+    except (ValidationError, FileNotFoundError, ValueError, OSError) as exc:
+        return f"cannot open the state: {str(exc).splitlines()[0]}"
+
+
 def _audit(store: Store, action: str, tenant: str | None, target: str, req: dict[str, Any]) -> None:
     store.record_sync(
         action, tenant=tenant, token_id=None, target=target, request={**req, "via": "cli"}
@@ -50,12 +60,9 @@ def _audit(store: Store, action: str, tenant: str | None, target: str, req: dict
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    try:
-        store = _open_store(args)
-    except NoState as exc:
-        return fail(str(exc))
-    except (ValidationError, FileNotFoundError, ValueError, OSError) as exc:
-        return fail(f"cannot open the state: {str(exc).splitlines()[0]}")
+    store = _store_or_reason(args)
+    if isinstance(store, str):
+        return fail(store)
     try:
         if args.token_command == "create":  # noqa: S105  # a subcommand name, not a secret
             try:
@@ -87,12 +94,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    try:
-        store = _open_store(args)
-    except NoState as exc:
-        return fail(str(exc))
-    except (ValidationError, FileNotFoundError, ValueError, OSError) as exc:
-        return fail(f"cannot open the state: {str(exc).splitlines()[0]}")
+    store = _store_or_reason(args)
+    if isinstance(store, str):
+        return fail(store)
     try:
         verdict = store.sync(store.audit.verify)
     finally:

@@ -27,7 +27,7 @@ from sandboxd.errors import (
     SandboxdError,
     Unauthorized,
 )
-from sandboxd.http import openapi
+from sandboxd.http import openapi, routes
 from sandboxd.http.keys import (
     BACKEND,
     CLAIM,
@@ -57,7 +57,7 @@ from sandboxd.settings import Settings
 
 log = logging.getLogger("sandboxd.http.app")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = openapi.public_paths()  # {"/healthz"}: routes declared `public`
+PUBLIC_PATHS = routes.public_paths()  # {"/healthz"}: routes declared `public`
 
 
 def error_response(exc: SandboxdError) -> web.Response:
@@ -294,7 +294,7 @@ def make_app(
     app[SANDBOXES] = SandboxManager(settings, app[STORE])
     app.cleanup_ctx.extend([_claim, _tracer, _state, _backend, _sandboxes])
 
-    for table in openapi.TABLES:
+    for table in routes.TABLES:
         app.router.add_routes(table)
     app[OPENAPI] = openapi.build_openapi(app.router)
     return app

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -18,13 +17,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from sandboxd import __version__
-from sandboxd.http import runs as api
-from sandboxd.http import sandboxes as sandbox_api
 from sandboxd.http.request import Content, RouteDoc, route_doc
 from sandboxd.models import ErrorResponse, RunEvent
 
-#: The daemon's route tables; `make_app` adds exactly these.
-TABLES: tuple[web.RouteTableDef, ...] = (api.routes, sandbox_api.routes)
 REF = "#/components/schemas/{model}"
 SSE = "text/event-stream"
 ERRORS = {
@@ -39,23 +34,6 @@ ERRORS = {
     "isolation asked for (backend_unavailable)",
 }
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
-
-
-def public_paths(tables: Iterable[web.RouteTableDef] = TABLES) -> frozenset[str]:
-    """Paths that need no token: those whose routes are declared `public`."""
-    return frozenset(
-        d.path
-        for table in tables
-        for d in table
-        if isinstance(d, web.RouteDef) and (meta := route_doc(d.handler)) and meta.public
-    )
-
-
-def _router(tables: Iterable[web.RouteTableDef]) -> web.UrlDispatcher:
-    router = web.UrlDispatcher()
-    for table in tables:
-        router.add_routes(table)
-    return router
 
 
 def _documented(router: web.UrlDispatcher) -> list[tuple[str, str, str, RouteDoc, str]]:
@@ -155,9 +133,9 @@ def _operation(
     return op
 
 
-def build_openapi(router: web.UrlDispatcher | None = None) -> dict[str, Any]:
-    """The document of `router` (default: the daemon's route tables)."""
-    routes = _documented(router if router is not None else _router(TABLES))
+def build_openapi(router: web.UrlDispatcher) -> dict[str, Any]:
+    """The document of `router` (`sandboxd.http.routes.router()`: every route the daemon has)."""
+    routes = _documented(router)
     refs, defs = models_json_schema(_models([r[3] for r in routes]), ref_template=REF)
     paths: dict[str, dict[str, Any]] = {}
     for method, path, name, meta, text in routes:

@@ -1,6 +1,6 @@
 """`/openapi.json` documents every route, and a client generated from it drives the daemon.
 
-The document is generated from the route tables (`sandboxd.http.openapi.TABLES`, which `make_app`
+The document is generated from the route tables (`sandboxd.http.routes.TABLES`, which `make_app`
 adds and nothing else) and the metadata beside each handler; a route without metadata is left
 out of it, which the first test catches. The second generates a client with
 `openapi-python-client` from the running daemon's document, into a tmp dir, and uses it.
@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 from openapi_spec_validator import validate
 
-from sandboxd.http import openapi
+from sandboxd.http import openapi, routes
 from tests.daemon import Daemon
 
 GENERATE_TIMEOUT_S = 120
@@ -47,7 +47,7 @@ def missing(router: web.UrlDispatcher, doc: dict[str, Any]) -> list[str]:
 
 def app_router() -> web.UrlDispatcher:
     app = web.Application()
-    for table in openapi.TABLES:  # exactly what make_app registers
+    for table in routes.TABLES:  # exactly what make_app registers
         app.router.add_routes(table)
     return app.router
 

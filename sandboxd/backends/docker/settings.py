@@ -6,7 +6,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sandboxd.backends.host.pool import PoolSettings
+from sandboxd.backends.host.pool_settings import PoolSettings
 from sandboxd.models import Language
 
 

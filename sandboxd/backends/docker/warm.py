@@ -21,20 +21,26 @@ import socket
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from sandboxd.backends.base import RunControl, SandboxMount
-from sandboxd.backends.host.output import Sink, output_sink
-from sandboxd.backends.host.pool import WarmPool
-from sandboxd.backends.host.tasks import in_own_thread
+from sandboxd.backends.docker.container import ContainerRun, Containers
+from sandboxd.backends.host.jail_init import BASE_ENV
+from sandboxd.backends.host.output import Sink, StreamCapture, output_sink
+from sandboxd.backends.host.slots import Slots
+from sandboxd.backends.host.supervise import supervise
+from sandboxd.backends.host.tasks import Background, in_own_thread
+from sandboxd.backends.host.warm import (
+    WarmPools,
+    boot_handover,
+    exec_handover,
+    waiter,
+    waiter_profile,
+)
 from sandboxd.backends.host.workspace import Workspace, collect_files, write_request_files
-from sandboxd.backends.jailside import warm_exec
-from sandboxd.backends.nsjail.warm import NsjailWarmPool, waiter, waiter_profile
 from sandboxd.errors import Overloaded
-from sandboxd.models import Limits, PoolStats, RunRequest, RunResult
-
-if TYPE_CHECKING:
-    from sandboxd.backends.docker.backend import DockerBackend, Started
+from sandboxd.models import Limits, RunRequest, RunResult
 
 log = logging.getLogger("sandboxd.docker.warm")
 READY_TIMEOUT_S = 60.0
@@ -127,92 +133,125 @@ class Router:
             self._sink = sink
 
 
+class WarmRun(ContainerRun):
+    """A warm container as the supervisor's `Running`: started and watched ahead of its run,
+    its output held back by its `Router` until READY; the run begins when the handover and
+    the run's stdin are sent on the attached stdin."""
+
+    def __init__(self, name: str, container: Any, router: Router) -> None:
+        super().__init__(name, container)
+        self.router = router
+        self.stdin: Any = None
+        self.payload = b""
+        self._sender: asyncio.Future[None] | None = None
+
+    async def connect(
+        self, out: StreamCapture, err: StreamCapture, overflow: asyncio.Event
+    ) -> None:
+        self.router.connect(output_sink(out, err, overflow))
+
+    async def begin(self) -> asyncio.Future[int]:
+        if self.group is not None:
+            self.group.start_accounting()  # the interpreter's start is not the run's
+        # Not awaited: a run that leaves its stdin unread must still be supervised. On a
+        # thread of its own: it blocks for as long as the program leaves stdin unread.
+        send = functools.partial(_send, self.stdin, self.payload)
+        self._sender = in_own_thread(send, "sandboxd-docker-stdin")
+        return self.exited()
+
+    async def close(self) -> None:
+        try:
+            if self._sender is not None:
+                if not self._sender.done():
+                    await asyncio.to_thread(_abort, self.stdin)
+                await self._sender
+        finally:
+            await super().close()
+
+
+def _send(stdin: Any, data: bytes) -> None:
+    """Write the handover and the run's stdin, then end the container's stdin (stdin_once).
+    A program that never reads its stdin blocks this until `_abort`."""
+    raw: socket.socket = getattr(stdin, "_sock", stdin)
+    with contextlib.suppress(OSError):
+        raw.sendall(data)
+        raw.shutdown(socket.SHUT_WR)
+
+
+def _abort(stdin: Any) -> None:
+    raw: socket.socket = getattr(stdin, "_sock", stdin)
+    with contextlib.suppress(OSError):
+        raw.shutdown(socket.SHUT_RDWR)
+
+
 @dataclass
 class WarmContainer:
     slot: int
     ws: Workspace
-    started: Started
-    router: Router
-    stdin: Any
+    run: WarmRun
 
 
-class DockerWarmPool:
-    """The Docker backend's warm pools, one per profile (`DOCKER_PROFILES`)."""
+class DockerWarmPool(WarmPools[WarmContainer]):
+    """The Docker backend's warm pools, one per profile (`DOCKER_PROFILES`). It is handed
+    what it makes containers with, never the backend itself."""
 
-    def __init__(self, backend: DockerBackend) -> None:
-        self.backend = backend
-        self.pools: dict[str, WarmPool[WarmContainer]] = {
-            profile: WarmPool(
-                f"docker/{profile}",
-                backend.config.pool,
-                functools.partial(self._prepare, profile),
-                self._discard,
-            )
-            for profile in DOCKER_PROFILES
-        }
-
-    async def start(self) -> None:
-        for pool in self.pools.values():
-            await pool.start()
-
-    async def close(self) -> None:
-        for pool in self.pools.values():
-            await pool.close()
-
-    def stats(self) -> dict[str, PoolStats]:
-        return {profile: pool.stats() for profile, pool in self.pools.items()}
-
-    def take(self, profile: str) -> WarmContainer | None:
-        return self.pools[profile].take()
+    def __init__(
+        self, containers: Containers, slots: Slots, runs_dir: Path, background: Background
+    ) -> None:
+        self.containers = containers
+        self.slots = slots
+        self.runs_dir = runs_dir
+        self.background = background
+        pool = containers.config.pool
+        super().__init__("docker", DOCKER_PROFILES, pool, self._prepare, self._discard)
 
     async def _prepare(self, profile: str) -> WarmContainer:
-        b = self.backend
-        slot = b.warm_slots.try_take()
+        c = self.containers
+        slot = self.slots.try_take()
         if slot is None:
             raise Overloaded("every warm slot is in use")
         name = "warm_" + secrets.token_hex(8)
-        uid = b.uid_for(slot)
-        ws = Workspace(b.runs_dir / name, uid=uid, gid=uid)
-        container: Any = None
-        stdin: Any = None
+        uid = c.uid_for(slot)
+        ws = Workspace(self.runs_dir / name, uid=uid, gid=uid)
+        run: WarmRun | None = None
         try:
             language, kind = DOCKER_PROFILES[profile]
             template = RunRequest(language=language, code="")
             await asyncio.to_thread(ws.create, disk_mib=template.limits.disk_mib)
-            args = b.container_args(name, template, ws, uid)
+            args = c.container_args(name, template, ws, uid)
             argv, marker = waiter(kind, "python3")
             args["command"] = ["/usr/bin/env", "-u", "HOSTNAME", *argv]
-            container = await asyncio.to_thread(create_with_stdin_once, b.client, args)
-            router = Router(marker)
-            done_reading = await b.read_output(container, router.feed)
-            stdin = await asyncio.to_thread(
+            container = await asyncio.to_thread(create_with_stdin_once, c.client, args)
+            run = WarmRun(name, container, Router(marker))
+            await run.attach(run.router.feed)
+            run.stdin = await asyncio.to_thread(
                 container.attach_socket, params={"stdin": 1, "stream": 1}
             )
             await asyncio.to_thread(container.start)
             try:
-                await asyncio.wait_for(asyncio.shield(router.became_ready), READY_TIMEOUT_S)
+                await asyncio.wait_for(asyncio.shield(run.router.became_ready), READY_TIMEOUT_S)
             except TimeoutError:
                 raise RuntimeError("the warm container did not become ready") from None
-            started = await b.watch_exit(container, done_reading, 0.0)
-            return WarmContainer(slot, ws, started, router, stdin)
+            await run.watch()
+            return WarmContainer(slot, ws, run)
         except BaseException:
-            await asyncio.shield(self._destroy(slot, ws, container, stdin))
+            await asyncio.shield(self._destroy(slot, ws, run))
             raise
 
     async def _discard(self, warm: WarmContainer) -> None:
-        await self._destroy(warm.slot, warm.ws, warm.started.container, warm.stdin)
+        await self._destroy(warm.slot, warm.ws, warm.run)
 
-    async def _destroy(self, slot: int, ws: Workspace, container: Any, stdin: Any) -> None:
+    async def _destroy(self, slot: int, ws: Workspace, run: WarmRun | None) -> None:
         try:
-            if stdin is not None:
+            if run is not None and run.stdin is not None:
                 with contextlib.suppress(OSError):
-                    stdin.close()
-            if container is not None:
+                    run.stdin.close()
+            if run is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.to_thread(container.remove, force=True)
+                    await asyncio.to_thread(run.container.remove, force=True)
             await asyncio.to_thread(ws.destroy)
         finally:
-            self.backend.warm_slots.release(slot)
+            self.slots.release(slot)
 
     @staticmethod
     def _hand_over(run_id: str, warm: WarmContainer, request: RunRequest) -> None:
@@ -222,29 +261,13 @@ class DockerWarmPool:
             warm.ws.resize(disk_mib=request.limits.disk_mib)
         write_request_files(warm.ws, request, persistent=False)
 
-    @staticmethod
-    def _send(stdin: Any, data: bytes) -> None:
-        """Write the handover and the run's stdin, then end the container's stdin
-        (stdin_once). A program that never reads its stdin blocks this until `_abort`."""
-        raw: socket.socket = getattr(stdin, "_sock", stdin)
-        with contextlib.suppress(OSError):
-            raw.sendall(data)
-            raw.shutdown(socket.SHUT_WR)
-
-    @staticmethod
-    def _abort(stdin: Any) -> None:
-        raw: socket.socket = getattr(stdin, "_sock", stdin)
-        with contextlib.suppress(OSError):
-            raw.shutdown(socket.SHUT_RDWR)
-
     def handover(self, profile: str, request: RunRequest) -> bytes:
         """What the waiter reads first: for `exec`, the environment and argv a container made
         for the run would have (without the stdin redirection: the stdin is attached)."""
         if DOCKER_PROFILES[profile][1] == "python":
-            return NsjailWarmPool.handover_message(request)
-        env = [f"{k}={v}" for k, v in self.backend.environment(request).items()]
-        argv = self.backend.program_argv(request, stdin_file=False)
-        return warm_exec.pack(env) + warm_exec.pack(argv)
+            return boot_handover({**BASE_ENV, **request.env})
+        argv = self.containers.program_argv(request, stdin_file=False)
+        return exec_handover(self.containers.environment(request), argv)
 
     async def run(
         self,
@@ -254,42 +277,18 @@ class DockerWarmPool:
         warm: WarmContainer,
         control: RunControl | None,
     ) -> RunResult:
-        b = self.backend
-        loop = asyncio.get_running_loop()
         created = datetime.now(UTC)
         try:
             await asyncio.to_thread(self._hand_over, run_id, warm, request)
-            out, err = (control or RunControl()).captures(
-                request.limits.output_bytes, threadsafe=True
-            )
-            overflow = asyncio.Event()
-            warm.router.connect(output_sink(out, err, overflow))
-            payload = self.handover(profile, request)
+            running = warm.run
+            running.run_id = run_id
+            running.payload = self.handover(profile, request)
             if request.stdin is not None:
-                payload += request.stdin.encode()
-            if warm.started.group is not None:
-                warm.started.group.start_accounting()  # the interpreter's start is not the run's
-            warm.started.start = loop.time()
-            # Not awaited first: a run that leaves its stdin unread must still be supervised.
-            # On a thread of its own: it blocks for as long as the program leaves stdin unread.
-            send = functools.partial(self._send, warm.stdin, payload)
-            sender = in_own_thread(send, "sandboxd-docker-stdin")
-            try:
-                result = await b.finish(
-                    run_id, request, warm.started, (out, err), overflow, control
-                )
-            finally:
-                if not sender.done():
-                    await asyncio.to_thread(self._abort, warm.stdin)
-                await sender
-            await collect_files(result, warm.ws, request, b.settings)
+                running.payload += request.stdin.encode()
+            seen = await supervise(running, request.limits, control)
+            result = await self.containers.result(run_id, request, seen, running)
+            await collect_files(result, warm.ws, request, self.containers.settings)
             result.created_at = created
             return result
         finally:
-            b.background.spawn(self._retire(profile, warm))
-
-    async def _retire(self, profile: str, warm: WarmContainer) -> None:
-        try:
-            await self._discard(warm)
-        finally:
-            self.pools[profile].replenish()
+            self.background.spawn(self.retire(profile, warm))

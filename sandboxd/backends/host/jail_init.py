@@ -1,4 +1,4 @@
-"""The tiny init every run starts under, and how its exit status reads.
+"""The tiny init every run starts under, how its exit status reads, and the base environment.
 
 In a fresh pid namespace the first process is its init, and the kernel treats an init
 specially: signals it has no handler for are dropped (a program's own SIGKILL, SIGTERM,
@@ -31,6 +31,9 @@ JAIL_INIT = "/dev/init"
 #: Processes of a jail's cgroup that are not the program's: nsjail (its supervisor) and the
 #: init. The cgroup's pids limit is the run's `pids` plus these.
 OVERHEAD_PIDS = 2
+#: The environment every sandboxed program starts with, under either backend (a request's
+#: `env` is laid over it).
+BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/workspace", "LANG": "C.UTF-8"}
 
 
 def host_init() -> Path:

@@ -19,8 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from sandboxd.backends.host.pool_settings import PoolSettings
 from sandboxd.errors import Overloaded
 from sandboxd.models import PoolStats
 
@@ -29,19 +28,6 @@ log = logging.getLogger("sandboxd.backends.host.pool")
 T = TypeVar("T")
 TICK_S = 0.5
 MAX_BACKOFF_S = 30.0
-
-
-class PoolSettings(BaseModel):
-    """Warm sandboxes per profile (e.g. per language), bounded and adapting to load."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(True, description="False: every run builds its sandbox on demand.")
-    min_size: int = Field(1, ge=0, description="Kept ready even when idle.")
-    max_size: int = Field(4, ge=0, le=64, description="Never more ready or in preparation.")
-    idle_s: float = Field(30.0, gt=0, description="Shrink by one after this long without a miss.")
-    max_age_s: float = Field(300.0, gt=0, description="A ready sandbox older is replaced.")
-    max_preparing: int = Field(2, ge=1, description="Sandboxes prepared at once.")
 
 
 @dataclass

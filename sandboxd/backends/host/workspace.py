@@ -22,11 +22,11 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from sandboxd.backends.host import linux
 from sandboxd.errors import InvalidRequest, NotFound, PayloadTooLarge
 from sandboxd.models import MAIN_FILE, CollectedFile, RunRequest, RunResult
-from sandboxd.settings import Settings
 
 SUBDIRS = ("work", "tmp", "shm")
 NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -365,8 +365,15 @@ def reap_run_dirs(runs_dir: Path) -> None:
         shutil.rmtree(child, ignore_errors=True)
 
 
+class CollectCaps(Protocol):
+    """How much a run may hand back (the daemon's `Settings` is one)."""
+
+    max_collect_bytes: int
+    max_collect_files: int
+
+
 async def collect_files(
-    result: RunResult, ws: Workspace, request: RunRequest, settings: Settings
+    result: RunResult, ws: Workspace, request: RunRequest, settings: CollectCaps
 ) -> None:
     """Put the files the request asked to collect into `result`, noting what was skipped."""
     if not request.collect:

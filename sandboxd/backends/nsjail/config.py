@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/workspace", "LANG": "C.UTF-8"}
-
 
 def pb_string(value: str) -> str:
     """Quote `value` as a protobuf text-format string: every byte outside printable ASCII,

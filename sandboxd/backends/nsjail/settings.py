@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandboxd.backends.host.pool import PoolSettings
+from sandboxd.backends.host.pool_settings import PoolSettings
 
 #: Host paths the nsjail backend shows read-only inside every jail (when they exist).
 DEFAULT_RO_PATHS = [

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 import os
@@ -33,30 +32,31 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sandboxd.backends.base import RunControl, SandboxMount
 from sandboxd.backends.host import cgroups
-from sandboxd.backends.host.jail_init import OVERHEAD_PIDS, under_init
-from sandboxd.backends.host.pool import TICK_S, WarmPool
-from sandboxd.backends.host.supervise import supervise
+from sandboxd.backends.host.jail_init import BASE_ENV, OVERHEAD_PIDS, under_init
+from sandboxd.backends.host.pool import TICK_S
+from sandboxd.backends.host.slots import Slots
+from sandboxd.backends.host.supervise import ProcessRun, supervise
+from sandboxd.backends.host.tasks import Background
+from sandboxd.backends.host.warm import (
+    WarmPools,
+    boot_handover,
+    exec_handover,
+    waiter,
+    waiter_profile,
+)
 from sandboxd.backends.host.workspace import Workspace, collect_files, write_request_files
-from sandboxd.backends.jailside import warm_boot, warm_exec
-from sandboxd.backends.nsjail.config import BASE_ENV, jail_config
+from sandboxd.backends.nsjail.config import jail_config
+from sandboxd.backends.nsjail.jail import Jailer
 from sandboxd.errors import Overloaded
-from sandboxd.models import Limits, PoolStats, RunRequest, RunResult
-
-if TYPE_CHECKING:
-    from sandboxd.backends.nsjail.backend import NsjailBackend
+from sandboxd.models import Limits, RunRequest, RunResult
 
 log = logging.getLogger("sandboxd.nsjail.warm")
 
 READY_TIMEOUT_S = 15.0
 NAMESPACES = ("mnt", "pid", "net", "user", "ipc", "uts", "cgroup")
-#: Variables the interpreter reads while it starts: a run that sets one gets an exec jail.
-STARTUP_ENV_PREFIXES = ("PYTHON", "LANG", "LC_")
-BOOT_SOURCE = Path(warm_boot.__file__).read_text(encoding="utf-8")
-EXEC_SOURCE = Path(warm_exec.__file__).read_text(encoding="utf-8")
 PROFILES = ("python", "exec")
 CAP_SYS_RESOURCE = 24
 
@@ -100,24 +100,6 @@ def warm_profile(request: RunRequest, sandbox: SandboxMount | None) -> str | Non
     return waiter_profile(request)
 
 
-def waiter(profile: str, python: str) -> tuple[list[str], bytes]:
-    """The argv of the waiter a warm jail or container of `profile` starts (`python` names
-    the interpreter), and what it writes on stdout once ready."""
-    if profile == "python":
-        return [python, "-u", "-c", BOOT_SOURCE], warm_boot.READY
-    return [python, "-I", "-S", "-c", EXEC_SOURCE], warm_exec.READY
-
-
-def waiter_profile(request: RunRequest) -> str:
-    """`python` when a started interpreter can become the run (a python program without
-    start-up variables), else `exec` (the waiter execs the run's own program)."""
-    if request.language != "python" or request.command is not None:
-        return "exec"
-    if any(key.startswith(STARTUP_ENV_PREFIXES) for key in request.env):
-        return "exec"
-    return "python"
-
-
 def hold_namespaces(pid: int) -> list[int]:
     """Descriptors of the jail's namespaces. While the daemon holds them, the jail's exit
     does not tear them down (mount namespace teardown waits for an RCU grace period): its
@@ -145,21 +127,28 @@ class WarmJail:
     ns_fds: list[int]
 
 
-class NsjailWarmPool:
-    """The nsjail backend's warm pools (one per profile) and the handover of a warm jail."""
+class NsjailWarmPool(WarmPools[WarmJail]):
+    """The nsjail backend's warm pools (one per profile) and the handover of a warm jail.
 
-    def __init__(self, backend: NsjailBackend) -> None:
-        self.backend = backend
-        settings = backend.config.pool
-        self.pools: dict[str, WarmPool[WarmJail]] = {
-            profile: WarmPool(
-                f"nsjail/{profile}",
-                settings,
-                functools.partial(self._prepare, profile),
-                self._discard,
-            )
-            for profile in PROFILES
-        }
+    It is handed what it builds jails with (the backend's `Jailer`, cgroups, warm slots, run
+    directory and background tasks), never the backend itself."""
+
+    def __init__(
+        self,
+        jailer: Jailer,
+        cgroup_manager: cgroups.CgroupManager,
+        slots: Slots,
+        runs_dir: Path,
+        background: Background,
+    ) -> None:
+        self.jailer = jailer
+        self.config = jailer.config
+        self.settings = jailer.settings
+        self.cgroups = cgroup_manager
+        self.slots = slots
+        self.runs_dir = runs_dir
+        self.background = background
+        super().__init__("nsjail", PROFILES, self.config.pool, self._prepare, self._discard)
         #: Whether a handover may raise a hard rlimit; if not, jails start at the maximum.
         self.can_raise = bool(effective_capabilities() >> CAP_SYS_RESOURCE & 1)
         if not self.can_raise:
@@ -168,26 +157,12 @@ class NsjailWarmPool:
                 "rlimits at max_limits and each handover lowers them to the run's"
             )
 
-    async def start(self) -> None:
-        for pool in self.pools.values():
-            await pool.start()
-
-    async def close(self) -> None:
-        for pool in self.pools.values():
-            await pool.close()
-
-    def stats(self) -> dict[str, PoolStats]:
-        return {name: pool.stats() for name, pool in self.pools.items()}
-
-    def take(self, profile: str) -> WarmJail | None:
-        return self.pools[profile].take()
-
     def _warm_limits(self) -> Limits:
         """The jail's limits until a run sets its own: the defaults (most runs keep them, and
         then nothing changes at handover), with nsjail's wall-time backstop stretched to
         cover the longest wait in the pool plus the longest run."""
-        wait = self.backend.config.pool.max_age_s + 2 * TICK_S
-        most = self.backend.settings.max_limits
+        wait = self.config.pool.max_age_s + 2 * TICK_S
+        most = self.settings.max_limits
         wall = most.wall_time_s + wait
         if self.can_raise:
             return Limits(wall_time_s=wall)
@@ -196,29 +171,27 @@ class NsjailWarmPool:
         )
 
     async def _prepare(self, profile: str) -> WarmJail:
-        b = self.backend
-        slot = b.warm_slots.try_take()
+        slot = self.slots.try_take()
         if slot is None:
             raise Overloaded("every warm slot is in use")
         jail_id = "warm_" + secrets.token_hex(8)
-        uid = b.settings.identity.uid_base + slot
-        ws = Workspace(b.runs_dir / jail_id, uid=uid, gid=uid)
+        uid = self.settings.identity.uid_base + slot
+        ws = Workspace(self.runs_dir / jail_id, uid=uid, gid=uid)
         group: cgroups.RunCgroup | None = None
         proc: asyncio.subprocess.Process | None = None
         try:
             limits = self._warm_limits()
             await asyncio.to_thread(ws.create, disk_mib=limits.disk_mib)
-            assert b.cgroups is not None  # noqa: S101  # an invariant, for mypy: start() set it
             group = await asyncio.to_thread(
-                b.cgroups.create,
+                self.cgroups.create,
                 jail_id,
-                memory_bytes=(limits.memory_mib + b.config.supervisor_memory_mib) << 20,
+                memory_bytes=(limits.memory_mib + self.config.supervisor_memory_mib) << 20,
                 pids_max=limits.pids + OVERHEAD_PIDS,
             )
-            argv, expected = waiter(profile, b.config.python)
-            config = jail_config(jail_id, under_init(b.init_path, argv), BASE_ENV)
-            args = b.run_args(ws, uid, limits, egress=False)
-            proc = await b.spawn(args, config, group, stdin=True)
+            argv, expected = waiter(profile, self.config.python)
+            config = jail_config(jail_id, under_init(self.jailer.init_path, argv), BASE_ENV)
+            args = self.jailer.run_args(ws, uid, limits, egress=False)
+            proc = await self.jailer.spawn(args, config, group, stdin=True)
             assert proc.stdout is not None  # noqa: S101  # an invariant, for mypy: a PIPE
             ready = await asyncio.wait_for(proc.stdout.readexactly(len(expected)), READY_TIMEOUT_S)
             if ready != expected:
@@ -247,14 +220,14 @@ class NsjailWarmPool:
         try:
             # The jail first, so that nsjail reaps it (no zombie left to the host's init);
             # cleanup then takes nsjail too.
-            await self.backend.cleanup(ws, group)
+            await self.jailer.cleanup(ws, group)
             if proc is not None:
                 if proc.returncode is None:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
                 await proc.wait()
         finally:
-            self.backend.warm_slots.release(slot)
+            self.slots.release(slot)
 
     # -- one run in a warm jail --------------------------------------------------------------
 
@@ -270,7 +243,7 @@ class NsjailWarmPool:
             jail.ws.resize(disk_mib=new.disk_mib)
         write_request_files(jail.ws, request, persistent=False)
         if (new.memory_mib, new.pids) != (old.memory_mib, old.pids):
-            memory = (new.memory_mib + self.backend.config.supervisor_memory_mib) << 20
+            memory = (new.memory_mib + self.config.supervisor_memory_mib) << 20
             jail.group.set_limits(memory_bytes=memory, pids_max=new.pids + OVERHEAD_PIDS)
         if new.cpu_time_s != old.cpu_time_s:
             cpu = math.ceil(new.cpu_time_s) + 1
@@ -280,17 +253,13 @@ class NsjailWarmPool:
             resource.prlimit(jail.jail_pid, resource.RLIMIT_FSIZE, (fsize, fsize))
         jail.group.start_accounting()
 
-    @staticmethod
-    def handover_message(request: RunRequest) -> bytes:
-        """The run's environment, NUL-separated (names are checked, values NUL-free)."""
+    def handover(self, profile: str, request: RunRequest) -> bytes:
+        """What the jail's waiter reads first: for `exec`, the environment and argv a cold
+        jail would get."""
         env = {**BASE_ENV, **request.env}
-        body = "\0".join(f"{k}={v}" for k, v in env.items()).encode("utf-8", "surrogateescape")
-        return b"%d\n" % len(body) + body
-
-    def exec_handover(self, request: RunRequest) -> bytes:
-        """An exec jail's handover: the environment and argv a cold jail would get."""
-        env = [f"{k}={v}" for k, v in {**BASE_ENV, **request.env}.items()]
-        return warm_exec.pack(env) + warm_exec.pack(self.backend.program_argv(request))
+        if profile == "python":
+            return boot_handover(env)
+        return exec_handover(env, self.jailer.program_argv(request))
 
     async def run(
         self,
@@ -302,7 +271,6 @@ class NsjailWarmPool:
     ) -> RunResult | None:
         """The run's result; None if the jail could not take the run's limits (e.g. memory
         below what the interpreter already uses): the caller builds a jail for it instead."""
-        b = self.backend
         created = datetime.now(UTC)
         retired = False
         try:
@@ -313,28 +281,20 @@ class NsjailWarmPool:
                 # Now, not after the response: the jail's directory and cgroup bear the run's
                 # id, which the jail built instead takes.
                 retired = True
-                await asyncio.shield(self._retire(profile, jail))
+                await asyncio.shield(self.retire(profile, jail))
                 return None
-            if profile == "python":
-                stdin = self.handover_message(request)
-            else:
-                stdin = self.exec_handover(request)
+            stdin = self.handover(profile, request)
             if request.stdin is not None:
                 stdin += request.stdin.encode()
-            seen = await supervise(jail.proc, jail.group, request.limits, stdin, control)
-            log_text = await asyncio.to_thread(b.read_log, jail.ws)
-            result = b.result(run_id, request, seen, jail.group, log_text)
-            await collect_files(result, jail.ws, request, b.settings)
+            running = ProcessRun(jail.proc, jail.group, stdin)
+            seen = await supervise(running, request.limits, control)
+            log_text = await asyncio.to_thread(self.jailer.read_log, jail.ws)
+            result = self.jailer.result(run_id, request, seen, jail.group, log_text)
+            await collect_files(result, jail.ws, request, self.settings)
             result.created_at = created
             return result
         finally:
             # Every process of the run is dead (supervise killed the cgroup): the rest is
             # cleanup, after the response; then the pool prepares a replacement.
             if not retired:
-                b.background.spawn(self._retire(profile, jail))
-
-    async def _retire(self, profile: str, jail: WarmJail) -> None:
-        try:
-            await self._discard(jail)
-        finally:
-            self.pools[profile].replenish()
+                self.background.spawn(self.retire(profile, jail))
