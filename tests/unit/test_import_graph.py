@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("sandboxd", "coder")
+IMPLEMENTATIONS = ("sandboxd.backends.nsjail", "sandboxd.backends.docker", "sandboxd.backends.fake")
 #: module prefix -> prefixes it must never import
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "sandboxd.backends.host": (
@@ -27,8 +28,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "sandboxd.cli",
     ),
     "sandboxd.backends": ("sandboxd.service", "sandboxd.http", "sandboxd.cli"),
-    "sandboxd.service": ("sandboxd.http", "sandboxd.cli"),
-    "sandboxd.http": ("sandboxd.cli",),
+    # above the seam, backends are reached through base and the registry only
+    "sandboxd.service": ("sandboxd.http", "sandboxd.cli", *IMPLEMENTATIONS),
+    "sandboxd.http": ("sandboxd.cli", *IMPLEMENTATIONS),
     # the vocabulary sits below everything (settings may read the backends' own settings)
     "sandboxd.models": ("sandboxd.service", "sandboxd.http", "sandboxd.backends", "sandboxd.cli"),
     "sandboxd.errors": ("sandboxd.service", "sandboxd.http", "sandboxd.backends", "sandboxd.cli"),
@@ -92,6 +94,12 @@ def test_no_layer_imports_one_above_it(layer: str) -> None:
         if any(_under(target, f) for f in FORBIDDEN[layer])
     )
     assert bad == []
+
+
+def test_no_handler_module_imports_another() -> None:
+    """What two resources share lives below them (request.py, sse.py, the service layer)."""
+    handlers = {f"sandboxd.http.{name}" for name in ("runs", "sandboxes")}
+    assert {n: GRAPH[n] & handlers for n in handlers} == {n: set() for n in handlers}
 
 
 def test_jailside_programs_import_nothing_of_ours() -> None:
