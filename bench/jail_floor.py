@@ -31,11 +31,12 @@ class JailFloor:
         state.chmod(0o711)
         settings = Settings(
             state_dir=state,
-            backend={"cgroup_parent": "sandboxd-floor", "pool": {"enabled": False}},
+            cgroup_parent="sandboxd-floor",
+            backends={"nsjail": {"pool": {"enabled": False}}},
         )
         self.claim = claim_state(settings)
         settings = settings.with_identity(self.claim.identity)
-        self.backend = NsjailBackend(settings)
+        self.backend = NsjailBackend(settings, settings.backend_config("nsjail"))
         asyncio.run(self.backend.start())
         uid = settings.identity.uid_base + settings.max_concurrent_runs - 1
         self.ws = Workspace(self.backend.runs_dir / "floor", uid=uid, gid=uid)
