@@ -133,7 +133,7 @@ async def solve(
     trace.event("solve.start", config=json.loads(cfg.model_dump_json()))
     models = models or live_models(cfg, trace)
     budget = Budget(cfg.max_iterations, cfg.max_tokens, cfg.max_cost_usd, cfg.max_wall_s)
-    files = await repo_files.load(root)
+    files = await repo_files.load(root, cfg.include_ignored)
     local: LocalDaemon | None = None
     client: Client | None = None
     session: SandboxSession | None = None

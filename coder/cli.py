@@ -49,6 +49,10 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "max_tokens",
         "max_wall_s",
         "sandboxd_url",
+        "include_ignored",
+        "setup",
+        "setup_timeout_s",
+        "index_url",
     )
     flags = {n: getattr(args, n, None) for n in names}
     flags["repo"] = Path(args.path) if getattr(args, "path", None) else None
@@ -141,6 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-wall-s", type=float, help="seconds at most (default 900)")
     s.add_argument(
         "--allow-test-edits", action="store_true", help="let the writer edit the tests too"
+    )
+    s.add_argument(
+        "--include-ignored",
+        action="append",
+        metavar="GLOB",
+        help="upload the gitignored files this glob names too, e.g. generated "
+        "'src/*/_version.py' (repeatable)",
+    )
+    s.add_argument(
+        "--setup",
+        help="command run in the sandbox before the tests (default: .coder/setup.sh, else "
+        "a recipe derived from the repository's declarations)",
+    )
+    s.add_argument("--setup-timeout-s", type=float, help="seconds for the setup (default 600)")
+    s.add_argument(
+        "--index-url", help="package index for the setup's installs (default: pip's config)"
     )
     s.add_argument(
         "--sandboxd-url",

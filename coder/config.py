@@ -45,6 +45,15 @@ class CoderConfig(BaseModel):
     retries: int = Field(5, ge=0)
     backoff_s: float = Field(0.5, ge=0)
     mode: Literal["interactive", "ci"] = "interactive"
+    #: Globs (relative to the repository) of gitignored files to upload too, e.g. generated
+    #: files the code imports: `src/*/_version.py`.
+    include_ignored: list[str] = Field(default_factory=list)
+    #: The setup step run in the sandbox before the tests; default `.coder/setup.sh` when the
+    #: repository has one, else the recipe derived from what it declares.
+    setup: str | None = None
+    setup_timeout_s: float = Field(600.0, gt=0)
+    #: Package index for the setup's installs; default: pip's own configuration on this host.
+    index_url: str | None = None
 
     @property
     def reviewer(self) -> str:
