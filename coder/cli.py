@@ -158,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="command run in the sandbox before the tests (default: .coder/setup.sh, else "
         "a recipe derived from the repository's declarations)",
     )
-    s.add_argument("--setup-timeout-s", type=float, help="seconds for the setup (default 600)")
+    s.add_argument(
+        "--setup-timeout-s", type=float, help="seconds for each setup step (default 300)"
+    )
     s.add_argument(
         "--index-url", help="package index for the setup's installs (default: pip's config)"
     )

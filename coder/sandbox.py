@@ -26,7 +26,7 @@ from coder.errors import SandboxError
 from sandboxd.client import Client
 from sandboxd.errors import SandboxdError
 from sandboxd.local_token import local_admin_token
-from sandboxd.models import MAX_FILES, FileIn, Info, Limits
+from sandboxd.models import MAX_FILES, FileIn, Info, Limits, NetworkPolicy, RunRequest
 from sandboxd.testing import Daemon, DaemonFailed
 
 #: The daemon's default `max_request_bytes` (README "Settings"), for a daemon that says nothing.
@@ -90,12 +90,32 @@ def batches(files: dict[str, bytes], executable: set[str], caps: Caps) -> Iterat
 # No bytecode caches: an edit within the same second and of the same size as the original
 # would otherwise run the stale .pyc (CPython checks mtime in whole seconds, and size).
 TEST_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
+#: The virtual environment a setup made inside the workspace (coder.setup), first on PATH for
+#: the tests when it is there.
+VENV = ".coder-venv"
+WITH_VENV = (
+    f'if [ -x {VENV}/bin/python ]; then export VIRTUAL_ENV="$PWD/{VENV}" '
+    f'PATH="$PWD/{VENV}/bin:$PATH"; fi\n'
+)
 
 
 @dataclass
 class TestRun:
     digest: TestDigest
     seconds: float
+    #: stdout and stderr as they came (hostile: coder.preflight makes them printable).
+    output: str = ""
+
+
+@dataclass
+class StepRun:
+    """A setup step's run in the sandbox."""
+
+    exit_code: int | None
+    status: str
+    output: str
+    seconds: float
+    message: str = ""
 
 
 class SandboxSession:
@@ -107,9 +127,12 @@ class SandboxSession:
         self.limits = limits
         self.sandbox_id: str | None = None
 
-    async def start(self, files: dict[str, bytes], executable: set[str]) -> None:
+    async def start(
+        self, files: dict[str, bytes], executable: set[str], *, extra_disk_mib: int = 0
+    ) -> None:
+        """Create the sandbox and upload `files`; `extra_disk_mib` is room for a setup."""
         size = sum(len(b) for b in files.values()) + 4096 * len(files)  # a block per file
-        disk = max(self.limits.disk_mib, (size >> 20) * 4 + 64)
+        disk = max(self.limits.disk_mib, (size >> 20) * 4 + 64) + extra_disk_mib
         try:
             sandbox = await self.client.create_sandbox(
                 language="bash",
@@ -150,7 +173,7 @@ class SandboxSession:
         try:
             result = await self.client.run_in_sandbox(
                 self.sandbox_id,
-                command=["bash", "-c", self.test_command],
+                command=["bash", "-c", WITH_VENV + self.test_command],
                 limits=self.limits,
                 env=TEST_ENV,
             )
@@ -159,7 +182,38 @@ class SandboxSession:
         if result.status == "error":
             raise SandboxError(f"sandboxd could not run the tests: {result.message}")
         d = digest(result.exit_code, result.status, result.stdout, result.stderr)
-        return TestRun(d, time.monotonic() - started)
+        output = result.stdout + ("\n" + result.stderr if result.stderr.strip() else "")
+        return TestRun(d, time.monotonic() - started, output)
+
+    async def run_step(
+        self,
+        command: str,
+        *,
+        limits: Limits,
+        env: dict[str, str],
+        network: NetworkPolicy | None = None,
+    ) -> StepRun:
+        """One setup step: `command` under bash in the workspace, with `network` for this run
+        only (the sandbox itself, and so every test run, keeps the network off)."""
+        assert self.sandbox_id
+        started = time.monotonic()
+        request = RunRequest(
+            command=["bash", "-c", command], limits=limits, env={**TEST_ENV, **env}
+        )
+        if network is not None:
+            request.network = network  # set: the sandbox's own policy would apply otherwise
+        try:
+            result = await self.client.run_in_sandbox(self.sandbox_id, request)
+        except SandboxdError as exc:
+            raise SandboxError(f"sandboxd: {exc.message}") from exc
+        output = result.stdout + ("\n" + result.stderr if result.stderr.strip() else "")
+        return StepRun(
+            result.exit_code,
+            result.status,
+            output,
+            time.monotonic() - started,
+            result.message or "",
+        )
 
     async def close(self) -> None:
         if self.sandbox_id:
