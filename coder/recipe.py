@@ -38,6 +38,14 @@ PLUGIN_OPTIONS = {
     "--doctest-plus": "pytest-doctestplus",
     "--mypy": "pytest-mypy",
 }
+#: The venv: the system's packages stay visible (pip, setuptools, wheel and pytest need no
+#: download), and `pytest` in it runs the venv's Python (Debian's /usr/bin/pytest would run
+#: the system's, which sees none of what the install put in the venv).
+VENV_COMMAND = (
+    f"python3 -m venv --system-site-packages --without-pip {VENV} && "
+    f'printf \'#!/bin/sh\\nexec "$(dirname "$0")/python" -m pytest "$@"\\n\' '
+    f"> {VENV}/bin/pytest && chmod +x {VENV}/bin/pytest"
+)
 _REQUIREMENTS = re.compile(r"^(?:[\w.-]*requirements[\w.-]*\.txt|requirements/[\w.-]+\.txt)$")
 _NOT_FOR_TESTS = re.compile(r"doc|lint|release|publish", re.IGNORECASE)
 
@@ -169,7 +177,7 @@ def derived(files: dict[str, str], pip_options: list[str]) -> list[Step]:
     if not found.anything:
         return []
     pip = f"{VENV}/bin/python -m pip install " + " ".join(map(shlex.quote, pip_options))
-    steps = [Step("venv", f"python3 -m venv --system-site-packages --without-pip {VENV}")]
+    steps = [Step("venv", VENV_COMMAND)]
     if found.build_requires:  # mostly met by the system's setuptools and wheel already
         steps.append(
             Step("build deps", f"{pip} " + " ".join(map(shlex.quote, found.build_requires)), True)
