@@ -1,7 +1,8 @@
 """`coder solve` a repository's failing tests; `coder replay` / `coder resume` a trace.
 
 Exit codes: 0 fixed or already passing, 1 not fixed, 2 usage error, 3 infrastructure error
-(model or sandbox).
+(model or sandbox) or setup_failed (the environment could not be prepared, or the tests do not
+even collect: the step, its exit status and the end of its output are printed).
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ def _finish(args: argparse.Namespace, cfg: CoderConfig, outcome: Outcome) -> int
     else:
         if diff and not patch_out:
             sys.stdout.write(diff)
+        if result.setup is not None and result.setup.output_tail:
+            print(f"coder: the end of {result.setup.step}'s output:", file=sys.stderr)
+            for line in result.setup.output_tail.splitlines()[-20:]:
+                print(f"  | {line}", file=sys.stderr)
         print(
             f"coder: {result.status}"
             + (f" ({result.reason})" if result.reason else "")

@@ -75,6 +75,7 @@ def test_a_setup_command_overrides_setup_sh_and_the_cli_says_why(
     assert proc.returncode == 3
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("coder: setup_failed (setup (exit 5): it exited with status 5)"), last
+    assert "  | no luck" in proc.stderr
 
 
 def test_tests_that_do_not_collect_are_not_sent_to_the_writer(
