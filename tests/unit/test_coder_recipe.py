@@ -79,10 +79,10 @@ def test_the_derived_steps_quote_everything() -> None:
 
 
 def test_an_index_is_allowed_by_host_and_port() -> None:
-    index = Index(["http://mirror.test:3141/root/pypi/+simple/", "https://extra.test/simple"])
+    index = Index(["http://mirror.test:3141/root/mirror/+simple/", "https://extra.test/simple"])
     assert index.rules() == ["mirror.test:3141", "extra.test:443"]
     env = index.env()
-    assert env["PIP_INDEX_URL"] == "http://mirror.test:3141/root/pypi/+simple/"
+    assert env["PIP_INDEX_URL"] == "http://mirror.test:3141/root/mirror/+simple/"
     assert env["PIP_EXTRA_INDEX_URL"] == "https://extra.test/simple"
     assert env["PIP_TRUSTED_HOST"] == "mirror.test"  # plain http: pip must be told
 
