@@ -128,7 +128,8 @@ class Solver:
         r.writer_prompt_chars = list(self.budget.entry(self.writer.name).prompt_chars)
         r.wall_time_s = round(time.monotonic() - started, 4)
         r.model_time_s, r.test_time_s = round(self.model_time_s, 4), round(self.test_time_s, 4)
-        overhead = max(0.0, r.wall_time_s - self.model_time_s - self.test_time_s)
+        spent = self.model_time_s + self.test_time_s + r.setup_time_s  # setup: its own figure
+        overhead = max(0.0, r.wall_time_s - spent)
         r.overhead_s_per_iteration = round(overhead / max(1, r.iterations), 4)
         r.files_changed = sorted(
             p for p in self.current if self.repo.text.get(p) != self.current[p]

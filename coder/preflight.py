@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from coder.digest import clean
 
 TAIL_CHARS = 3000
+DETAIL_CHARS = 300  # of the error quoted in the one-line reason
 WORKSPACE = "/workspace/"
 _PYTEST_SIGNS = re.compile(
     r"^=+ (?:test session starts|ERRORS|FAILURES|short test summary info|.*\bin \d)"
@@ -61,7 +62,10 @@ class EnvFailure:
     detail: str = ""
 
     def line(self) -> str:
-        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+        detail = (
+            self.detail if len(self.detail) <= DETAIL_CHARS else self.detail[:DETAIL_CHARS] + "…"
+        )
+        return f"{self.reason}: {detail}" if detail else self.reason
 
 
 def printable(text: str) -> str:

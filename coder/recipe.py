@@ -145,12 +145,12 @@ def declared(files: dict[str, str]) -> Declared:
     out = Declared()
     pyproject = _toml(files.get("pyproject.toml"))
     project = pyproject.get("project", {})
-    if "project" in pyproject or "setup.py" in files or "setup.cfg" in files:
-        out.installable = (
-            "project" in pyproject
-            or "setup.py" in files
-            or _ini(files.get("setup.cfg")).has_section("metadata")
-        )
+    out.installable = (
+        "project" in pyproject
+        or "build-system" in pyproject  # e.g. poetry's, whose metadata is its own
+        or "setup.py" in files
+        or _ini(files.get("setup.cfg")).has_section("metadata")
+    )
     extras = project.get("optional-dependencies", {}) if isinstance(project, dict) else {}
     cfg = _ini(files.get("setup.cfg"))
     cfg_extras = (

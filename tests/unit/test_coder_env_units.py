@@ -142,3 +142,6 @@ def test_only_pytest_exit_statuses_count_for_pytest() -> None:
 
 def test_hostile_output_is_made_printable() -> None:
     assert tail("ok\x1b[31m red\x1b]0;title\x07\x00 end\n") == "ok red]0;title end"
+    out = "E   ModuleNotFoundError: No module named '\x1b[2J" + "x" * 5000 + "'\n"
+    found = classify("pytest", 2, "failed", "_____ ERROR collecting t.py _____\n" + out)
+    assert found is not None and "\x1b" not in found.line() and len(found.line()) < 400

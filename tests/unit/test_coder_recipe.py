@@ -36,6 +36,12 @@ def test_a_repository_that_declares_nothing_gets_no_recipe() -> None:
     assert recipe({"calc.py": "", "pytest.ini": "[pytest]\n"}, None, pip_options()) == []
 
 
+def test_a_pyproject_of_tool_settings_only_is_not_a_project() -> None:
+    assert recipe({"pyproject.toml": "[tool.ruff]\nline-length = 99\n"}, None, []) == []
+    poetry = '[build-system]\nrequires = ["poetry-core"]\n[tool.poetry]\nname = "p"\n'
+    assert declared({"pyproject.toml": poetry}).installable
+
+
 def test_the_owner_and_the_user_come_first() -> None:
     files = {SETUP_SCRIPT: "pip install x\n", "pyproject.toml": PYPROJECT}
     assert [s.command for s in recipe(files, None, [])] == [f"bash {SETUP_SCRIPT}"]
