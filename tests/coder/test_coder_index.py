@@ -3,7 +3,8 @@ index of wheels built here, on a test host in a network namespace this test crea
 the host), reached through the daemon's egress proxy with the run's allowlist. The index name
 `index.test` resolves to that host for this daemon only; nothing else is ever targeted.
 
-A repository declaring a runtime dependency and a test extra gets a venv and `pip install -e
+A repository declaring a runtime dependency, a test extra and (in its pytest configuration) a
+plugin gets a venv and `pip install -e
 .[test]` and is solved; one naming a dependency the index does not have, or an index that
 hangs, stops with `setup_failed` (pip's message, or the timeout)."""
 
@@ -35,16 +36,23 @@ HANG = (
 )
 
 
+TINYCOV = "def pytest_addoption(parser):\n    parser.addoption('--cov', action='append')\n"
+
+
 @dataclass
 class IndexHost:
     ip: str
     net: str
 
 
-def wheel(directory: Path, name: str, files: dict[str, str], requires: list[str]) -> Path:
+def wheel(
+    directory: Path, name: str, files: dict[str, str], requires: list[str], entry_points: str = ""
+) -> Path:
     """A pure-Python wheel of `name` 1.0 holding `files`, requiring `requires`."""
     info = f"{name}-1.0.dist-info"
-    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"
+    if entry_points:
+        files = {**files, f"{info}/entry_points.txt": entry_points}
+    meta = f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 1.0\n"
     meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
     contents = {
         **{k: v.encode() for k, v in files.items()},
@@ -72,9 +80,11 @@ def simple_index(root: Path) -> Path:
     wheels = [
         wheel(packages, "tinydep", {"tinydep/__init__.py": "def one():\n    return 1\n"}, []),
         wheel(packages, "tinytestdep", {"tinytestdep/__init__.py": "READY = True\n"}, []),
+        # the plugin `--cov` in a pytest configuration names: here a stand-in of that name
+        wheel(packages, "pytest_cov", {"tinycov.py": TINYCOV}, [], "[pytest11]\ncov = tinycov\n"),
     ]
     for whl in wheels:
-        page = root / "simple" / whl.name.split("-")[0]
+        page = root / "simple" / whl.name.split("-")[0].replace("_", "-")
         page.mkdir(parents=True)
         link = f'<a href="../../packages/{whl.name}">{whl.name}</a>'
         (page / "index.html").write_text(f"<html><body>{link}</body></html>\n")
@@ -186,6 +196,17 @@ def test_a_derived_recipe_installs_what_the_repository_declares(
     steps = [(s["step"], s["exit_code"]) for s in result["setup_steps"]]
     assert steps == [("venv", 0), ("build deps", 0), ("install", 0)]
     assert "-e '.[test]'" in result["setup_steps"][2]["command"]
+
+
+def test_a_pytest_plugin_its_configuration_names_is_installed(
+    index_daemon: Daemon, index_host: IndexHost, tmp_path: Path
+) -> None:
+    repo = declaring(tmp_path, '"tinydep"')
+    (repo / "pytest.ini").write_text("[pytest]\npythonpath = .\naddopts = --cov=calc\n")
+    with scripted("fixed_first_try") as server:
+        proc, result = solve(repo, server, index_daemon, **index(index_host))
+    assert result["status"] == "fixed", result.get("setup") or proc.stderr
+    assert result["setup_steps"][-1]["command"].endswith(" pytest-cov")
 
 
 def test_a_dependency_the_index_lacks_is_a_setup_failure(
