@@ -4,8 +4,9 @@ the host), reached through the daemon's egress proxy with the run's allowlist. T
 `index.test` resolves to that host for this daemon only; nothing else is ever targeted.
 
 A repository declaring a runtime dependency, a test extra and (in its pytest configuration) a
-plugin gets a venv and `pip install -e .[test]` and is solved; one naming a dependency the index does not have, or an index that
-hangs, stops with `setup_failed` (pip's message, or the timeout)."""
+plugin gets a venv and `pip install -e .[test]` and is solved; one naming a dependency the
+index does not have, or an index that hangs, stops with `setup_failed` (pip's message, or
+the timeout)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ may carry, and gitignored generated files the code imports (named by `include_ig
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -52,3 +53,17 @@ def test_an_ignored_file_stays_out_without_a_glob(daemon: Daemon, tmp_path: Path
     assert result["status"] == "setup_failed"
     assert result["setup"]["step"] == "preflight"
     assert "No module named '_version'" in result["setup"]["output_tail"]
+
+
+def test_batches_follow_the_daemons_request_cap(workdir: Path, tmp_path: Path) -> None:
+    repo = example("calculator", tmp_path)
+    for i in range(6):  # 3.6 MB of text, in requests under a daemon's 1 MiB cap
+        (repo / f"blob{i}.txt").write_text(secrets.token_hex(300_000))
+    small = Daemon(workdir, "small-requests", max_request_bytes=1 << 20).start()
+    try:
+        with scripted("fixed_first_try") as server:
+            proc, result = solve(repo, server, small)
+    finally:
+        assert small.stop() == 0
+    assert proc.returncode == 0, proc.stderr
+    assert result["status"] == "fixed", result
