@@ -11,7 +11,8 @@ Network: the sandbox and every test run keep the network off. Only a step that i
 with an egress allowlist, naming the package index this host's pip is configured for (`pip
 config list`, which includes `PIP_INDEX_URL` and friends) or the `index_url` setting, plus the
 `setup_allow` rules (a mirror's address, the host an index serves its files from). Never open
-network; an index given as a file path cannot be reached from a sandbox and is left out.
+network; an index given as a file path cannot be reached from a sandbox and is left out, and
+credentials in an index URL stay on this host (the build of the repository runs its own code).
 """
 
 from __future__ import annotations
@@ -107,8 +108,20 @@ def resolve_index(index_url: str | None) -> Index:
     urls = ([main] if main else _pip_default()[:1]) + extra
     if not main:
         urls += _pip_default()[1:]
-    urls = [u for u in urls if urlsplit(u).scheme in ("http", "https")]
+    urls = [_public(u) for u in urls if urlsplit(u).scheme in ("http", "https")]
     return Index(urls, config.get("trusted-host", "").split() if not index_url else [])
+
+
+def _public(url: str) -> str:
+    """`url` without credentials: the setup runs the repository's own code (its build), which
+    must not be handed this host's index token."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{parts.port}" if parts.port else ""
+    return parts._replace(netloc=netloc).geturl()
 
 
 def pip_options() -> list[str]:

@@ -113,3 +113,10 @@ def test_the_index_is_read_from_pips_configuration(pip_env: pytest.MonkeyPatch) 
     pip_env.setenv("PIP_INDEX_URL", "https://env.test/simple")
     assert resolve_index(None).urls[0] == "https://env.test/simple"
     assert resolve_index("http://setting.test/simple").urls == ["http://setting.test/simple"]
+
+
+def test_index_credentials_stay_on_this_host(pip_env: pytest.MonkeyPatch) -> None:
+    pip_env.setenv("PIP_INDEX_URL", "https://user:s3cret@private.test:8443/simple")
+    index = resolve_index(None)
+    assert index.urls[0] == "https://private.test:8443/simple"
+    assert "s3cret" not in str(index.env()) and index.rules()[0] == "private.test:8443"
