@@ -7,6 +7,7 @@ for each, by the role's name, so a new role needs nothing here."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -24,8 +25,10 @@ from coder.errors import SandboxError, UsageError
 from coder.loop import Solver
 from coder.model import Model, OpenAIModel, ReplayModel, ResponseCache
 from coder.progress import Progress
+from coder.recipe import recipe
 from coder.result import SolveResult
 from coder.sandbox import LocalDaemon, SandboxSession
+from coder.setup import Setup, pip_options, resolve_index
 from coder.trace import TraceWriter, replies
 from sandboxd.client import DEFAULT_URL, Client, default_token
 from sandboxd.errors import SandboxdError
@@ -114,6 +117,16 @@ def check_repo(root: Path) -> None:
         raise UsageError(f"{root} {what}: give the path of a repository (default: .)")
 
 
+async def prepared(cfg: CoderConfig, files: repo_files.RepoFiles) -> Setup | None:
+    """The setup recipe of the repository (coder.recipe), with the index its installs may
+    reach (coder.setup); None when there is nothing to prepare."""
+    steps = recipe(files.text, cfg.setup, pip_options())
+    if not steps:
+        return None
+    index = await asyncio.to_thread(resolve_index, cfg.index_url)
+    return Setup(steps, index, cfg.test_limits, cfg.setup_timeout_s, list(cfg.setup_allow))
+
+
 async def solve(
     cfg: CoderConfig,
     *,
@@ -133,7 +146,8 @@ async def solve(
     trace.event("solve.start", config=json.loads(cfg.model_dump_json()))
     models = models or live_models(cfg, trace)
     budget = Budget(cfg.max_iterations, cfg.max_tokens, cfg.max_cost_usd, cfg.max_wall_s)
-    files = await repo_files.load(root)
+    files = await repo_files.load(root, cfg.include_ignored)
+    setup = await prepared(cfg, files)
     local: LocalDaemon | None = None
     client: Client | None = None
     session: SandboxSession | None = None
@@ -142,7 +156,8 @@ async def solve(
         try:
             client, local = await connect(cfg, trace_id, progress)
             session = SandboxSession(client, cfg.test, cfg.test_limits)
-            await session.start(files.all_bytes(), files.executable)
+            room = cfg.setup_disk_mib if setup is not None else 0
+            await session.start(files.all_bytes(), files.executable, extra_disk_mib=room)
         except SandboxError as exc:
             outcome.result.reason = str(exc)
         else:
@@ -155,6 +170,7 @@ async def solve(
                 budget,
                 trace,
                 allow_test_edits=cfg.allow_test_edits,
+                setup=setup,
             )
             outcome.result = await solver.run()
             outcome.diff = solver.diff

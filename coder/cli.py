@@ -1,7 +1,8 @@
 """`coder solve` a repository's failing tests; `coder replay` / `coder resume` a trace.
 
 Exit codes: 0 fixed or already passing, 1 not fixed, 2 usage error, 3 infrastructure error
-(model or sandbox).
+(model or sandbox) or setup_failed (the environment could not be prepared, or the tests do not
+even collect: the step, its exit status and the end of its output are printed).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "max_tokens",
         "max_wall_s",
         "sandboxd_url",
+        "include_ignored",
+        "setup",
+        "setup_timeout_s",
+        "index_url",
     )
     flags = {n: getattr(args, n, None) for n in names}
     flags["repo"] = Path(args.path) if getattr(args, "path", None) else None
@@ -81,6 +86,10 @@ def _finish(args: argparse.Namespace, cfg: CoderConfig, outcome: Outcome) -> int
     else:
         if diff and not patch_out:
             sys.stdout.write(diff)
+        if result.setup is not None and result.setup.output_tail:
+            print(f"coder: the end of {result.setup.step}'s output:", file=sys.stderr)
+            for line in result.setup.output_tail.splitlines()[-20:]:
+                print(f"  | {line}", file=sys.stderr)
         print(
             f"coder: {result.status}"
             + (f" ({result.reason})" if result.reason else "")
@@ -141,6 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-wall-s", type=float, help="seconds at most (default 900)")
     s.add_argument(
         "--allow-test-edits", action="store_true", help="let the writer edit the tests too"
+    )
+    s.add_argument(
+        "--include-ignored",
+        action="append",
+        metavar="GLOB",
+        help="upload the gitignored files this glob names too, e.g. generated "
+        "'src/*/_version.py' (repeatable)",
+    )
+    s.add_argument(
+        "--setup",
+        help="command run in the sandbox before the tests (default: .coder/setup.sh, else "
+        "a recipe derived from the repository's declarations)",
+    )
+    s.add_argument(
+        "--setup-timeout-s", type=float, help="seconds for each setup step (default 300)"
+    )
+    s.add_argument(
+        "--index-url", help="package index for the setup's installs (default: pip's config)"
     )
     s.add_argument(
         "--sandboxd-url",

@@ -45,6 +45,20 @@ class CoderConfig(BaseModel):
     retries: int = Field(5, ge=0)
     backoff_s: float = Field(0.5, ge=0)
     mode: Literal["interactive", "ci"] = "interactive"
+    #: Globs (relative to the repository) of gitignored files to upload too, e.g. generated
+    #: files the code imports: `src/*/_version.py`.
+    include_ignored: list[str] = Field(default_factory=list)
+    #: The setup step run in the sandbox before the tests; default `.coder/setup.sh` when the
+    #: repository has one, else the recipe derived from what it declares.
+    setup: str | None = None
+    setup_timeout_s: float = Field(300.0, gt=0)
+    #: Workspace room a setup gets for its virtual environment, beyond the repository's.
+    setup_disk_mib: int = Field(1024, ge=0)
+    #: Package index for the setup's installs; default: pip's own configuration on this host.
+    index_url: str | None = None
+    #: More egress rules for the installs (README "Network"): a mirror's address, the host an
+    #: index serves its files from.
+    setup_allow: list[str] = Field(default_factory=list)
 
     @property
     def reviewer(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from coder.result import Status
+from coder.result import SetupFailure, Status
 
 
 class CoderError(Exception):
@@ -43,3 +43,16 @@ class BudgetExhausted(CoderError):
     def __init__(self, budget: str, detail: str) -> None:
         super().__init__(f"{budget} budget exhausted: {detail}")
         self.budget = budget
+
+
+class SetupFailed(CoderError):
+    """The sandbox could not be prepared, or the tests do not even collect there: an error of
+    the environment, not a bug for the writer to fix (exit 3). It names the step, its exit
+    status and the tail of its output."""
+
+    status = "setup_failed"
+
+    def __init__(self, failure: SetupFailure) -> None:
+        exit_status = "" if failure.exit_code is None else f" (exit {failure.exit_code})"
+        super().__init__(f"{failure.step}{exit_status}: {failure.reason}")
+        self.failure = failure

@@ -17,11 +17,13 @@ from coder.budget import Budget
 from coder.context import Attempt
 from coder.digest import TestDigest
 from coder.edits import unified_diff
-from coder.errors import BudgetExhausted, CoderError
+from coder.errors import BudgetExhausted, CoderError, SetupFailed
 from coder.model import Model
+from coder.preflight import classify, tail
 from coder.repo import RepoFiles
-from coder.result import SolveResult, TestsSummary
+from coder.result import SetupFailure, SolveResult, TestsSummary
 from coder.sandbox import SandboxSession
+from coder.setup import Setup
 from coder.trace import TraceWriter
 
 MAX_FRUITLESS = 3  # replies in a row with no applicable edit before giving up
@@ -46,12 +48,15 @@ class Solver:
     budget: Budget
     trace: TraceWriter
     allow_test_edits: bool = False
+    #: The recipe that prepares the sandbox before the first test run (coder.setup), if any.
+    setup: Setup | None = None
     writer: Writer = field(default_factory=Writer)
     reviewer: Reviewer = field(default_factory=Reviewer)
     current: dict[str, str] = field(init=False)
     model_time_s: float = 0.0
     test_time_s: float = 0.0
     result: SolveResult = field(init=False)
+    last_output: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         self.current = dict(self.repo.text)
@@ -94,6 +99,7 @@ class Solver:
         self.budget.check()
         run = await self.sandbox.run_tests()
         self.test_time_s += run.seconds
+        self.last_output = run.output
         self.trace.event(
             "tests.run",
             iteration=self.budget.iterations,
@@ -113,6 +119,8 @@ class Solver:
             self.result.status, self.result.reason = exc.status, str(exc)
             if isinstance(exc, BudgetExhausted):
                 self.result.budget = exc.budget
+            if isinstance(exc, SetupFailed):
+                self.result.setup = exc.failure
         r = self.result
         r.iterations = self.budget.iterations
         r.writer = self.budget.entry(self.writer.name).wire()
@@ -120,16 +128,45 @@ class Solver:
         r.writer_prompt_chars = list(self.budget.entry(self.writer.name).prompt_chars)
         r.wall_time_s = round(time.monotonic() - started, 4)
         r.model_time_s, r.test_time_s = round(self.model_time_s, 4), round(self.test_time_s, 4)
-        overhead = max(0.0, r.wall_time_s - self.model_time_s - self.test_time_s)
+        spent = self.model_time_s + self.test_time_s + r.setup_time_s  # setup: its own figure
+        overhead = max(0.0, r.wall_time_s - spent)
         r.overhead_s_per_iteration = round(overhead / max(1, r.iterations), 4)
         r.files_changed = sorted(
             p for p in self.current if self.repo.text.get(p) != self.current[p]
         )
         return r
 
+    async def _prepare(self) -> None:
+        """The setup recipe, then the preflight: the first test run must at least collect."""
+        if self.setup is not None:
+            started = time.monotonic()
+            try:
+                await self.setup.run(self.sandbox, self.trace, self.result.setup_steps)
+            finally:
+                self.result.setup_time_s = round(time.monotonic() - started, 4)
+
+    def _preflight(self, before: TestDigest) -> None:
+        """An environment error in the first run stops the solve (coder.preflight)."""
+        command = self.sandbox.test_command
+        found = classify(command, before.exit_code, before.status, self.last_output)
+        self.trace.event("preflight", ok=found is None, reason=found.line() if found else "")
+        if found is not None:
+            raise SetupFailed(
+                SetupFailure(
+                    step="preflight",
+                    command=command,
+                    exit_code=before.exit_code,
+                    status=before.status,
+                    reason=found.line(),
+                    output_tail=tail(self.last_output),
+                )
+            )
+
     async def _loop(self) -> None:
+        await self._prepare()
         before = await self._test()
         self.result.tests_before = self.result.tests_after = summary(before)
+        self._preflight(before)
         if before.passed:
             self.result.status, self.result.reason = "already_passing", "the tests pass already"
             return

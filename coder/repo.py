@@ -1,5 +1,11 @@
-"""The repository a solve works on: its files (tracked and untracked-but-not-ignored), capped,
-and writing a patch back without following links."""
+"""The repository a solve works on: its files (tracked and untracked-but-not-ignored, plus the
+ignored ones the `include_ignored` globs name), capped, and writing a patch back without
+following links.
+
+Why the globs: generated files the code imports are gitignored by design (setuptools-scm's
+`src/pkg/_version.py`), and without them the tests cannot even import the package. Only files
+a glob names are added, never a whole ignored tree (`.venv`, build output). `.coder/setup.sh`
+is the one file of `.coder/` that goes along: it is the repository's own setup recipe."""
 
 from __future__ import annotations
 
@@ -69,11 +75,30 @@ def _walk(root: Path) -> list[str]:
     return found
 
 
+SETUP_SCRIPT = ".coder/setup.sh"
+
+
+def _included(root: Path, globs: list[str]) -> list[str]:
+    """Files under `root` that a glob names, as relative paths; none reached through a link
+    out of the repository."""
+    found: set[str] = set()
+    top = root.resolve()
+    for pattern in globs:
+        if safe_path(pattern) is None:
+            raise UsageError(f"include_ignored glob {pattern!r} is not inside the repository")
+        for path in root.glob(pattern):
+            if path.is_file() and path.resolve().is_relative_to(top):
+                found.add(path.relative_to(root).as_posix())
+    if (root / SETUP_SCRIPT).is_file():
+        found.add(SETUP_SCRIPT)
+    return sorted(found)
+
+
 def _read(root: Path, names: list[str]) -> RepoFiles:
     repo, total = RepoFiles(), 0
-    for name in names:
+    for name in dict.fromkeys(names):
         rel = safe_path(name)
-        if rel is None or rel.split("/")[0] in SKIP_DIRS:
+        if rel is None or (rel.split("/")[0] in SKIP_DIRS and rel != SETUP_SCRIPT):
             continue
         path = root / rel
         try:
@@ -101,12 +126,13 @@ def _read(root: Path, names: list[str]) -> RepoFiles:
     return repo
 
 
-async def load(root: Path) -> RepoFiles:
+async def load(root: Path, include_ignored: list[str] | None = None) -> RepoFiles:
     if not await asyncio.to_thread(root.is_dir):
         raise UsageError(f"{root} is not a directory")
     names = await _git_files(root)
     if names is None:
         names = await asyncio.to_thread(_walk, root)
+    names += await asyncio.to_thread(_included, root, include_ignored or [])
     repo = await asyncio.to_thread(_read, root, names)
     if not repo.text:
         raise UsageError(f"{root} has no text files to work on")

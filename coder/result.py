@@ -13,6 +13,7 @@ Status = Literal[
     "gave_up",
     "model_error",
     "sandbox_error",
+    "setup_failed",
     "usage_error",
     "coder_error",
 ]
@@ -24,6 +25,7 @@ EXIT_CODES: dict[str, int] = {
     "gave_up": 1,
     "model_error": 3,
     "sandbox_error": 3,
+    "setup_failed": 3,
     "usage_error": 2,
     "coder_error": 3,
 }
@@ -44,11 +46,32 @@ class TestsSummary(BaseModel):
     failing: list[str]
 
 
+class SetupStep(BaseModel):
+    """One step of preparing the sandbox (`setup.sh`, `venv`, `install`), or the `preflight`:
+    the first test run, which must collect."""
+
+    step: str
+    command: str = ""
+    exit_code: int | None = None
+    status: str = "ok"
+    seconds: float = 0.0
+
+
+class SetupFailure(SetupStep):
+    """The step a `setup_failed` solve stopped at, and the end of its output."""
+
+    reason: str = ""
+    output_tail: str = ""
+
+
 class SolveResult(BaseModel):
     status: Status
     reason: str = ""
     budget: str | None = Field(None, description="Which budget ran out, for budget_exhausted.")
     iterations: int = 0
+    setup: SetupFailure | None = Field(None, description="The failed step, for setup_failed.")
+    setup_steps: list[SetupStep] = Field(default_factory=list)
+    setup_time_s: float = 0.0
     tests_before: TestsSummary | None = None
     tests_after: TestsSummary | None = None
     writer: AgentUsage = Field(default_factory=AgentUsage)

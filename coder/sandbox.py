@@ -1,5 +1,11 @@
 """The tests run in a persistent sandboxd sandbox holding a copy of the repository; coder starts
-a sandboxd of its own when none is configured or reachable."""
+a sandboxd of its own when none is configured or reachable.
+
+The repository reaches the sandbox as the `files` of runs, and the daemon refuses a request
+over either of its caps: a number of files (`files: List should have at most 1000 items`) and a
+body size (`max_request_bytes`). Batching by bytes alone made every repository of more than
+1000 files unsolvable, so each batch stays under both: the caps the daemon reports in
+`GET /v1/info` when it reports them, else its documented defaults."""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,19 +26,96 @@ from coder.errors import SandboxError
 from sandboxd.client import Client
 from sandboxd.errors import SandboxdError
 from sandboxd.local_token import local_admin_token
-from sandboxd.models import FileIn, Limits
+from sandboxd.models import MAX_FILES, FileIn, Info, Limits, NetworkPolicy, RunRequest
 from sandboxd.testing import Daemon, DaemonFailed
 
-UPLOAD_BATCH_BYTES = 12 * 1024 * 1024
+#: The daemon's default `max_request_bytes` (README "Settings"), for a daemon that says nothing.
+DEFAULT_REQUEST_BYTES = 32 * 1024 * 1024
+#: Never more than this per request even when the daemon allows more: one slow request is
+#: worse than several quick ones, and a retry of a small one costs little.
+MAX_BATCH_BYTES = 12 * 1024 * 1024
+#: Room for the rest of the request (command, limits, JSON punctuation).
+SLACK_BYTES = 64 * 1024
+#: JSON around one file besides its path and content: keys, encoding, executable flag.
+PER_FILE_BYTES = 96
+
+
+@dataclass(frozen=True)
+class Caps:
+    """What one upload request may hold."""
+
+    max_files: int = MAX_FILES
+    max_bytes: int = MAX_BATCH_BYTES
+
+    @classmethod
+    def from_info(cls, info: Info | None) -> Caps:
+        """The caps of the daemon that answered `info` (None: it did not answer)."""
+        request_bytes = info.max_request_bytes if info is not None else DEFAULT_REQUEST_BYTES
+        # a later daemon may report its file cap; this one has it fixed in its wire model
+        files = getattr(info, "max_files_per_request", None) or MAX_FILES
+        return cls(
+            max_files=max(1, min(int(files), MAX_FILES)),
+            max_bytes=max(1024, min(MAX_BATCH_BYTES, request_bytes - SLACK_BYTES)),
+        )
+
+
+def wire_size(path: str, data: bytes) -> int:
+    """Bytes one file adds to a request body: base64 content, its path, the JSON around it."""
+    return 4 * ((len(data) + 2) // 3) + len(path.encode()) * 2 + PER_FILE_BYTES
+
+
+def batches(files: dict[str, bytes], executable: set[str], caps: Caps) -> Iterator[list[FileIn]]:
+    """The files as batches of FileIn, in path order, each under both caps. A file too large
+    for any batch still goes alone (the daemon then says why it refuses it)."""
+    batch: list[FileIn] = []
+    used = 0
+    for path, data in sorted(files.items()):
+        size = wire_size(path, data)
+        if batch and (len(batch) >= caps.max_files or used + size > caps.max_bytes):
+            yield batch
+            batch, used = [], 0
+        batch.append(
+            FileIn(
+                path=path,
+                content=base64.b64encode(data).decode(),
+                encoding="base64",
+                executable=path in executable,
+            )
+        )
+        used += size
+    if batch:
+        yield batch
+
+
 # No bytecode caches: an edit within the same second and of the same size as the original
 # would otherwise run the stale .pyc (CPython checks mtime in whole seconds, and size).
 TEST_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
+#: The virtual environment a setup made inside the workspace (coder.setup), first on PATH for
+#: the tests when it is there.
+VENV = ".coder-venv"
+WITH_VENV = (
+    f'if [ -x {VENV}/bin/python ]; then export VIRTUAL_ENV="$PWD/{VENV}" '
+    f'PATH="$PWD/{VENV}/bin:$PATH"; fi\n'
+)
 
 
 @dataclass
 class TestRun:
     digest: TestDigest
     seconds: float
+    #: stdout and stderr as they came (hostile: coder.preflight makes them printable).
+    output: str = ""
+
+
+@dataclass
+class StepRun:
+    """A setup step's run in the sandbox."""
+
+    exit_code: int | None
+    status: str
+    output: str
+    seconds: float
+    message: str = ""
 
 
 class SandboxSession:
@@ -44,9 +127,12 @@ class SandboxSession:
         self.limits = limits
         self.sandbox_id: str | None = None
 
-    async def start(self, files: dict[str, bytes], executable: set[str]) -> None:
-        size = sum(len(b) for b in files.values())
-        disk = max(self.limits.disk_mib, (size >> 20) * 4 + 64)
+    async def start(
+        self, files: dict[str, bytes], executable: set[str], *, extra_disk_mib: int = 0
+    ) -> None:
+        """Create the sandbox and upload `files`; `extra_disk_mib` is room for a setup."""
+        size = sum(len(b) for b in files.values()) + 4096 * len(files)  # a block per file
+        disk = max(self.limits.disk_mib, (size >> 20) * 4 + 64) + extra_disk_mib
         try:
             sandbox = await self.client.create_sandbox(
                 language="bash",
@@ -54,25 +140,18 @@ class SandboxSession:
                 ttl_s=3600,
             )
             self.sandbox_id = sandbox.id
-            batch: list[FileIn] = []
-            used = 0
-            for path, data in sorted(files.items()):
-                batch.append(
-                    FileIn(
-                        path=path,
-                        content=base64.b64encode(data).decode(),
-                        encoding="base64",
-                        executable=path in executable,
-                    )
-                )
-                used += len(data)
-                if used > UPLOAD_BATCH_BYTES:
-                    await self._upload(batch)
-                    batch, used = [], 0
-            if batch:
+            caps = Caps.from_info(await self._info())
+            for batch in batches(files, executable, caps):
                 await self._upload(batch)
         except SandboxdError as exc:
             raise SandboxError(f"sandboxd: {exc.message}") from exc
+
+    async def _info(self) -> Info | None:
+        """The daemon's caps, if it tells them (an older or stricter one may not)."""
+        try:
+            return await self.client.info()
+        except SandboxdError:
+            return None
 
     async def _upload(self, batch: list[FileIn]) -> None:
         assert self.sandbox_id
@@ -94,7 +173,7 @@ class SandboxSession:
         try:
             result = await self.client.run_in_sandbox(
                 self.sandbox_id,
-                command=["bash", "-c", self.test_command],
+                command=["bash", "-c", WITH_VENV + self.test_command],
                 limits=self.limits,
                 env=TEST_ENV,
             )
@@ -103,7 +182,38 @@ class SandboxSession:
         if result.status == "error":
             raise SandboxError(f"sandboxd could not run the tests: {result.message}")
         d = digest(result.exit_code, result.status, result.stdout, result.stderr)
-        return TestRun(d, time.monotonic() - started)
+        output = result.stdout + ("\n" + result.stderr if result.stderr.strip() else "")
+        return TestRun(d, time.monotonic() - started, output)
+
+    async def run_step(
+        self,
+        command: str,
+        *,
+        limits: Limits,
+        env: dict[str, str],
+        network: NetworkPolicy | None = None,
+    ) -> StepRun:
+        """One setup step: `command` under bash in the workspace, with `network` for this run
+        only (the sandbox itself, and so every test run, keeps the network off)."""
+        assert self.sandbox_id
+        started = time.monotonic()
+        request = RunRequest(
+            command=["bash", "-c", command], limits=limits, env={**TEST_ENV, **env}
+        )
+        if network is not None:
+            request.network = network  # set: the sandbox's own policy would apply otherwise
+        try:
+            result = await self.client.run_in_sandbox(self.sandbox_id, request)
+        except SandboxdError as exc:
+            raise SandboxError(f"sandboxd: {exc.message}") from exc
+        output = result.stdout + ("\n" + result.stderr if result.stderr.strip() else "")
+        return StepRun(
+            result.exit_code,
+            result.status,
+            output,
+            time.monotonic() - started,
+            result.message or "",
+        )
 
     async def close(self) -> None:
         if self.sandbox_id:

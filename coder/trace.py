@@ -16,6 +16,9 @@ from coder.model import Reply, Usage
 EVENT_TYPES = (
     "solve.start",
     "sandbox.ready",
+    "setup.step",
+    "setup.done",
+    "preflight",
     "tests.run",
     "model.request",
     "model.reply",

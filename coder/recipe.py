@@ -1,0 +1,202 @@
+"""The setup recipe of a repository: what to run in the sandbox before its tests can run.
+
+Why: a repository copied into a sandbox whose Python has only the standard library and
+Debian's pytest cannot import its own dependencies, so its tests fail before and after any fix.
+The recipe is, in order of authority:
+1. the `setup` setting (a command: the user's word for this solve);
+2. `.coder/setup.sh` when the repository has one (its owner's word);
+3. else one derived from what the repository declares: a virtual environment inside the
+   workspace (`--system-site-packages`, so Debian's pytest, setuptools and wheel stay
+   available and need no download), then one pip install of the project itself with its test
+   extras (`-e .[test]`, so setuptools-scm and friends write their generated files), its
+   `requirements*.txt`, its test dependency groups, its `tox.ini` test deps and the pytest
+   plugins its configuration names (`--cov` needs pytest-cov).
+A repository that declares nothing gets no recipe: its tests run as they are.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import re
+import shlex
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from coder.repo import SETUP_SCRIPT
+from coder.sandbox import VENV
+
+TEST_EXTRAS = ("test", "tests", "testing", "dev")
+#: Options in a pytest configuration, and the plugin (a distribution name) that defines each.
+PLUGIN_OPTIONS = {
+    "--cov": "pytest-cov",
+    "--numprocesses": "pytest-xdist",
+    "-n": "pytest-xdist",
+    "--timeout": "pytest-timeout",
+    "--benchmark": "pytest-benchmark",
+    "--doctest-plus": "pytest-doctestplus",
+    "--mypy": "pytest-mypy",
+}
+#: The venv: the system's packages stay visible (pip, setuptools, wheel and pytest need no
+#: download), and `pytest` in it runs the venv's Python (Debian's /usr/bin/pytest would run
+#: the system's, which sees none of what the install put in the venv).
+VENV_COMMAND = (
+    f"python3 -m venv --system-site-packages --without-pip {VENV} && "
+    f'printf \'#!/bin/sh\\nexec "$(dirname "$0")/python" -m pytest "$@"\\n\' '
+    f"> {VENV}/bin/pytest && chmod +x {VENV}/bin/pytest"
+)
+_REQUIREMENTS = re.compile(r"^(?:[\w.-]*requirements[\w.-]*\.txt|requirements/[\w.-]+\.txt)$")
+_NOT_FOR_TESTS = re.compile(r"doc|lint|release|publish", re.IGNORECASE)
+
+
+@dataclass
+class Step:
+    """One command of the recipe. `network`: it installs, so it runs with the index allowed."""
+
+    name: str
+    command: str
+    network: bool = False
+
+
+@dataclass
+class Declared:
+    """What a repository declares about its environment."""
+
+    installable: bool = False
+    extras: list[str] = field(default_factory=list)
+    requirement_files: list[str] = field(default_factory=list)
+    requirements: list[str] = field(default_factory=list)
+    build_requires: list[str] = field(default_factory=list)
+
+    @property
+    def anything(self) -> bool:
+        return self.installable or bool(self.requirement_files or self.requirements)
+
+
+def _toml(text: str | None) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text) if text else {}
+    except tomllib.TOMLDecodeError:
+        return {}
+
+
+def _ini(text: str | None) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    with contextlib.suppress(configparser.Error):
+        parser.read_string(text or "")
+    return parser
+
+
+def _requirement(entry: object) -> str | None:
+    """A requirement string fit for pip's command line; never an option."""
+    if not isinstance(entry, str):
+        return None
+    entry = entry.split("#", 1)[0].strip()
+    return entry if entry and not entry.startswith("-") and "{" not in entry else None
+
+
+def _groups(project: dict[str, Any]) -> list[str]:
+    """The test dependency groups (PEP 735), their includes resolved one level."""
+    groups = project.get("dependency-groups", {})
+    out: list[str] = []
+    for name in TEST_EXTRAS:
+        for entry in groups.get(name, []) if isinstance(groups, dict) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("include-group"), str):
+                out += [e for e in groups.get(entry["include-group"], []) if isinstance(e, str)]
+            elif isinstance(entry, str):
+                out.append(entry)
+    return out
+
+
+_PYTEST_INI = (("pytest.ini", "pytest"), ("tox.ini", "pytest"), ("setup.cfg", "tool:pytest"))
+
+
+def _split(text: str) -> list[str]:
+    try:
+        return shlex.split(text, comments=True)
+    except ValueError:
+        return text.split()
+
+
+def _addopts(files: dict[str, str], pyproject: dict[str, Any]) -> list[str]:
+    """The options the repository's pytest configuration adds to every run."""
+    ini = pyproject.get("tool", {}).get("pytest", {}).get("ini_options", {})
+    raw = ini.get("addopts", "") if isinstance(ini, dict) else ""
+    opts = _split(" ".join(map(str, raw)) if isinstance(raw, list) else str(raw))
+    for name, section in _PYTEST_INI:
+        parser = _ini(files.get(name))
+        if parser.has_option(section, "addopts"):
+            opts += _split(parser.get(section, "addopts"))
+    return opts
+
+
+def _plugins(opts: list[str]) -> list[str]:
+    found = []
+    for opt in opts:
+        name = opt.split("=", 1)[0]
+        if name in PLUGIN_OPTIONS or (name.startswith("--benchmark") and name != "--benchmark"):
+            found.append(PLUGIN_OPTIONS.get(name, "pytest-benchmark"))
+    return list(dict.fromkeys(found))
+
+
+def declared(files: dict[str, str]) -> Declared:
+    """Read what `files` (the repository's text files by path) declare."""
+    out = Declared()
+    pyproject = _toml(files.get("pyproject.toml"))
+    project = pyproject.get("project", {})
+    out.installable = (
+        "project" in pyproject
+        or "build-system" in pyproject  # e.g. poetry's, whose metadata is its own
+        or "setup.py" in files
+        or _ini(files.get("setup.cfg")).has_section("metadata")
+    )
+    extras = project.get("optional-dependencies", {}) if isinstance(project, dict) else {}
+    cfg = _ini(files.get("setup.cfg"))
+    cfg_extras = (
+        cfg.options("options.extras_require") if cfg.has_section("options.extras_require") else []
+    )
+    out.extras = [e for e in TEST_EXTRAS if e in extras or e in cfg_extras]
+    build = pyproject.get("build-system", {}).get("requires", ["setuptools", "wheel"])
+    out.build_requires = [r for r in map(_requirement, build) if r] if out.installable else []
+    out.requirement_files = sorted(
+        p for p in files if _REQUIREMENTS.match(p) and not _NOT_FOR_TESTS.search(p)
+    )
+    tox = _ini(files.get("tox.ini"))
+    tox_deps = (
+        tox.get("testenv", "deps", fallback="").splitlines() if tox.has_section("testenv") else []
+    )
+    wanted = _groups(pyproject) + tox_deps + _plugins(_addopts(files, pyproject))
+    out.requirements = list(dict.fromkeys(r for r in map(_requirement, wanted) if r))
+    return out
+
+
+def derived(files: dict[str, str], pip_options: list[str]) -> list[Step]:
+    """The recipe derived from `files`: a venv and one install, or nothing to do."""
+    found = declared(files)
+    if not found.anything:
+        return []
+    pip = f"{VENV}/bin/python -m pip install " + " ".join(map(shlex.quote, pip_options))
+    steps = [Step("venv", VENV_COMMAND)]
+    if found.build_requires:  # mostly met by the system's setuptools and wheel already
+        steps.append(
+            Step("build deps", f"{pip} " + " ".join(map(shlex.quote, found.build_requires)), True)
+        )
+    args: list[str] = []
+    if found.installable:
+        extras = f"[{','.join(found.extras)}]" if found.extras else ""
+        args += ["--no-build-isolation", "-e", f".{extras}"]
+    for path in found.requirement_files:
+        args += ["-r", path]
+    args += found.requirements
+    steps.append(Step("install", f"{pip} " + " ".join(map(shlex.quote, args)), True))
+    return steps
+
+
+def recipe(files: dict[str, str], setup: str | None, pip_options: list[str]) -> list[Step]:
+    """The steps to prepare the sandbox for the repository whose text files are `files`."""
+    if setup:
+        return [Step("setup", setup, True)]
+    if SETUP_SCRIPT in files:
+        return [Step(SETUP_SCRIPT, f"bash {SETUP_SCRIPT}", True)]
+    return derived(files, pip_options)

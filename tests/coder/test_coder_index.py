@@ -1,0 +1,236 @@
+"""The derived setup recipe against a real package index: a `python -m http.server` "simple"
+index of wheels built here, on a test host in a network namespace this test creates (veth to
+the host), reached through the daemon's egress proxy with the run's allowlist. The index name
+`index.test` resolves to that host for this daemon only; nothing else is ever targeted.
+
+A repository declaring a runtime dependency, a test extra and (in its pytest configuration) a
+plugin gets a venv and `pip install -e .[test]` and is solved; one naming a dependency the
+index does not have, or an index that hangs, stops with `setup_failed` (pip's message, or
+the timeout)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from coder.testing.harness import example, scripted, solve
+from tests.daemon import Daemon
+
+pytestmark = pytest.mark.network
+
+HANG = (
+    "import socket, sys, time\n"
+    "s = socket.create_server((sys.argv[1], 8081)); held = []\n"
+    "while True:\n    held.append(s.accept())\n"
+)
+
+
+TINYCOV = "def pytest_addoption(parser):\n    parser.addoption('--cov', action='append')\n"
+
+
+@dataclass
+class IndexHost:
+    ip: str
+    net: str
+
+
+def wheel(
+    directory: Path, name: str, files: dict[str, str], requires: list[str], entry_points: str = ""
+) -> Path:
+    """A pure-Python wheel of `name` 1.0 holding `files`, requiring `requires`."""
+    info = f"{name}-1.0.dist-info"
+    if entry_points:
+        files = {**files, f"{info}/entry_points.txt": entry_points}
+    meta = f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 1.0\n"
+    meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    contents = {
+        **{k: v.encode() for k, v in files.items()},
+        f"{info}/METADATA": meta.encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: coder-tests\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+    record = []
+    for path, data in contents.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{info}/RECORD,,")
+    out = directory / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(out, "w") as zf:
+        for path, data in contents.items():
+            zf.writestr(path, data)
+        zf.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    return out
+
+
+def simple_index(root: Path) -> Path:
+    """A PEP 503 index: /simple/<name>/ links to /packages/<wheel>."""
+    packages = root / "packages"
+    packages.mkdir(parents=True)
+    wheels = [
+        wheel(packages, "tinydep", {"tinydep/__init__.py": "def one():\n    return 1\n"}, []),
+        wheel(packages, "tinytestdep", {"tinytestdep/__init__.py": "READY = True\n"}, []),
+        # the plugin `--cov` in a pytest configuration names: here a stand-in of that name
+        wheel(packages, "pytest_cov", {"tinycov.py": TINYCOV}, [], "[pytest11]\ncov = tinycov\n"),
+    ]
+    for whl in wheels:
+        page = root / "simple" / whl.name.split("-")[0].replace("_", "-")
+        page.mkdir(parents=True)
+        link = f'<a href="../../packages/{whl.name}">{whl.name}</a>'
+        (page / "index.html").write_text(f"<html><body>{link}</body></html>\n")
+    return root
+
+
+def sh(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, timeout=30)
+
+
+def wait_for(ip: str, port: int) -> None:
+    for _ in range(100):  # bounded (~10 s)
+        try:
+            socket.create_connection((ip, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"the test host did not listen on {ip}:{port}")
+
+
+@pytest.fixture(scope="module")
+def index_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IndexHost]:
+    k = os.getpid() % 200 + 20
+    ns, host_if, ns_if = (
+        f"cdrx{os.getpid()}",
+        f"cdh{os.getpid() % 100000}",
+        f"cdn{os.getpid() % 100000}",
+    )
+    ip_host, ip_ns = f"10.214.{k}.1", f"10.214.{k}.2"
+    index = simple_index(tmp_path_factory.mktemp("index"))
+    sh("ip", "netns", "add", ns)
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        sh("ip", "link", "set", ns_if, "netns", ns)
+        sh("ip", "addr", "add", f"{ip_host}/24", "dev", host_if)
+        sh("ip", "link", "set", host_if, "up")
+        sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{ip_ns}/24", "dev", ns_if)
+        sh("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up")
+        inside = ["ip", "netns", "exec", ns, sys.executable]
+        for argv in (
+            [*inside, "-m", "http.server", "8080", "--bind", ip_ns, "--directory", str(index)],
+            [*inside, "-c", HANG, ip_ns],
+        ):
+            servers.append(
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        wait_for(ip_ns, 8080)
+        wait_for(ip_ns, 8081)
+        yield IndexHost(ip_ns, f"10.214.{k}.0/24")
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait(timeout=10)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def index_daemon(workdir: Path, index_host: IndexHost) -> Iterator[Daemon]:
+    d = Daemon(workdir, "coder-index", egress={"hosts": {"index.test": [index_host.ip]}})
+    d.start()
+    yield d
+    assert d.stop() == 0, d.log.read_text()[-3000:]
+
+
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "calc"
+version = "0.1"
+dependencies = [{deps}]
+
+[project.optional-dependencies]
+test = ["tinytestdep"]
+
+[tool.setuptools]
+py-modules = ["calc"]
+"""
+
+
+def declaring(tmp_path: Path, deps: str) -> Path:
+    """The calculator, needing `tinydep` at run time and `tinytestdep` for its tests."""
+    repo = example("calculator", tmp_path)
+    (repo / "pyproject.toml").write_text(PYPROJECT.format(deps=deps))
+    calc = repo / "calc.py"
+    calc.write_text("import tinydep  # noqa: F401\n" + calc.read_text())
+    test = repo / "tests" / "test_calc.py"
+    test.write_text("import tinytestdep  # noqa: F401\n" + test.read_text())
+    return repo
+
+
+def index(host: IndexHost, port: int = 8080) -> dict[str, object]:
+    # index.test resolves to a private address: an IP rule must name it (README "Network")
+    return {"index_url": f"http://index.test:{port}/simple/", "setup_allow": [f"{host.net}:{port}"]}
+
+
+def test_a_derived_recipe_installs_what_the_repository_declares(
+    index_daemon: Daemon, index_host: IndexHost, tmp_path: Path
+) -> None:
+    repo = declaring(tmp_path, '"tinydep"')
+    with scripted("fixed_first_try") as server:
+        proc, result = solve(repo, server, index_daemon, **index(index_host))
+    assert proc.returncode == 0, proc.stderr
+    assert result["status"] == "fixed", result.get("setup") or result
+    steps = [(s["step"], s["exit_code"]) for s in result["setup_steps"]]
+    assert steps == [("venv", 0), ("build deps", 0), ("install", 0)]
+    assert "-e '.[test]'" in result["setup_steps"][2]["command"]
+
+
+def test_a_pytest_plugin_its_configuration_names_is_installed(
+    index_daemon: Daemon, index_host: IndexHost, tmp_path: Path
+) -> None:
+    repo = declaring(tmp_path, '"tinydep"')
+    (repo / "pytest.ini").write_text("[pytest]\npythonpath = .\naddopts = --cov=calc\n")
+    with scripted("fixed_first_try") as server:
+        proc, result = solve(repo, server, index_daemon, **index(index_host))
+    assert result["status"] == "fixed", result.get("setup") or proc.stderr
+    assert result["setup_steps"][-1]["command"].endswith(" pytest-cov")
+
+
+def test_a_dependency_the_index_lacks_is_a_setup_failure(
+    index_daemon: Daemon, index_host: IndexHost, tmp_path: Path
+) -> None:
+    repo = declaring(tmp_path, '"tinydep", "nosuchdep"')
+    with scripted("none") as server:
+        proc, result = solve(repo, server, index_daemon, **index(index_host))
+        assert server.requests == []
+    assert proc.returncode == 3 and result["status"] == "setup_failed", proc.stderr
+    failure = result["setup"]
+    assert failure["step"] == "install" and failure["exit_code"] == 1
+    assert "No matching distribution found for nosuchdep" in failure["output_tail"]
+
+
+def test_an_index_that_hangs_is_stopped_by_the_timeout(
+    index_daemon: Daemon, index_host: IndexHost, tmp_path: Path
+) -> None:
+    repo = declaring(tmp_path, '"tinydep"')
+    with scripted("none") as server:
+        proc, result = solve(
+            repo, server, index_daemon, setup_timeout_s=8, **index(index_host, 8081)
+        )
+    assert proc.returncode == 3 and result["status"] == "setup_failed", proc.stderr
+    failure = result["setup"]
+    assert failure["step"] == "install" and failure["status"] == "timeout"
+    assert "did not finish within 8s" in failure["reason"]
