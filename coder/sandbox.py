@@ -51,10 +51,9 @@ class Caps:
     def from_info(cls, info: Info | None) -> Caps:
         """The caps of the daemon that answered `info` (None: it did not answer)."""
         request_bytes = info.max_request_bytes if info is not None else DEFAULT_REQUEST_BYTES
-        # a later daemon may report its file cap; this one has it fixed in its wire model
-        files = getattr(info, "max_files_per_request", None) or MAX_FILES
+        files = info.max_files_per_request if info is not None else MAX_FILES
         return cls(
-            max_files=max(1, min(int(files), MAX_FILES)),
+            max_files=max(1, min(files, MAX_FILES)),
             max_bytes=max(1024, min(MAX_BATCH_BYTES, request_bytes - SLACK_BYTES)),
         )
 

@@ -393,6 +393,9 @@ class Info(BaseModel):
     max_concurrent_runs: int
     max_queued_runs: int
     max_request_bytes: int
+    max_files_per_request: int = Field(
+        MAX_FILES, description="Files one run (or sandbox upload) may carry in its `files`."
+    )
     active_runs: int = Field(description="Runs executing now.")
     queued_runs: int = Field(description="Runs admitted and waiting for a slot.")
     warm_pools: dict[str, PoolStats] = Field(

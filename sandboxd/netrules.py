@@ -4,7 +4,9 @@ A rule is a domain (`example.org`), a wildcard domain (`*.example.com`, subdomai
 with an optional port, or an IP / CIDR with an optional port (`10.1.2.0/24:5432`,
 `[fd00::1]:8080`). A rule without a port means 80 and 443. Names match domain rules only, IP
 literals match IP/CIDR rules only; a name that resolves to a private, loopback, link-local,
-multicast or otherwise special address is refused unless an IP/CIDR rule names that address.
+multicast or otherwise special address is refused unless an IP/CIDR rule names that address,
+or the daemon's operator trusts that name to resolve privately (`trusted_private_names`: a local
+package mirror), and then only to a private address, never loopback, link-local or metadata.
 """
 
 from __future__ import annotations
@@ -73,11 +75,10 @@ def parse_rule(raw: str) -> Rule:
     return Rule(raw, domain=text, ports=ports)
 
 
-def is_special(ip: IPAddress) -> bool:
-    """Addresses a name must never silently lead to (DNS rebinding, metadata services)."""
+def _more_than_private(ip: IPAddress) -> bool:
+    """Loopback, link-local, metadata and the like: never reachable through a name."""
     return (
-        ip.is_private
-        or ip.is_loopback
+        ip.is_loopback
         or ip.is_link_local
         or ip.is_multicast
         or ip.is_reserved
@@ -85,6 +86,24 @@ def is_special(ip: IPAddress) -> bool:
         or any(ip in n for n in METADATA)
         or (isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None)
     )
+
+
+def is_special(ip: IPAddress) -> bool:
+    """Addresses a name must never silently lead to (DNS rebinding, metadata services)."""
+    return ip.is_private or _more_than_private(ip)
+
+
+def is_private_only(ip: IPAddress) -> bool:
+    """A private-network address (RFC 1918, ULA) and nothing more special than that."""
+    return ip.is_private and not _more_than_private(ip)
+
+
+def trusted_name(raw: str) -> str:
+    """A name `trusted_private_names` may hold: an exact domain, no wildcard, no port."""
+    name = raw.strip().lower().rstrip(".")
+    if name.startswith("*.") or not _DOMAIN.match(name):
+        raise ValueError(f"{raw!r} is not an exact domain name")
+    return name
 
 
 @dataclass(frozen=True)
@@ -95,8 +114,9 @@ class Decision:
 
 
 class Allowlist:
-    def __init__(self, rules: list[Rule]) -> None:
+    def __init__(self, rules: list[Rule], trusted_private: frozenset[str] = frozenset()) -> None:
         self.rules = rules
+        self.trusted_private = trusted_private
 
     def literal(self, ip: IPAddress, port: int) -> Decision:
         if any(r.matches_ip(ip, port) for r in self.rules):
@@ -110,9 +130,12 @@ class Allowlist:
         """Pick the first address the rules let a name lead to."""
         if not addresses:
             return Decision(False, f"{host} does not resolve")
+        trusted = host.lower().rstrip(".") in self.trusted_private
         for ip in addresses:
             if not is_special(ip) or any(r.matches_ip(ip, port) for r in self.rules):
                 return Decision(True, "domain rule", str(ip))
+            if trusted and is_private_only(ip):
+                return Decision(True, "domain rule, a name trusted to resolve privately", str(ip))
         return Decision(
             False,
             f"{host} resolves to {addresses[0]}, a private or special "

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,6 +18,7 @@ from pydantic_settings import (
 from sandboxd.backends.nsjail.settings import NsjailConfig
 from sandboxd.backends.registry import TYPES, BackendConfig
 from sandboxd.models import BACKEND_NAME, Limits
+from sandboxd.netrules import trusted_name
 
 #: Settings of releases before `backends`, and where they went.
 _MOVED = {
@@ -79,6 +80,18 @@ class EgressSettings(BaseModel):
         default_factory=dict,
         description="Names the proxy resolves itself (like /etc/hosts), before the system's DNS.",
     )
+    trusted_private_names: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Exact names (a local package mirror) that may resolve to a private "
+        "address for runs whose allowlist names them; every other name that resolves "
+        "privately stays refused, and none may lead to loopback, link-local or metadata.",
+    )
+
+    @field_validator("trusted_private_names")
+    @classmethod
+    def _exact_names(cls, names: list[str]) -> list[str]:
+        return [trusted_name(n) for n in names]
 
 
 def _default_concurrency() -> int:

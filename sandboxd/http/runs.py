@@ -12,6 +12,7 @@ from sandboxd.http.keys import BACKEND, METRICS, OPENAPI, RUNS, SANDBOXES, SETTI
 from sandboxd.http.request import TRACE_ID, doc, model_response, note, require
 from sandboxd.http.sse import answer_run, run_doc
 from sandboxd.models import (
+    MAX_FILES,
     AuditPage,
     Health,
     Info,
@@ -55,6 +56,7 @@ async def info(request: web.Request) -> web.Response:
             max_concurrent_runs=settings.max_concurrent_runs,
             max_queued_runs=settings.max_queued_runs,
             max_request_bytes=settings.max_request_bytes,
+            max_files_per_request=MAX_FILES,
             active_runs=runs.active,
             queued_runs=runs.queued,
             warm_pools={

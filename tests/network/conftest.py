@@ -106,8 +106,15 @@ def testhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetHost]:
 
 @pytest.fixture(scope="package")
 def egress_daemon(workdir: Path, testhost: NetHost) -> Iterator[Daemon]:
-    names = ["index.test", "api.example.org", "example.org", "unlisted.test"]
-    hosts = {name: [testhost.ip] for name in names} | {"evil.test": ["127.0.0.1"]}
-    d = Daemon(workdir, "egress", egress={"hosts": hosts, "max_rules": 8}).start()
+    names = ["index.test", "api.example.org", "example.org", "unlisted.test", "mirror.test"]
+    hosts = {name: [testhost.ip] for name in names} | {
+        "evil.test": ["127.0.0.1"],
+        "trusted-loop.test": ["127.0.0.1"],
+    }
+    # the operator trusts two names to resolve privately; only mirror.test leads somewhere
+    # private (trusted-loop.test leads to loopback, which stays refused)
+    trusted = ["mirror.test", "Trusted-Loop.test."]
+    egress = {"hosts": hosts, "max_rules": 8, "trusted_private_names": trusted}
+    d = Daemon(workdir, "egress", egress=egress).start()
     yield d
     assert d.stop() == 0

@@ -128,6 +128,23 @@ def test_name_resolving_to_loopback_is_refused(client: SyncClient) -> None:
     assert line.startswith("HTTP 403") and "resolves to 127.0.0.1" in line
 
 
+def test_a_trusted_name_may_resolve_privately(client: SyncClient) -> None:
+    """`trusted_private_names`: a local mirror by name, with no IP rule; other names that
+    resolve to the same address stay refused, and trust never reaches loopback."""
+    result = run(client, FETCH, ["mirror.test:8080"], "http://mirror.test:8080/hello")
+    assert lines(result) == [
+        "OK http://mirror.test:8080/hello hello from the test host (Host: mirror.test:8080)"
+    ]
+    (conn,) = result.network.allowed if result.network else ()
+    assert "trusted to resolve privately" in conn.reason
+    (untrusted,) = lines(run(client, FETCH, ["unlisted.test:8080"], "http://unlisted.test:8080/"))
+    assert untrusted.startswith("HTTP 403") and "private or special address" in untrusted
+    (loop,) = lines(
+        run(client, FETCH, ["trusted-loop.test:8080"], "http://trusted-loop.test:8080/")
+    )
+    assert loop.startswith("HTTP 403") and "resolves to 127.0.0.1" in loop
+
+
 def test_name_resolving_to_a_private_address_needs_a_cidr_rule(client: SyncClient) -> None:
     result = run(client, FETCH, ["index.test:8080"], "http://index.test:8080/hello")
     (line,) = lines(result)

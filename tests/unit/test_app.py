@@ -124,3 +124,10 @@ async def test_wall_time_gives_timeout(app: App) -> None:
     status, body = await post_run(app, {"code": "sleep 5", "limits": {"wall_time_s": 0.05}})
     assert (status, body["status"]) == (200, "timeout")
     assert "wall time" in body["message"]
+
+
+async def test_info_reports_the_request_caps(app: App) -> None:
+    """What a client needs to batch an upload: bytes and files per request."""
+    resp = await app.http.get("/v1/info", headers=app.headers())
+    info = await resp.json()
+    assert (info["max_request_bytes"], info["max_files_per_request"]) == (32 * 1024 * 1024, 1000)

@@ -64,6 +64,7 @@ def test_caps_follow_the_daemon() -> None:
     small = Caps.from_info(info(max_request_bytes=2 << 20))
     assert small.max_bytes < 2 << 20 and small.max_files == MAX_FILES
     assert Caps.from_info(info()).max_bytes == MAX_BATCH_BYTES
+    assert Caps.from_info(info(max_files_per_request=10)).max_files == 10
 
 
 # -- preflight: real pytest and unittest runs, classified -----------------------------------

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from pydantic import ValidationError
 
 from sandboxd.errors import InvalidRequest, LimitTooHigh
 from sandboxd.models import Limits, RunRequest
 from sandboxd.service.policy import apply_caps, parse_body
+from sandboxd.settings import Settings
 
 
 def test_a_default_above_its_cap_is_lowered() -> None:
@@ -54,3 +58,12 @@ def test_a_good_body_keeps_what_was_set() -> None:
     req = parse_body(RunRequest, b'{"code": "print(1)", "limits": {"pids": 8}}')
     assert req.limits.pids == 8
     assert req.limits.model_fields_set == {"pids"}
+
+
+@pytest.mark.parametrize("name", ["*.mirror.test", "mirror.test:3141", "10.0.0.0/8", "a b"])
+def test_trusted_private_names_are_exact_names(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        Settings(state_dir=tmp_path, egress={"trusted_private_names": [name]})
+    assert "not an exact domain name" in str(err.value)
+    ok = Settings(state_dir=tmp_path, egress={"trusted_private_names": ["Mirror.Test."]})
+    assert ok.egress.trusted_private_names == ["mirror.test"]

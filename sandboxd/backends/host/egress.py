@@ -222,6 +222,7 @@ class EgressGuard:
         if request.network.mode != "allowlist":
             return None
         rules = [parse_rule(r) for r in request.network.allow]
-        proxy = EgressProxy(Allowlist(rules), self.settings.egress.hosts, self.forbidden)
+        trusted = frozenset(self.settings.egress.trusted_private_names)
+        proxy = EgressProxy(Allowlist(rules, trusted), self.settings.egress.hosts, self.forbidden)
         await proxy.start(socket_path)
         return proxy
