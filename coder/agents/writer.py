@@ -14,6 +14,7 @@ from coder.agents.base import Role
 from coder.context import Attempt, file_sections, relevant_files, repo_map
 from coder.digest import TestDigest, head_tail
 from coder.edits import REPLACE, SEARCH, ApplyReport, EditBlock, apply_blocks, parse_blocks
+from coder.focus import focus
 from coder.model import Message
 
 HISTORY_ITEMS = 6
@@ -89,8 +90,9 @@ class Writer(Role[WriterView, WriterAnswer]):
             parts.append(
                 "# Reviewer's points (address them)\n" + head_tail(view.review, REVIEW_CHARS)
             )
-        relevant = relevant_files(view.digest, view.files)
-        parts.append("# Relevant files\n" + file_sections(relevant, view.files))
+        found = focus(view.digest, view.files)
+        relevant = relevant_files(view.digest, view.files, found)
+        parts.append("# Relevant files\n" + file_sections(relevant, view.files, found))
         parts.append("# Repository map\n" + repo_map(view.files))
         return [
             {"role": "system", "content": SYSTEM},

@@ -1,0 +1,89 @@
+"""What the writer's first prompt holds, measured: the share of tasks in which it contains the
+buggy lines (issue 16's measure of "a writer that can find the code").
+
+A task is a repository with a failing test suite and the lines its bug is on
+(`tests/fixtures/repos/manifest.json`: the examples and the real-repo fixtures). Its tests run
+here, in a throwaway copy, with this Python's pytest (no sandbox: the fixtures are ours); the
+output is digested as the loop digests it, and the first writer prompt is built from it exactly
+as a solve builds it. Nothing of a model is involved.
+
+    python -m coder.testing.firstprompt        # prints each task and the share
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from coder import repo as repo_files
+from coder.agents.writer import Writer, WriterView
+from coder.digest import digest
+from coder.testing.harness import REPO
+
+MANIFEST = REPO / "tests" / "fixtures" / "repos" / "manifest.json"
+TASK = "Make the failing tests pass."
+
+
+@dataclass
+class Task:
+    name: str
+    root: Path
+    path: str
+    buggy: list[str]
+
+
+def tasks(manifest: Path = MANIFEST) -> list[Task]:
+    data = json.loads(manifest.read_text())["tasks"]
+    return [Task(n, REPO / t["root"], t["path"], list(t["buggy"])) for n, t in data.items()]
+
+
+def first_prompt(root: Path, timeout_s: float = 120) -> str:
+    """The user part of the writer's first prompt for the repository at `root`."""
+    with tempfile.TemporaryDirectory(prefix="coder-firstprompt-") as tmp:
+        copy = Path(tmp) / root.name
+        shutil.copytree(root, copy)
+        # No third-party plugins: the sandbox's pytest has none, and they cost seconds here.
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+        env.pop("PYTHONPATH", None)
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+            cwd=copy,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        files = asyncio.run(repo_files.load(copy))
+    d = digest(run.returncode, "failed" if run.returncode else "ok", run.stdout, run.stderr)
+    messages = Writer().messages(WriterView(TASK, d, files.text))
+    return messages[-1]["content"]
+
+
+def shows_bug(prompt: str, task: Task) -> bool:
+    """Whether every buggy line stands in the prompt as a line of its own."""
+    lines = set(prompt.splitlines())
+    return all(b in lines for b in task.buggy)
+
+
+def main() -> None:
+    hits = 0
+    all_tasks = tasks()
+    for task in all_tasks:
+        prompt = first_prompt(task.root)
+        ok = shows_bug(prompt, task)
+        hits += ok
+        print(f"{task.name:20} {'shown' if ok else 'NOT shown'} ({len(prompt)} chars)")
+    print(f"share: {hits}/{len(all_tasks)}")
+
+
+if __name__ == "__main__":
+    main()
