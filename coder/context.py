@@ -31,6 +31,8 @@ class Attempt:
     outcome: str
 
     def line(self) -> str:
+        if not self.edited and self.outcome.startswith("asked"):  # a turn of requests only
+            return head_tail(f"attempt {self.iteration}: {self.outcome}", HISTORY_ITEM_CHARS)
         files = ", ".join(self.edited) or "nothing applied"
         return head_tail(
             f"attempt {self.iteration}: edited {files}; {self.outcome}", HISTORY_ITEM_CHARS

@@ -21,6 +21,7 @@ EVENT_TYPES = (
     "model.reply",
     "model.retry",
     "edits.applied",
+    "writer.requests",
     "review.verdict",
     "solve.end",
 )
