@@ -182,6 +182,11 @@ class Finder:
         for stmt in fn.body:
             for chain in _chains(stmt):
                 r = rank if chain in hot else rank + 1
+                if chain[0] == "self" and "." in owner.qualname and len(chain) > 1:
+                    own = owner.qualname.rsplit(".", 1)[0]  # a test class's own helper
+                    helper = self.index.module(owner.path).defs.get(f"{own}.{chain[1]}")
+                    if helper is not None and self.add(r, helper) and depth < 2:
+                        self._uses(helper, [], rank=r, depth=depth + 1)
                 if chain[0] in local:
                     methods += [(r, chain[1])] if len(chain) > 1 else []
                     continue

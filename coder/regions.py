@@ -44,9 +44,10 @@ def merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def outline(index: SymbolIndex, path: str, shown: list[tuple[int, int]], cap: int) -> str:
-    """The def/class lines of `path` outside `shown`, as `  line: text`, under `cap`."""
+    """The def/class lines of `path` outside `shown`, as `  line: text`, under `cap`; when
+    they do not all fit, those nearest the shown regions (top-level ones first)."""
     lines = index.files[path].split("\n")
-    entries: list[str] = []
+    entries: list[tuple[int, str]] = []
     for d in index.module(path).every:
         if any(s <= d.start <= e for s, e in shown):
             continue
@@ -58,16 +59,24 @@ def outline(index: SymbolIndex, path: str, shown: list[tuple[int, int]], cap: in
             ),
             d.start,
         )
-        entries.append(f"{at:>6}: {lines[at - 1].rstrip()[:120]}")
-    out: list[str] = []
-    used = 0
-    for n, entry in enumerate(entries):
-        if used + len(entry) + 1 > cap:
-            out.append(f"[… {len(entries) - n} more definitions]")
-            break
-        out.append(entry)
-        used += len(entry) + 1
-    return "\n".join(out)
+        entries.append((at, f"{at:>6}: {lines[at - 1].rstrip()[:120]}"))
+    if sum(len(e) + 1 for _, e in entries) > cap:
+
+        def distance(entry: tuple[int, str]) -> tuple[bool, int]:
+            at, text = entry
+            near = min((min(abs(at - s), abs(at - e)) for s, e in shown), default=at)
+            return text[8:].startswith(" "), near
+
+        kept: list[tuple[int, str]] = []
+        used = 60
+        for entry in sorted(entries, key=distance):
+            if used + len(entry[1]) + 1 > cap:
+                continue
+            kept.append(entry)
+            used += len(entry[1]) + 1
+        left = len(entries) - len(kept)
+        entries = [*sorted(kept), (0, f"[… {left} more definitions: READ a range to see them]")]
+    return "\n".join(e for _, e in entries)
 
 
 def region_view(

@@ -12,6 +12,7 @@ parse simply has no symbols."""
 from __future__ import annotations
 
 import ast
+import time
 from dataclasses import dataclass, field
 
 MAX_DEPTH = 12  # links followed from one name to its definition (re-export chains, aliases)
@@ -84,6 +85,7 @@ class SymbolIndex:
                 for i in range(1, len(parts) + 1):
                     self.dirs.add("/".join(parts[:i]) + "/")
         self._modules: dict[str, Module] = {}
+        self._found: dict[tuple[str, str], ModuleRef | None] = {}
 
     # -- modules -----------------------------------------------------------------------------
 
@@ -169,6 +171,12 @@ class SymbolIndex:
         """Where `import dotted` from the file `importer` lands, or None (not in the repo)."""
         if dotted.startswith("path:"):
             return ModuleRef(dotted[5:])
+        key = (dotted, importer.rsplit("/", 1)[0] if "/" in importer else "")
+        if key not in self._found:
+            self._found[key] = self._find_module(dotted, importer)
+        return self._found[key]
+
+    def _find_module(self, dotted: str, importer: str) -> ModuleRef | None:
         parts = [p for p in dotted.split(".") if p]
         if not parts:
             return None
@@ -273,8 +281,10 @@ class SymbolIndex:
                 best = d
         return best
 
-    def named(self, name: str, limit: int = 8) -> list[Definition]:
-        """Definitions called `name` (or `Class.name`, or the dotted `pkg.mod.name`)."""
+    def named(self, name: str, limit: int = 8, seconds: float = 3.0) -> list[Definition]:
+        """Definitions called `name` (or `Class.name`, or the dotted `pkg.mod.name`); the
+        search of every module stops after `seconds` (a huge repository)."""
+        deadline = time.monotonic() + seconds
         if "." in name:
             head, _, last = name.rpartition(".")
             ref = self.find_module(head, "")
@@ -282,7 +292,7 @@ class SymbolIndex:
                 return [d for d in found if isinstance(d, Definition)][:limit]
         out: list[Definition] = []
         for path in sorted(self.files):
-            if not path.endswith(".py"):
+            if not path.endswith(".py") or time.monotonic() > deadline:
                 continue
             for qual, d in self.module(path).defs.items():
                 if qual == name or qual.endswith("." + name):

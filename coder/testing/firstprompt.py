@@ -7,11 +7,15 @@ here, in a throwaway copy, with this Python's pytest (no sandbox: the fixtures a
 output is digested as the loop digests it, and the first writer prompt is built from it exactly
 as a solve builds it. Nothing of a model is involved.
 
-    python -m coder.testing.firstprompt        # prints each task and the share
+    python -m coder.testing.firstprompt                  # each task and the share
+    python -m coder.testing.firstprompt --json           # the same as one JSON object
+    python -m coder.testing.firstprompt --manifest FILE  # other tasks (roots relative to it
+                                                         # when not found in the checkout)
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -41,7 +45,13 @@ class Task:
 
 def tasks(manifest: Path = MANIFEST) -> list[Task]:
     data = json.loads(manifest.read_text())["tasks"]
-    return [Task(n, REPO / t["root"], t["path"], list(t["buggy"])) for n, t in data.items()]
+    out = []
+    for name, t in data.items():
+        root = REPO / t["root"]
+        if not root.is_dir():
+            root = manifest.parent / t["root"]
+        out.append(Task(name, root, t["path"], list(t["buggy"])))
+    return out
 
 
 def first_prompt(root: Path, timeout_s: float = 120) -> str:
@@ -74,15 +84,46 @@ def shows_bug(prompt: str, task: Task) -> bool:
     return all(b in lines for b in task.buggy)
 
 
-def main() -> None:
-    hits = 0
-    all_tasks = tasks()
-    for task in all_tasks:
-        prompt = first_prompt(task.root)
-        ok = shows_bug(prompt, task)
-        hits += ok
-        print(f"{task.name:20} {'shown' if ok else 'NOT shown'} ({len(prompt)} chars)")
-    print(f"share: {hits}/{len(all_tasks)}")
+@dataclass
+class Outcome:
+    name: str
+    shown: bool
+    prompt_chars: int
+    #: Where the buggy file's lines stand in the prompt: "whole", "regions" or "absent".
+    file_shown: str
+
+
+def measure(task: Task) -> Outcome:
+    prompt = first_prompt(task.root)
+    if f"{task.path}\n```\n" in prompt:
+        how = "whole"
+    elif f"{task.path} lines " in prompt:
+        how = "regions"
+    else:
+        how = "absent"
+    return Outcome(task.name, shows_bug(prompt, task), len(prompt), how)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", type=Path, default=MANIFEST)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    outcomes = [measure(t) for t in tasks(args.manifest)]
+    hits = sum(o.shown for o in outcomes)
+    if args.json:
+        report = {
+            "shown": hits,
+            "tasks": len(outcomes),
+            "share": round(hits / max(1, len(outcomes)), 4),
+            "by_task": [o.__dict__ for o in outcomes],
+        }
+        print(json.dumps(report, indent=1))
+        return
+    for o in outcomes:
+        state = "shown" if o.shown else "NOT shown"
+        print(f"{o.name:20} {state:9} (file: {o.file_shown}; prompt {o.prompt_chars} chars)")
+    print(f"share: {hits}/{len(outcomes)}")
 
 
 if __name__ == "__main__":

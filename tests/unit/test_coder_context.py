@@ -104,7 +104,8 @@ def test_a_long_file_is_its_regions_and_an_outline_never_a_head_and_tail() -> No
     at = body[: body.index("def target")].count("\n") + 1
     assert f"big.py lines {at}-{at + 1}:" in shown
     assert "    return x - 1" in shown
-    assert "     1: def filler_0(values):" in shown  # the outline names the rest
+    assert ": def filler_149(values):" in shown  # the outline: the nearest definitions first
+    assert "more definitions: READ a range to see them]" in shown
     assert "characters elided" not in shown
     assert len(shown) < 24_000
 
@@ -116,3 +117,31 @@ def test_the_file_budget_holds_with_many_long_files() -> None:
     shown = file_sections(relevant_files(d, files), files, focus(d, files))
     assert len(shown) < 24_000 + 2_000
     assert "left out: the prompt's file budget is spent" in shown
+
+
+def test_test_class_helpers_and_conftest_fixtures_are_followed() -> None:
+    files = {
+        "lib/__init__.py": "",
+        "lib/ops.py": filler(120) + "\n\ndef double(x):\n    return x * 3\n\n\ndef make():\n"
+        "    return 1\n\n\n" + filler(60),
+        "tests/conftest.py": (
+            "import pytest\n\nfrom lib.ops import make\n\n\n@pytest.fixture\ndef thing():\n"
+            "    return make()\n"
+        ),
+        "tests/test_ops.py": (
+            "from lib.ops import double\n\n\nclass TestOps:\n    def check(self, v):\n"
+            "        assert double(v) == 2 * v\n\n    def test_double(self, thing):\n"
+            "        self.check(thing + 1)\n"
+        ),
+    }
+    out = (
+        "FAILED tests/test_ops.py::TestOps::test_double - assert 6 == 4\n"
+        "tests/test_ops.py:9: in test_double\n        self.check(thing + 1)\n"
+        "tests/test_ops.py:6: AssertionError\n"
+    )
+    d = digest(1, "failed", out, "")
+    found = {f.definition.qualname: f.rank for f in focus(d, files)}
+    assert found["TestOps.test_double"] == 1 and found["TestOps.check"] == 1
+    assert found["double"] == 1 and found["thing"] == 2 and found["make"] <= 3
+    shown = file_sections(relevant_files(d, files, focus(d, files)), files, focus(d, files))
+    assert "    return x * 3" in shown.splitlines()
