@@ -41,6 +41,8 @@ class Task:
     root: Path
     path: str
     buggy: list[str]
+    #: pytest's arguments for this task (the test command is `pytest -q ARGS`).
+    args: list[str]
 
 
 def tasks(manifest: Path = MANIFEST) -> list[Task]:
@@ -50,11 +52,11 @@ def tasks(manifest: Path = MANIFEST) -> list[Task]:
         root = REPO / t["root"]
         if not root.is_dir():
             root = manifest.parent / t["root"]
-        out.append(Task(name, root, t["path"], list(t["buggy"])))
+        out.append(Task(name, root, t["path"], list(t["buggy"]), list(t.get("args", []))))
     return out
 
 
-def first_prompt(root: Path, timeout_s: float = 120) -> str:
+def first_prompt(root: Path, args: list[str] | None = None, timeout_s: float = 300) -> str:
     """The user part of the writer's first prompt for the repository at `root`."""
     with tempfile.TemporaryDirectory(prefix="coder-firstprompt-") as tmp:
         copy = Path(tmp) / root.name
@@ -63,7 +65,7 @@ def first_prompt(root: Path, timeout_s: float = 120) -> str:
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
         env.pop("PYTHONPATH", None)
         run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(args or [])],
             cwd=copy,
             capture_output=True,
             text=True,
@@ -94,7 +96,7 @@ class Outcome:
 
 
 def measure(task: Task) -> Outcome:
-    prompt = first_prompt(task.root)
+    prompt = first_prompt(task.root, task.args)
     if f"{task.path}\n```\n" in prompt:
         how = "whole"
     elif f"{task.path} lines " in prompt:

@@ -17,7 +17,7 @@ from coder.testing.firstprompt import Task, first_prompt, shows_bug, tasks
 
 @pytest.mark.parametrize("task", tasks(), ids=lambda t: t.name)
 def test_the_first_prompt_holds_the_buggy_lines(task: Task) -> None:
-    prompt = first_prompt(task.root)
+    prompt = first_prompt(task.root, task.args)
     assert shows_bug(prompt, task), prompt
     assert len(prompt) < 40_000  # within the caps
 
