@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from coder.digest import TestDigest, head_tail
 from coder.focus import Focus, focus
 from coder.regions import class_header, region_view
-from coder.symbols import SymbolIndex
+from coder.symbols import SymbolIndex, parse
 
 FILES_CHARS = 24_000
 FILE_CHARS = 8_000
@@ -50,9 +50,8 @@ def mentioned_files(text: str, files: dict[str, str]) -> list[str]:
 
 def imported_files(path: str, files: dict[str, str]) -> list[str]:
     """Repository modules a Python file imports."""
-    try:
-        tree = ast.parse(files[path])
-    except (SyntaxError, ValueError):
+    tree = parse(files[path])
+    if tree is None:
         return []
     names: list[str] = []
     for node in ast.walk(tree):
@@ -73,8 +72,8 @@ def relevant_files(
     digest: TestDigest, files: dict[str, str], found: list[Focus] | None = None
 ) -> list[str]:
     """The files to show, in order: those holding the best-ranked definitions (traceback
-    frames and what the failing assertions call), the files the digest names and their
-    imports, then the files of the other definitions found."""
+    frames and what the failing assertions call), the files the digest names, the files of
+    the other definitions found, then what the named files import."""
     found = focus(digest, files) if found is None else found
     first = [f.definition.path for f in found if f.rank <= 1]
     named = mentioned_files(digest.text, files)
@@ -82,26 +81,24 @@ def relevant_files(
         path = test_id.split("::")[0]
         if path in files and path not in named:
             named.append(path)
-    for path in list(named):
-        named += [p for p in imported_files(path, files) if p not in named]
-    rest = [f.definition.path for f in found if f.rank > 1]
-    return list(dict.fromkeys(first + named + rest))
+    called = [f.definition.path for f in found if f.rank > 1]
+    imported: list[str] = []
+    for path in named:
+        imported += [p for p in imported_files(path, files) if p not in imported]
+    return list(dict.fromkeys(first + named + called + imported))
 
 
 def repo_map(files: dict[str, str], cap: int = MAP_CHARS) -> str:
     lines = []
     for path in sorted(files):
         symbols: list[str] = []
-        if path.endswith(".py"):
-            try:
-                tree = ast.parse(files[path])
-                symbols = [
-                    n.name
-                    for n in tree.body
-                    if isinstance(n, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef)
-                ]
-            except (SyntaxError, ValueError):
-                pass
+        tree = parse(files[path]) if path.endswith(".py") else None
+        if tree is not None:
+            symbols = [
+                n.name
+                for n in tree.body
+                if isinstance(n, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef)
+            ]
         lines.append(f"{path}: {', '.join(symbols)}" if symbols else path)
     text = "\n".join(lines)
     return text if len(text) <= cap else text[:cap] + "\n[… map cut …]"

@@ -64,15 +64,7 @@ def _test_node(index: SymbolIndex, test_id: str) -> Definition | None:
 
 
 def _function(index: SymbolIndex, d: Definition) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
-    tree = index.module(d.path).tree
-    if tree is None:
-        return None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.lineno <= d.end:
-            start = min([node.lineno] + [x.lineno for x in node.decorator_list])
-            if start == d.start and node.name == d.qualname.split(".")[-1]:
-                return node
-    return None
+    return index.module(d.path).functions.get(d)
 
 
 def _chains(node: ast.AST) -> list[list[str]]:
@@ -103,6 +95,33 @@ def _asserts(node: ast.AST) -> bool:
         name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
         return str(name).lower().startswith("assert")
     return False
+
+
+def _sources(fn: ast.AST, names: set[str], rounds: int = 3) -> list[list[str]]:
+    """The chains in what local `names` were assigned from (`actual = f(x)` before
+    `assert actual == 3`), followed back `rounds` assignments."""
+    out: list[list[str]] = []
+    seen = set(names)
+    for _ in range(rounds):
+        found: set[str] = set()
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign | ast.For):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                value = node.iter if isinstance(node, ast.For) else node.value
+            elif isinstance(node, ast.withitem) and node.optional_vars is not None:
+                targets, value = [node.optional_vars], node.context_expr
+            else:
+                continue
+            bound = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            if value is not None and bound & names:
+                for chain in _chains(value):
+                    out.append(chain)
+                    found.add(chain[0])
+        names = found - seen
+        seen |= found
+        if not names:
+            break
+    return out
 
 
 def _innermost(fn: ast.AST, line: int) -> ast.stmt | None:
@@ -177,6 +196,7 @@ class Finder:
         for node in ast.walk(fn):
             if _asserts(node):
                 hot += _chains(node)
+        hot += _sources(fn, {c[0] for c in hot if c[0] in local})
         classes: list[Definition] = []
         methods: list[tuple[int, str]] = []
         for stmt in fn.body:

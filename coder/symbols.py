@@ -13,9 +13,36 @@ from __future__ import annotations
 
 import ast
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 MAX_DEPTH = 12  # links followed from one name to its definition (re-export chains, aliases)
+
+
+PARSE_CACHE_CHARS = 4_000_000  # source characters whose trees are kept (a few hundred MB at most)
+_trees: OrderedDict[str, ast.Module | None] = OrderedDict()
+_cached_chars = 0
+
+
+def parse(text: str) -> ast.Module | None:
+    """`text`'s syntax tree, or None; cached by content (least recently used out first,
+    `PARSE_CACHE_CHARS` in all), so a file is parsed once per solve however many turns show
+    it. The trees are only read, never changed."""
+    global _cached_chars
+    if text in _trees:
+        _trees.move_to_end(text)
+        return _trees[text]
+    try:
+        tree: ast.Module | None = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        tree = None
+    if len(text) <= PARSE_CACHE_CHARS:
+        _trees[text] = tree
+        _cached_chars += len(text)
+        while _cached_chars > PARSE_CACHE_CHARS:
+            old, _ = _trees.popitem(last=False)
+            _cached_chars -= len(old)
+    return tree
 
 
 @dataclass(frozen=True)
@@ -46,6 +73,10 @@ class Module:
     defs: dict[str, Definition] = field(default_factory=dict)
     #: Every def and class in order, redefinitions too (the outline of a long file).
     every: list[Definition] = field(default_factory=list)
+    #: The syntax node of each function in `defs`.
+    functions: dict[Definition, ast.FunctionDef | ast.AsyncFunctionDef] = field(
+        default_factory=dict
+    )
     #: local name -> (absolute dotted module or "path:" + a resolved module path, attribute)
     bindings: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     stars: list[str] = field(default_factory=list)
@@ -96,22 +127,24 @@ class SymbolIndex:
         return self._modules[path]
 
     def _parse(self, path: str) -> Module:
-        try:
-            tree = ast.parse(self.files.get(path, ""))
-        except (SyntaxError, ValueError):
+        tree = parse(self.files.get(path, ""))
+        if tree is None:
             return Module(path, None)
         mod = Module(path, tree)
         for node in _top_statements(tree.body):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 kind = "class" if isinstance(node, ast.ClassDef) else "def"
-                mod.defs[node.name] = Definition(path, node.name, kind, *_span(node))
-                mod.every.append(mod.defs[node.name])
-                if isinstance(node, ast.ClassDef):
-                    for sub in node.body:
-                        if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef):
-                            name = f"{node.name}.{sub.name}"
-                            mod.defs[name] = Definition(path, name, "def", *_span(sub))
-                            mod.every.append(mod.defs[name])
+                d = mod.defs[node.name] = Definition(path, node.name, kind, *_span(node))
+                mod.every.append(d)
+                if not isinstance(node, ast.ClassDef):
+                    mod.functions[d] = node
+                    continue
+                for sub in node.body:
+                    if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef):
+                        name = f"{node.name}.{sub.name}"
+                        d = mod.defs[name] = Definition(path, name, "def", *_span(sub))
+                        mod.every.append(d)
+                        mod.functions[d] = sub
             elif isinstance(node, ast.Assign | ast.AnnAssign):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for t in targets:

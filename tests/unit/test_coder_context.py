@@ -145,3 +145,17 @@ def test_test_class_helpers_and_conftest_fixtures_are_followed() -> None:
     assert found["double"] == 1 and found["thing"] == 2 and found["make"] <= 3
     shown = file_sections(relevant_files(d, files, focus(d, files)), files, focus(d, files))
     assert "    return x * 3" in shown.splitlines()
+
+
+def test_what_a_failing_line_compares_is_traced_back_to_its_call() -> None:
+    files = {
+        "lib.py": "def noise():\n    return 0\n\n\ndef target(x):\n    return x - 1\n",
+        "tests/test_lib.py": (
+            "import lib\n\n\ndef test_t():\n    noise = lib.noise()\n    raw = lib.target(noise)\n"
+            "    actual = [raw]\n    assert actual == [1]\n"
+        ),
+    }
+    out = "FAILED tests/test_lib.py::test_t\ntests/test_lib.py:8: AssertionError\n"
+    d = digest(1, "failed", out, "")
+    ranks = {f.definition.qualname: f.rank for f in focus(d, files)}
+    assert ranks["target"] == 1 and ranks["noise"] == 1  # both feed `actual`, back 2 steps
