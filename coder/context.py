@@ -132,7 +132,8 @@ def file_sections(
             used += len(body)
             out.append(f"{path}\n```\n{body}\n```")
             continue
-        view = region_view(index, path, wanted.get(path, []), min(FILE_CHARS, cap - used))
+        regions = wanted.get(path) or ([] if path.endswith(".py") else [(1, body.count("\n") + 1)])
+        view = region_view(index, path, regions, min(FILE_CHARS, cap - used))
         if view is None:
             out.append(f"[{path} left out: the prompt's file budget is spent]")
             continue

@@ -12,6 +12,8 @@ resolved with `coder.symbols`, and the definitions found are ranked:
   2  what else the failing tests use (their helpers and pytest fixtures included)
   3  what the definitions of rank 1 call in turn
 
+A non-Python file a trace names as `path:line` (a JavaScript stack, a template) has no syntax
+tree: the lines around the one named stand in for its definition, at rank 0 (1 in tests).
 `coder.context` shows them in that order within its caps."""
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ MAX_TESTS = 10  # failing test functions looked into
 MAX_FOCUS = 60  # definitions ranked
 _PYTEST_FRAME = re.compile(r"^(\S+?\.py):(\d+): ", re.MULTILINE)
 _NATIVE_FRAME = re.compile(r'File "([^"]+?\.py)", line (\d+)')
+_LINE_REF = re.compile(r"([\w./-]+\.\w+):(\d+)")  # other languages' `path:line[:col]`
+LINES_AROUND = 15  # lines shown either side of a line a non-Python trace names
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,15 @@ class Focus:
     definition: Definition
 
 
-def frames(text: str, files: dict[str, str]) -> list[tuple[str, int]]:
+PYTHON_FRAMES = (_PYTEST_FRAME, _NATIVE_FRAME)
+
+
+def frames(
+    text: str, files: dict[str, str], rxs: tuple[re.Pattern[str], ...] = PYTHON_FRAMES
+) -> list[tuple[str, int]]:
     """(repository path, line) of every traceback frame in `text`, in order."""
     found: list[tuple[int, str, int]] = []
-    for rx in (_PYTEST_FRAME, _NATIVE_FRAME):
+    for rx in rxs:
         for m in rx.finditer(text):
             raw = m.group(1).lstrip("./")
             path = raw if raw in files else next((p for p in files if raw.endswith("/" + p)), "")
@@ -160,6 +169,11 @@ class Finder:
                 d = self.index.enclosing(path, line)
                 if d is not None:
                     self.add(0, d)
+        for path, line in frames(digest.text, self.files, (_LINE_REF,)):
+            if not path.endswith(".py"):  # no syntax tree: the lines around the one named
+                start = max(1, line - LINES_AROUND)
+                near = Definition(path, f"line {line}", "lines", start, line + LINES_AROUND)
+                self.add(1 if is_test_path(path) else 0, near)
         tests: list[Definition] = []
         for test_id in digest.failing:
             d = _test_node(self.index, test_id)

@@ -159,3 +159,13 @@ def test_what_a_failing_line_compares_is_traced_back_to_its_call() -> None:
     d = digest(1, "failed", out, "")
     ranks = {f.definition.qualname: f.rank for f in focus(d, files)}
     assert ranks["target"] == 1 and ranks["noise"] == 1  # both feed `actual`, back 2 steps
+
+
+def test_a_long_non_python_file_shows_the_lines_a_trace_names() -> None:
+    js = "\n".join(f"function f{i}(x) {{ return x + {i}; }}" for i in range(900))
+    files = {"src/lib.js": js, "README.md": "x\n" * 9000}
+    out = "FAILED at f500 (src/lib.js:501:20)\n  see README.md\n"
+    d = digest(1, "failed", out, "")
+    shown = file_sections(relevant_files(d, files), files, focus(d, files))
+    assert "src/lib.js lines 486-516:" in shown and "function f500(x) { return x + 500; }" in shown
+    assert "README.md lines 1-" in shown  # no trace names a line: its first lines, numbered
