@@ -29,7 +29,7 @@ GIVE_UP = "GIVE UP"
 NO_BLOCKS = "no edit blocks found in your answer"
 
 SYSTEM = f"""You fix a repository so that its failing tests pass.
-Answer with edit blocks only, in exactly this form, one per change:
+Answer with edit blocks (or the requests below), in exactly this form, one per change:
 
 path/to/file.py
 {SEARCH}
@@ -43,8 +43,8 @@ creates a new file. Change the code, never the tests. Keep changes minimal and g
 special-case the tests' inputs or hard-code their expected values. If you cannot fix it, answer
 "{GIVE_UP}" and why.
 
-To see more of the repository first, ask in a fenced block; the answers come before your next
-turn (at most {MAX_PER_TURN} requests a turn, each answer capped; every turn counts against the
+To see more of the repository first, ask in a fenced block; the answers come in your next
+turn only (at most {MAX_PER_TURN} requests a turn, each answer capped; every turn counts against the
 iteration budget, so ask only for what you need), with or without edit blocks:
 
 ```{FENCE}
