@@ -3,8 +3,12 @@
 Budgets: iterations, tokens, cost and wall time, checked before every model call and test run,
 every role counted alike. They fail closed: at the limit, nothing more is spent.
 
+The writer's requests for more of the repository (`coder.lookup`) are bounded twice: a turn
+that asks is an iteration like any other, and the requests themselves have their own count,
+`max_requests` per solve (refused once spent), in the asking role's entry.
+
 The ledger: one entry per role (by the role's name), holding its calls, cached calls, tokens,
-cost and prompt sizes. It is the only count: the budget checks read its totals, and the
+cost, prompt sizes and requests. It is the only count: the budget checks read its totals, and the
 result's per-role usage is read from it (`AgentUsage` is only its wire form)."""
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ class Entry:
     cached_calls: int = 0
     usage: Usage = field(default_factory=Usage)
     prompt_chars: list[int] = field(default_factory=list)
+    requests: int = 0
+    #: Characters of coder's answers to the role's requests, per asking turn.
+    answer_chars: list[int] = field(default_factory=list)
 
     def wire(self) -> AgentUsage:
         return AgentUsage(
@@ -42,6 +49,7 @@ class Budget:
     max_tokens: int = 400_000
     max_cost_usd: float = 2.0
     max_wall_s: float = 900.0
+    max_requests: int = 16
     started: float = field(default_factory=time.monotonic)
     iterations: int = 0
     ledger: dict[str, Entry] = field(default_factory=dict)
@@ -90,3 +98,11 @@ class Budget:
         e.calls += 1
         e.cached_calls += int(cached)
         e.usage.add(usage)
+
+    def grant_requests(self, role: str, wanted: int) -> int:
+        """How many of `wanted` requests may be answered, counted as spent; 0 once the
+        solve's `max_requests` are spent."""
+        spent = sum(e.requests for e in self.ledger.values())
+        granted = max(0, min(wanted, self.max_requests - spent))
+        self.entry(role).requests += granted
+        return granted

@@ -2,7 +2,9 @@
 the diff against the results; repeat until fixed or a budget runs out. Every stop has a name.
 
 The loop knows the order of the steps only: what each role is shown and what its reply means
-belong to the role (coder.agents), what it spent to the budget's ledger (coder.budget)."""
+belong to the role (coder.agents), what it spent to the budget's ledger (coder.budget). A
+writer's requests for more of the repository are answered here, from the solve's current copy
+(`coder.lookup`), into the writer's next view; a turn that only asks is not a fruitless one."""
 
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ from typing import TypeVar
 
 from coder.agents import Reviewer, Role, Writer
 from coder.agents.reviewer import ReviewerView
-from coder.agents.writer import WriterView
+from coder.agents.writer import WriterAnswer, WriterView
 from coder.budget import Budget
 from coder.context import Attempt
 from coder.digest import TestDigest
 from coder.edits import unified_diff
 from coder.errors import BudgetExhausted, CoderError, SetupFailed
+from coder.lookup import Lookup
 from coder.model import Model
 from coder.preflight import classify, tail
 from coder.repo import RepoFiles
@@ -94,6 +97,30 @@ class Solver:
             cached=reply.cached,
         )
         return role.parse(reply.text)
+
+    def _lookup(self, answer: WriterAnswer, n: int, view: WriterView) -> int:
+        """Answer the writer's requests into its next view, within the request budget;
+        traced. How many were answered."""
+        granted = self.budget.grant_requests(self.writer.name, len(answer.requests))
+        errors = list(answer.request_errors)
+        if granted < len(answer.requests):
+            errors.append(
+                f"the solve's {self.budget.max_requests} requests are spent; not answered: "
+                + "; ".join(r.line() for r in answer.requests[granted:])
+            )
+        started = time.monotonic()
+        view.answers = Lookup(self.current).answer(answer.requests[:granted], errors)
+        self.budget.entry(self.writer.name).answer_chars.append(len(view.answers))
+        self.trace.event(
+            "writer.requests",
+            iteration=n,
+            requests=[r.line() for r in answer.requests],
+            answered=granted,
+            refused=errors,
+            chars=len(view.answers),
+            seconds=round(time.monotonic() - started, 4),
+        )
+        return granted
 
     async def _test(self) -> TestDigest:
         self.budget.check()
@@ -179,6 +206,13 @@ class Solver:
             if answer.gave_up:
                 self.result.status, self.result.reason = "gave_up", "the writer gave up"
                 return
+            view.answers = None
+            if answer.only_asks and self._lookup(answer, n, view):
+                view.feedback = None
+                lines = "; ".join(r.line() for r in answer.requests)
+                outcome = f"asked for more (no edit): {lines}"
+                view.history.append(Attempt(n, [], outcome))
+                continue
             report = answer.apply(self.current, allow_test_edits=self.allow_test_edits)
             view.feedback = answer.feedback(report)
             self.trace.event(
@@ -189,6 +223,9 @@ class Solver:
                 refused=report.refused,
                 files=sorted(report.changed),
             )
+            self.current.update(report.changed)
+            if (answer.requests or answer.request_errors) and not answer.only_asks:
+                self._lookup(answer, n, view)  # answered from the copy with the edits
             if not report.changed:
                 fruitless += 1
                 view.history.append(Attempt(n, [], "no edit applied"))
@@ -198,7 +235,6 @@ class Solver:
                     return
                 continue
             fruitless = 0
-            self.current.update(report.changed)
             await self.sandbox.write(report.changed)
             view.digest = await self._test()
             self.result.tests_after = summary(view.digest)

@@ -88,6 +88,12 @@ class Progress:
             text += f" ({plural(failed, 'block')} not applied)"
         self.say(Writer.name, f"iteration {data.get('iteration', self.iteration)}: {text}")
 
+    def _requests(self, data: dict[str, Any]) -> None:
+        n = data.get("iteration", self.iteration)
+        asked = len(data.get("requests") or [])
+        text = f"asked for {plural(asked, 'request')}, {data.get('answered', 0)} answered"
+        self.say(Writer.name, f"iteration {n}: {text}")
+
     def _verdict(self, data: dict[str, Any]) -> None:
         n = data.get("iteration", self.iteration)
         self.say(Reviewer.name, f"iteration {n}: {data.get('verdict')}")
@@ -101,5 +107,6 @@ _HANDLERS: dict[str, Callable[[Progress, dict[str, Any]], None]] = {
     "model.reply": Progress._reply,
     "model.retry": Progress._retry,
     "edits.applied": Progress._edits,
+    "writer.requests": Progress._requests,
     "review.verdict": Progress._verdict,
 }

@@ -24,6 +24,7 @@ EVENT_TYPES = (
     "model.reply",
     "model.retry",
     "edits.applied",
+    "writer.requests",
     "review.verdict",
     "solve.end",
 )

@@ -1,9 +1,12 @@
-"""The writer: sees the task, the latest test digest, the relevant files, a map of the
-repository, a compact history of its attempts, the feedback on its last edit blocks and the
-reviewer's points; answers with SEARCH/REPLACE edit blocks (`coder.edits`) or gives up.
+"""The writer: sees the task, the latest test digest, the relevant files (with the definitions
+the failing tests call, `coder.context`), a map of the repository, a compact history of its
+attempts, the feedback on its last edit blocks, the reviewer's points and the answers to its
+requests; answers with SEARCH/REPLACE edit blocks (`coder.edits`), requests for more of the
+repository (`coder.lookup`), both, or gives up.
 
-The edit syntax is known here (the prompt that teaches it) and in `coder.edits` (its parser)
-only; every part of the prompt has a cap, so it stays bounded however many iterations run."""
+The edit and request syntaxes are known here (the prompt that teaches them) and in their
+parsers only; every part of the prompt has a cap, so it stays bounded however many iterations
+run."""
 
 from __future__ import annotations
 
@@ -14,16 +17,19 @@ from coder.agents.base import Role
 from coder.context import Attempt, file_sections, relevant_files, repo_map
 from coder.digest import TestDigest, head_tail
 from coder.edits import REPLACE, SEARCH, ApplyReport, EditBlock, apply_blocks, parse_blocks
+from coder.focus import focus
+from coder.lookup import FENCE, MAX_PER_TURN, Request, parse_requests
 from coder.model import Message
 
 HISTORY_ITEMS = 6
 FEEDBACK_CHARS = 3_000
 REVIEW_CHARS = 2_000
+ANSWERS_CHARS = 14_000  # the lookup caps its answers at 12,000; this is the prompt's bound
 GIVE_UP = "GIVE UP"
 NO_BLOCKS = "no edit blocks found in your answer"
 
 SYSTEM = f"""You fix a repository so that its failing tests pass.
-Answer with edit blocks only, in exactly this form, one per change:
+Answer with edit blocks (or the requests below), in exactly this form, one per change:
 
 path/to/file.py
 {SEARCH}
@@ -35,7 +41,21 @@ the lines that replace them
 Rules: SEARCH must copy existing lines exactly (enough of them to be unique); an empty SEARCH
 creates a new file. Change the code, never the tests. Keep changes minimal and general: do not
 special-case the tests' inputs or hard-code their expected values. If you cannot fix it, answer
-"{GIVE_UP}" and why."""
+"{GIVE_UP}" and why.
+
+To see more of the repository first, ask in a fenced block; the answers come in your next
+turn only (at most {MAX_PER_TURN} requests a turn, each answer capped; every turn counts against the
+iteration budget, so ask only for what you need), with or without edit blocks:
+
+```{FENCE}
+READ path/to/file.py:120-180
+GREP some literal text
+DEFINITION name
+```
+
+READ path shows a whole file (a long one as its outline), READ path:START-END those lines;
+GREP finds a literal string (path:line: text); DEFINITION shows a function, class,
+Class.method or pkg.module.name. Line numbers in headers are not part of the code."""
 
 
 @dataclass
@@ -48,6 +68,8 @@ class WriterView:
     history: list[Attempt] = field(default_factory=list)
     feedback: str | None = None
     review: str | None = None
+    #: coder's answers to the requests of the writer's last answer (`coder.lookup`).
+    answers: str | None = None
 
 
 @dataclass
@@ -57,6 +79,14 @@ class WriterAnswer:
     gave_up: bool
     blocks: list[EditBlock] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+    #: Lines of its request blocks that were not requests (told back with the answers).
+    request_errors: list[str] = field(default_factory=list)
+
+    @property
+    def only_asks(self) -> bool:
+        """It asked for more and sent no edit block, well-formed or not."""
+        return bool(self.requests) and not self.blocks and not self.errors
 
     def apply(self, files: dict[str, str], *, allow_test_edits: bool) -> ApplyReport:
         """The blocks applied to `files`; the malformed ones count as failed."""
@@ -89,8 +119,14 @@ class Writer(Role[WriterView, WriterAnswer]):
             parts.append(
                 "# Reviewer's points (address them)\n" + head_tail(view.review, REVIEW_CHARS)
             )
-        relevant = relevant_files(view.digest, view.files)
-        parts.append("# Relevant files\n" + file_sections(relevant, view.files))
+        found = focus(view.digest, view.files)
+        if view.answers:
+            parts.append(
+                "# Answers to your requests (from the repository as it is now)\n"
+                + head_tail(view.answers, ANSWERS_CHARS)
+            )
+        relevant = relevant_files(view.digest, view.files, found)
+        parts.append("# Relevant files\n" + file_sections(relevant, view.files, found))
         parts.append("# Repository map\n" + repo_map(view.files))
         return [
             {"role": "system", "content": SYSTEM},
@@ -98,7 +134,14 @@ class Writer(Role[WriterView, WriterAnswer]):
         ]
 
     def parse(self, text: str) -> WriterAnswer:
-        if GIVE_UP in text and SEARCH not in text:
+        asked = parse_requests(text)
+        if GIVE_UP in text and SEARCH not in text and not asked.requests:
             return WriterAnswer(gave_up=True)
         parsed = parse_blocks(text)
-        return WriterAnswer(gave_up=False, blocks=parsed.blocks, errors=parsed.errors)
+        return WriterAnswer(
+            gave_up=False,
+            blocks=parsed.blocks,
+            errors=parsed.errors,
+            requests=asked.requests,
+            request_errors=asked.errors,
+        )

@@ -4,11 +4,12 @@ sandboxd running every test run."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from coder.testing.harness import example, scripted, solve
+from coder.testing.harness import REPO, example, scripted, solve
 from tests.daemon import Daemon
 
 
@@ -159,3 +160,25 @@ def test_prompt_stays_bounded(daemon: Daemon, tmp_path: Path) -> None:
     assert max(sizes) < 20_000
     assert sizes[-1] - sizes[6] < 500  # the history is capped: no growth past it
     assert result["overhead_s_per_iteration"] < 2.0
+
+
+def test_the_writer_reads_then_fixes(daemon: Daemon, tmp_path: Path) -> None:
+    """The writer asks for a line range, a search and a definition (and one bad request);
+    coder answers from its copy before the next turn, and the edit that follows goes green."""
+    repo = tmp_path / "far_down"
+    shutil.copytree(REPO / "tests" / "fixtures" / "repos" / "far_down", repo)
+    with scripted("read_then_fixed") as server:
+        proc, result = solve(repo, server, daemon)
+        assert server.steps_left == 0
+    assert proc.returncode == 0, (proc.stderr, result["reason"])
+    assert result["status"] == "fixed" and result["iterations"] == 2
+    assert result["writer"]["calls"] == 2
+    asked = [e for e in trace_events(result) if e["type"] == "writer.requests"]
+    assert len(asked) == 1 and asked[0]["iteration"] == 1 and asked[0]["answered"] == 3
+    refused = "not a request: 'DELETE everything' (use READ, GREP, DEFINITION)"
+    assert asked[0]["refused"] == [refused]
+    applied = [e["iteration"] for e in trace_events(result) if e["type"] == "edits.applied"]
+    assert applied == [2]  # the turn that only asked applied nothing and ran no tests
+    runs = [e for e in trace_events(result) if e["type"] == "tests.run"]
+    assert len(runs) == 2
+    assert "iteration 1: asked for 3 requests, 3 answered" in proc.stderr
