@@ -20,11 +20,12 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from sandboxd import __version__
 from sandboxd.http import runs as api
 from sandboxd.http import sandboxes as sandbox_api
+from sandboxd.http import snapshots as snapshot_api
 from sandboxd.http.request import Content, RouteDoc, route_doc
 from sandboxd.models import ErrorResponse, RunEvent
 
 #: The daemon's route tables; `make_app` adds exactly these.
-TABLES: tuple[web.RouteTableDef, ...] = (api.routes, sandbox_api.routes)
+TABLES: tuple[web.RouteTableDef, ...] = (api.routes, sandbox_api.routes, snapshot_api.routes)
 REF = "#/components/schemas/{model}"
 SSE = "text/event-stream"
 ERRORS = {

@@ -1,0 +1,235 @@
+"""Snapshots of persistent sandboxes and sandboxes started from them (forks): a fork sees the
+snapshot's workspace copy-on-write, writes it as a uid of its own, and changes neither the
+snapshot nor the source; tenant scoping, the snapshot-disk quota, refusals that leave nothing
+behind, the audit trail, and a daemon restart."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandboxd.client import SyncClient
+from sandboxd.errors import BackendUnavailable, NotFound, QuotaExceeded
+from tests.conftest import BackendClient
+from tests.daemon import Daemon
+
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+SETUP = (
+    "mkdir -p env/lib && echo 'from source' > env/a.txt && "
+    "for i in $(seq 1 50); do echo $i > env/lib/f$i.py; done && chmod 755 env/lib"
+)
+
+
+def call(
+    daemon: Daemon, method: str, path: str, body: Any = None, token: str | None = None
+) -> tuple[int, Any]:
+    """One API call; its status and decoded JSON body (None when empty)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = daemon.request(path, data=data, method=method, token=token)
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def snapshot(daemon: Daemon, sandbox_id: str, token: str | None = None, **body: Any) -> Any:
+    status, snap = call(daemon, "POST", f"/v1/sandboxes/{sandbox_id}/snapshots", body, token)
+    assert status == 201, snap
+    return snap
+
+
+def delete(daemon: Daemon, path: str, token: str | None = None) -> int:
+    status, _ = call(daemon, "DELETE", path, token=token)
+    return status
+
+
+def mounted(state_dir: Path, needle: str) -> list[str]:
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [ln for ln in lines if f" {state_dir}/" in ln and needle in ln]
+
+
+def test_a_fork_writes_its_own_copy(backend_client: BackendClient, daemon: Daemon) -> None:
+    c = backend_client
+    source = c.create_sandbox(language="bash", limits={"disk_mib": 32}).id
+    assert c.run_in_sandbox(source, code=SETUP).status == "ok"
+    snap = snapshot(daemon, source, labels={"env": "test", "k.v/x": "1"})
+    assert snap["id"].startswith("snap_") and snap["sandbox_id"] == source
+    assert snap["tenant"] == "default" and snap["labels"] == {"env": "test", "k.v/x": "1"}
+    assert snap["size_bytes"] > 0
+    image = daemon.state_dir / "snapshots" / snap["id"] / "disk.img"
+    assert image.stat().st_mode & 0o777 == 0o400
+    fork = c.create_sandbox(language="bash", from_snapshot=snap["id"], limits={"disk_mib": 16})
+    other = c.create_sandbox(language="bash", from_snapshot=snap["id"], limits={"disk_mib": 16})
+    try:
+        assert mounted(daemon.state_dir, f"snapshots/{snap['id']}/mnt")  # shared, read-only
+        out = c.run_in_sandbox(
+            fork.id,
+            code="cat env/a.txt; echo forked >> env/a.txt; echo new > env/lib/new.py; "
+            "rm env/lib/f1.py; cat env/a.txt; id -u",
+        )
+        assert out.status == "ok", out.stderr
+        lines = out.stdout.split("\n")
+        assert lines[:3] == ["from source", "from source", "forked"]
+        assert c.get_file(fork.id, "env/lib/new.py") == b"new\n"
+        # The fork's files belong to its own host uid, not the source's.
+        fork_work = daemon.state_dir / "sandboxes" / fork.id / "mnt" / "work"
+        src_work = daemon.state_dir / "sandboxes" / source / "mnt" / "work"
+        assert (fork_work / "env/a.txt").stat().st_uid != (src_work / "env/a.txt").stat().st_uid
+        assert (fork_work / "env/lib/f2.py").stat().st_uid == (fork_work / "env").stat().st_uid
+        # Neither the source nor the snapshot (seen by another fork) changed.
+        assert c.get_file(source, "env/a.txt") == b"from source\n"
+        assert c.get_file(other.id, "env/a.txt") == b"from source\n"
+        assert c.get_file(other.id, "env/lib/f1.py") == b"1\n"
+        with pytest.raises(NotFound):
+            c.get_file(other.id, "env/lib/new.py")
+        # In use: refused, naming the forks; the source may go (the snapshot is a copy).
+        status, err = call(daemon, "DELETE", f"/v1/snapshots/{snap['id']}")
+        assert status == 409 and err["error"]["code"] == "conflict"
+        assert fork.id in err["error"]["message"] and err["error"]["field"] == "snapshot_id"
+        c.delete_sandbox(source)
+        assert c.run_in_sandbox(other.id, code="cat env/lib/f3.py").stdout == "3\n"
+    finally:
+        for box in (fork.id, other.id, source):
+            with contextlib.suppress(NotFound):
+                c.delete_sandbox(box)
+    assert mounted(daemon.state_dir, snap["id"]) == []  # the last fork took the mount along
+    assert delete(daemon, f"/v1/snapshots/{snap['id']}") == 204
+    assert not image.parent.exists()
+    assert call(daemon, "GET", f"/v1/snapshots/{snap['id']}")[0] == 404
+
+
+def test_refusals(client: SyncClient, daemon: Daemon) -> None:
+    box = client.create_sandbox(limits={"disk_mib": 8}).id
+    alice = daemon.make_token("snap-alice", "sandboxes")
+    try:
+        snap = snapshot(daemon, box)
+        sid = snap["id"]
+        before = sorted(p.name for p in (daemon.state_dir / "sandboxes").iterdir())
+        bad = [
+            ("POST", "/v1/sandboxes", {"from_snapshot": "../etc"}, 400, "from_snapshot"),
+            ("POST", "/v1/sandboxes", {"from_snapshot": "snap_" + "0" * 16}, 404, "from_snapshot"),
+            ("POST", f"/v1/sandboxes/{box}/snapshots", {"labels": {"bad key": "v"}}, 400, "labels"),
+            ("POST", f"/v1/sandboxes/{box}/snapshots", {"labels": {"k": "v" * 300}}, 400, None),
+            ("POST", f"/v1/sandboxes/{box}/snapshots", {"other": 1}, 400, "other"),
+            ("POST", "/v1/sandboxes/sbx_nope/snapshots", {}, 404, None),
+            ("GET", "/v1/snapshots/snap_nope", None, 404, None),
+            ("DELETE", "/v1/snapshots/../x", None, 404, None),
+        ]
+        for method, path, body, status, field in bad:
+            got, err = call(daemon, method, path, body)
+            assert got == status, (path, err)
+            if field:
+                assert err["error"]["field"] == field, err
+        # Another tenant's snapshot does not exist for alice: not listed, not readable,
+        # not deletable, not forkable; an admin lists every tenant's.
+        assert call(daemon, "GET", "/v1/snapshots", token=alice) == (200, {"snapshots": []})
+        assert call(daemon, "GET", f"/v1/snapshots/{sid}", token=alice)[0] == 404
+        assert delete(daemon, f"/v1/snapshots/{sid}", token=alice) == 404
+        status, err = call(daemon, "POST", "/v1/sandboxes", {"from_snapshot": sid}, alice)
+        assert status == 404 and err["error"]["field"] == "from_snapshot"
+        own = call(daemon, "POST", "/v1/sandboxes", {"limits": {"disk_mib": 4}}, alice)[1]["id"]
+        mine = snapshot(daemon, own, token=alice)
+        listed = {s["id"] for s in call(daemon, "GET", "/v1/snapshots")[1]["snapshots"]}
+        assert {sid, mine["id"]} <= listed
+        assert call(daemon, "GET", "/v1/snapshots", token=alice)[1]["snapshots"] == [mine]
+        assert delete(daemon, f"/v1/sandboxes/{own}", token=alice) == 204
+        assert delete(daemon, f"/v1/snapshots/{mine['id']}", token=alice) == 204
+        # A fork cannot itself be snapshotted (409); refused requests left nothing behind.
+        fork = client.create_sandbox(from_snapshot=sid, limits={"disk_mib": 4}).id
+        status, err = call(daemon, "POST", f"/v1/sandboxes/{fork}/snapshots", {})
+        assert status == 409 and err["error"]["field"] == "sandbox_id"
+        client.delete_sandbox(fork)
+        after = sorted(p.name for p in (daemon.state_dir / "sandboxes").iterdir())
+        assert after == before
+        assert {s["id"] for s in call(daemon, "GET", "/v1/snapshots")[1]["snapshots"]} == {sid}
+        assert delete(daemon, f"/v1/snapshots/{sid}") == 204
+    finally:
+        client.delete_sandbox(box)
+
+
+def test_quota_and_a_failed_fork_leave_nothing(workdir: Path) -> None:
+    d = Daemon(
+        workdir,
+        "snapquota",
+        tenants={"q": {"max_snapshot_disk_mib": 3, "max_sandboxes": 2, "max_disk_mib": 64}},
+    ).start()
+    try:
+        token = d.make_token("q", "sandboxes")
+        with d.client(token) as c:
+            box = c.create_sandbox(limits={"disk_mib": 16}).id
+            small = snapshot(d, box, token=token)["id"]  # an empty workspace fits in 3 MiB
+            c.put_file(box, "big.bin", os.urandom(4 * 1024 * 1024))
+            status, err = call(d, "POST", f"/v1/sandboxes/{box}/snapshots", {}, token)
+            assert status == 429 and err["error"]["code"] == "quota_exceeded"
+            assert err["error"]["field"] == "max_snapshot_disk_mib"
+            assert [p.name for p in (d.state_dir / "snapshots").iterdir()] == [small]
+            assert [
+                s["id"] for s in call(d, "GET", "/v1/snapshots", token=token)[1]["snapshots"]
+            ] == [small]
+            with pytest.raises(QuotaExceeded) as quota:  # a fork over the tenant's disk quota
+                c.create_sandbox(from_snapshot=small, limits={"disk_mib": 60})
+            assert quota.value.field == "max_disk_mib"
+        with d.client() as admin:
+            src = admin.create_sandbox(limits={"disk_mib": 8}).id
+            sid = snapshot(d, src)["id"]
+            admin.delete_sandbox(src)
+            boxes = sorted((d.state_dir / "sandboxes").iterdir())
+            listed = admin.list_sandboxes()
+            # A failure after the fork was reserved (its snapshot's image cannot be mounted)
+            # is undone: no image, no mount, no row.
+            image = d.state_dir / "snapshots" / sid / "disk.img"
+            image.rename(image.with_name("moved"))
+            try:
+                with pytest.raises(BackendUnavailable):
+                    admin.create_sandbox(from_snapshot=sid, limits={"disk_mib": 8})
+            finally:
+                image.with_name("moved").rename(image)
+            assert sorted((d.state_dir / "sandboxes").iterdir()) == boxes
+            assert admin.list_sandboxes() == listed
+            assert mounted(d.state_dir, "sandboxes/") == mounted(d.state_dir, box)
+            assert mounted(d.state_dir, "snapshots/") == []
+            fork = admin.create_sandbox(from_snapshot=sid, limits={"disk_mib": 8}).id
+            admin.delete_sandbox(fork)
+            assert delete(d, f"/v1/snapshots/{sid}") == 204
+    finally:
+        assert d.stop() == 0
+
+
+def test_forks_survive_a_restart_and_are_audited(workdir: Path) -> None:
+    d = Daemon(workdir, "snaprestart").start()
+    with d.client() as c:
+        src = c.create_sandbox(language="bash").id
+        c.run_in_sandbox(src, code=SETUP)
+        sid = snapshot(d, src, labels={"step": "1"})["id"]
+        fork = c.create_sandbox(language="bash", from_snapshot=sid).id
+        c.put_file(fork, "upper.txt", b"the fork's")
+    assert d.stop() == 0
+    assert mounted(d.state_dir, "") == [], "a stopped daemon leaves nothing mounted"
+    d2 = Daemon(workdir, "snaprestart").start()
+    try:
+        with d2.client() as c:
+            assert c.get_file(fork, "upper.txt") == b"the fork's"
+            assert c.run_in_sandbox(fork, code="cat env/a.txt").stdout == "from source\n"
+            assert call(d2, "GET", f"/v1/snapshots/{sid}")[1]["labels"] == {"step": "1"}
+            c.delete_sandbox(fork)
+            c.delete_sandbox(src)
+            assert delete(d2, f"/v1/snapshots/{sid}") == 204
+            records = c.audit(limit=1000).records
+        created = [r for r in records if r.action == "snapshot.create"]
+        assert [(r.target, r.result["sandbox_id"]) for r in created] == [(sid, src)]
+        forked = [r for r in records if r.action == "sandbox.create" and r.target == fork]
+        assert forked[0].request["from_snapshot"] == sid
+        deleted = [r for r in records if r.action == "snapshot.delete"]
+        assert [(r.target, r.result["http_status"]) for r in deleted] == [(sid, 204)]
+    finally:
+        assert d2.stop() == 0
