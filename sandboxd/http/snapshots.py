@@ -40,14 +40,13 @@ def _snapshot_id(request: web.Request) -> str:
 async def create(request: web.Request) -> web.Response:
     """Copy the workspace as it is between runs (a run in flight is waited for). The sandbox
     goes on as before; the snapshot never changes. A sandbox started from a snapshot cannot
-    itself be snapshotted (409). An empty body is `{}`."""
+    itself be snapshotted (409). Send `{}` for no labels."""
     principal = require(request, SCOPE)
     sandbox_id = request.match_info["sandbox_id"]
     note(request, target=sandbox_id)
     manager = request.app[SANDBOXES]
     await manager.get(principal, sandbox_id)  # 404 before reading a body
-    raw = await request.read()
-    spec = parse_body(SnapshotCreate, raw if raw.strip() else b"{}")
+    spec = parse_body(SnapshotCreate, await request.read())
     note(request, req={"sandbox_id": sandbox_id, "labels": spec.labels})
     snapshot = await manager.snapshot(principal, sandbox_id, spec.labels)
     note(
