@@ -8,6 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import sqlite3
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -231,5 +234,43 @@ def test_forks_survive_a_restart_and_are_audited(workdir: Path) -> None:
         assert forked[0].request["from_snapshot"] == sid
         deleted = [r for r in records if r.action == "snapshot.delete"]
         assert [(r.target, r.result["http_status"]) for r in deleted] == [(sid, 204)]
+    finally:
+        assert d2.stop() == 0
+
+
+def test_a_crash_mid_snapshot_is_undone_at_restart(workdir: Path) -> None:
+    """After kill -9 with a sandbox's filesystem frozen (as a snapshot leaves it while it
+    copies) and half a snapshot on disk, the next daemon thaws the one and drops the other;
+    a fork that was running comes back with its snapshot."""
+    d = Daemon(workdir, "snapcrash").start()
+    with d.client() as c:
+        box = c.create_sandbox(language="bash").id
+        c.run_in_sandbox(box, code=SETUP)
+        sid = snapshot(d, box)["id"]
+        fork = c.create_sandbox(language="bash", from_snapshot=sid).id
+        c.put_file(fork, "mine.txt", b"fork")
+    d.stop(signal.SIGKILL)
+    subprocess.run(["fsfreeze", "-f", str(d.state_dir / "sandboxes" / box / "mnt")], check=True)
+    half = "snap_" + "f" * 16
+    (d.state_dir / "snapshots" / half).mkdir()
+    with contextlib.closing(sqlite3.connect(d.state_dir / "sandboxd.db")) as db, db:
+        db.execute(
+            "INSERT INTO snapshots (id, tenant, sandbox_id, uid, size_bytes, labels,"
+            " created_at, state) VALUES (?, 'default', ?, 0, 1, '{}', 0, 'creating')",
+            (half, box),
+        )
+    d2 = Daemon(workdir, "snapcrash").start()
+    try:
+        with d2.client() as c:
+            c.put_file(box, "after.txt", b"thawed")  # would hang on a frozen filesystem
+            assert c.get_file(box, "after.txt") == b"thawed"
+            assert c.get_file(fork, "mine.txt") == b"fork"
+            assert c.get_file(fork, "env/a.txt") == b"from source\n"
+            listed = call(d2, "GET", "/v1/snapshots")[1]["snapshots"]
+            assert [s["id"] for s in listed] == [sid]
+            assert not (d2.state_dir / "snapshots" / half).exists()
+            c.delete_sandbox(fork)
+            c.delete_sandbox(box)
+            assert delete(d2, f"/v1/snapshots/{sid}") == 204
     finally:
         assert d2.stop() == 0
