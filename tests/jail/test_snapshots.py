@@ -11,8 +11,10 @@ import os
 import signal
 import sqlite3
 import subprocess
+import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +276,27 @@ def test_a_crash_mid_snapshot_is_undone_at_restart(workdir: Path) -> None:
             assert delete(d2, f"/v1/snapshots/{sid}") == 204
     finally:
         assert d2.stop() == 0
+
+
+def test_a_snapshot_waits_for_the_run_in_flight(client: SyncClient, daemon: Daemon) -> None:
+    box = client.create_sandbox(language="bash", limits={"disk_mib": 8}).id
+    try:
+
+        def slow() -> str:
+            with daemon.client() as own:  # a SyncClient per thread
+                return own.run_in_sandbox(box, code="sleep 1; echo done > late.txt").status
+
+        with ThreadPoolExecutor(1) as pool:
+            run = pool.submit(slow)
+            for _ in range(200):  # bounded: until the run holds the sandbox
+                if client.info().active_runs:
+                    break
+                time.sleep(0.01)
+            sid = snapshot(daemon, box)["id"]
+            assert run.result() == "ok"
+        fork = client.create_sandbox(from_snapshot=sid, limits={"disk_mib": 4}).id
+        assert client.get_file(fork, "late.txt") == b"done\n"
+        client.delete_sandbox(fork)
+        assert delete(daemon, f"/v1/snapshots/{sid}") == 204
+    finally:
+        client.delete_sandbox(box)
