@@ -300,3 +300,22 @@ def test_a_snapshot_waits_for_the_run_in_flight(client: SyncClient, daemon: Daem
         assert delete(daemon, f"/v1/snapshots/{sid}") == 204
     finally:
         client.delete_sandbox(box)
+
+
+SNAPSHOT_ROUTES = [
+    ("POST", "/v1/sandboxes/sbx_x/snapshots", {}),
+    ("GET", "/v1/snapshots", None),
+    ("GET", "/v1/snapshots/snap_x", None),
+    ("DELETE", "/v1/snapshots/snap_x", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), SNAPSHOT_ROUTES)
+def test_snapshot_routes_need_a_token_with_the_sandboxes_scope(
+    daemon: Daemon, method: str, path: str, body: Any
+) -> None:
+    for token in ("", "garbage"):
+        status, err = call(daemon, method, path, body, token)
+        assert (status, err["error"]["code"]) == (401, "unauthorized")
+    status, err = call(daemon, method, path, body, daemon.make_token("snap-runner", "run"))
+    assert (status, err["error"]["code"]) == (403, "forbidden")
