@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -44,6 +45,7 @@ from sandboxd.service.store import Store
 from sandboxd.settings import UID_SPAN, Settings
 
 SANDBOX_UID_OFFSET = 50_000
+log = logging.getLogger("sandboxd.service.sandboxes")
 
 
 def _dt(ts: float) -> datetime:
@@ -107,6 +109,8 @@ class SandboxManager:
             source = await self.store.call(queries.get_snapshot, origin) if origin else None
             if source is not None:
                 await (await self.fork_disk(row.id, row.uid, source)).mount()
+            elif origin:
+                log.error("sandbox %s: its snapshot %s is gone; no workspace", row.id, origin)
             else:
                 await self.disk(row.id).mount()
                 # A daemon that died while snapshotting it left it frozen.
