@@ -39,8 +39,9 @@ def _snapshot_id(request: web.Request) -> str:
 )
 async def create(request: web.Request) -> web.Response:
     """Copy the workspace as it is between runs (a run in flight is waited for). The sandbox
-    goes on as before; the snapshot never changes. A sandbox started from a snapshot cannot
-    itself be snapshotted (409). Send `{}` for no labels."""
+    goes on as before; the snapshot never changes. Of a sandbox started from a snapshot, the
+    snapshot holds what that sandbox wrote, stacked on the one it started from (409 beyond
+    16 such layers). Send `{}` for no labels."""
     principal = require(request, SCOPE)
     sandbox_id = request.match_info["sandbox_id"]
     note(request, target=sandbox_id)
@@ -83,7 +84,8 @@ async def get(request: web.Request) -> web.Response:
     params=SNAP,
 )
 async def delete(request: web.Request) -> web.Response:
-    """Refused (409, naming them) while sandboxes started from it exist."""
+    """Refused (409, naming them) while sandboxes started from it, or snapshots taken of
+    those, exist."""
     principal = require(request, SCOPE)
     await request.app[SANDBOXES].snapshots.delete(principal, _snapshot_id(request))
     return web.Response(status=204)

@@ -173,12 +173,15 @@ def count_active_sandboxes(db: sqlite3.Connection) -> int:
     return int(db.execute("SELECT COUNT(*) FROM sandboxes WHERE state='active'").fetchone()[0])
 
 
-def forks_of(db: sqlite3.Connection, snapshot_id: str) -> list[str]:
-    """Ids of the sandboxes started from a snapshot that still exist (or are being made)."""
+def forks_of(db: sqlite3.Connection, snapshot_id: str, *, deep: bool = False) -> list[str]:
+    """Ids of the sandboxes started from a snapshot that still exist (or are being made);
+    `deep`: from it or from any snapshot taken of a fork of it (they all use its image)."""
     rows = db.execute(
-        "SELECT id FROM sandboxes WHERE json_extract(spec, '$.from_snapshot') = ?"
+        "WITH RECURSIVE tree(id) AS (SELECT ?1 UNION"
+        " SELECT s.id FROM snapshots s JOIN tree ON s.parent = tree.id WHERE ?2)"
+        " SELECT id FROM sandboxes WHERE json_extract(spec, '$.from_snapshot') IN tree"
         " AND state IN ('active', 'creating') ORDER BY created_at",
-        (snapshot_id,),
+        (snapshot_id, deep),
     )
     return [str(r[0]) for r in rows]
 
@@ -196,6 +199,7 @@ class SnapshotRow:
     labels: str  # JSON object
     created_at: float
     state: str  # creating | ready
+    parent: str | None = None  # taken of a fork of this snapshot: its layer sits above it
 
 
 def _snapshot(row: sqlite3.Row) -> SnapshotRow:
@@ -205,7 +209,7 @@ def _snapshot(row: sqlite3.Row) -> SnapshotRow:
 def insert_snapshot(db: sqlite3.Connection, row: SnapshotRow) -> None:
     db.execute(
         "INSERT INTO snapshots (id, tenant, sandbox_id, uid, size_bytes, labels, created_at,"
-        " state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " state, parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             row.id,
             row.tenant,
@@ -215,8 +219,27 @@ def insert_snapshot(db: sqlite3.Connection, row: SnapshotRow) -> None:
             row.labels,
             row.created_at,
             row.state,
+            row.parent,
         ),
     )
+
+
+def snapshot_chain(db: sqlite3.Connection, snapshot_id: str) -> list[SnapshotRow]:
+    """The snapshot and those below it (its parent, the parent's, ...), top first."""
+    chain: list[SnapshotRow] = []
+    row = get_snapshot(db, snapshot_id)
+    while row is not None:
+        chain.append(row)
+        row = get_snapshot(db, row.parent) if row.parent else None
+    return chain
+
+
+def children_of(db: sqlite3.Connection, snapshot_id: str) -> list[str]:
+    """Snapshots taken of forks of this one (they need its image)."""
+    rows = db.execute(
+        "SELECT id FROM snapshots WHERE parent = ? ORDER BY created_at", (snapshot_id,)
+    )
+    return [str(r[0]) for r in rows]
 
 
 def snapshot_usage(db: sqlite3.Connection, tenant: str) -> int:

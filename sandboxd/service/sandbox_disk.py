@@ -94,8 +94,9 @@ class SandboxDisk:
 
     async def unmount(self) -> None:
         """Unmount the workspace's mounts, innermost first: a fork's overlay (`work`) and its
-        lower layer (`lower`) when it is one, then the image."""
-        for path in (self.work, self.lower, self.mnt):
+        lower layers (`lower`, `lower.1`, ...) when it is one, then the image."""
+        lowers = await asyncio.to_thread(lambda: sorted(self.root.glob("lower*")))
+        for path in (self.work, *lowers, self.mnt):
             if path.is_mount():
                 await asyncio.to_thread(linux.umount, path)
 

@@ -45,6 +45,7 @@ from sandboxd.service.store import Store
 from sandboxd.settings import UID_SPAN, Settings
 
 SANDBOX_UID_OFFSET = 50_000
+MAX_LAYERS = 16  # snapshots stacked under one fork (overlayfs takes up to 500)
 log = logging.getLogger("sandboxd.service.sandboxes")
 
 
@@ -93,8 +94,8 @@ class SandboxManager:
 
     async def fork_disk(self, sandbox_id: str, uid: int, source: queries.SnapshotRow) -> ForkDisk:
         """A fork's disk, its snapshot mounted (held until `snapshots.release`)."""
-        image = await self.snapshots.acquire(source.id)
-        return ForkDisk(self.dir / sandbox_id, image, source.uid, uid)
+        layers = await self.snapshots.acquire(source.id)
+        return ForkDisk(self.dir / sandbox_id, layers, uid)
 
     async def start(self) -> int:
         """Remount the disks of active sandboxes (after a crash or reboot), forks with their
@@ -237,16 +238,21 @@ class SandboxManager:
     async def snapshot(
         self, principal: Principal, sandbox_id: str, labels: dict[str, str]
     ) -> Snapshot:
-        """Snapshot a sandbox's workspace, between its runs and file calls (under its lock)."""
-        if _origin(await self._row(principal, sandbox_id)):
-            raise Conflict(
-                f"sandbox {sandbox_id} was started from a snapshot, and such a sandbox cannot "
-                "be snapshotted: snapshot the sandbox the environment was prepared in",
-                field="sandbox_id",
-            )
+        """Snapshot a sandbox's workspace, between its runs and file calls (under its lock).
+        Of a fork, the snapshot holds what the fork wrote, stacked on the fork's snapshot."""
+        origin = _origin(await self._row(principal, sandbox_id))
+        if origin:
+            depth = len(await self.store.call(queries.snapshot_chain, origin))
+            if depth >= MAX_LAYERS:
+                raise Conflict(
+                    f"sandbox {sandbox_id} stands on {depth} snapshots, the most a snapshot "
+                    f"may stack ({MAX_LAYERS}): snapshot a sandbox prepared from scratch",
+                    field="sandbox_id",
+                )
         async with self.lock(sandbox_id):
             row = await self._row(principal, sandbox_id)  # it may be gone meanwhile
-            snap = await self.snapshots.take(principal, row, self.disk(sandbox_id), labels)
+            disk = self.disk(sandbox_id)
+            snap = await self.snapshots.take(principal, row, disk, labels, origin)
             await self.touch(sandbox_id)
         return snap
 

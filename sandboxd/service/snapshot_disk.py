@@ -8,7 +8,9 @@ journal flushed), made 0400 and never modified again. It is loop-mounted read-on
 image of its own, of its own `disk_mib`, that holds only an overlayfs `upper/` and its
 `ovwork/`; its workspace is the overlay of that upper over the snapshot's `work`, seen
 through an idmapped mount (`sandboxd.service.idmap`) that shows the source's uid as the
-fork's. Creating a fork copies nothing: mkfs of a sparse image and three mounts.
+fork's. Creating a fork copies nothing: mkfs of a sparse image and three mounts. A snapshot of
+a fork is a copy of the fork's image, whose `upper/` (with the kernel's whiteouts and opaque
+marks) is a layer above the snapshots below it, each lower layer idmapped on its own.
 
 Everything here is a root-owned directory the daemon made, named by the daemon's own ids;
 the only paths a sandbox can write are below `upper/`, which the daemon never touches
@@ -72,11 +74,13 @@ def allocated(path: Path) -> int:
 class SnapshotImage:
     """One snapshot's read-only image under `<state>/snapshots/<id>/`, and its mount."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, of_fork: bool = False) -> None:
         self.root = root
         self.image = root / "disk.img"
         self.mnt = root / "mnt"
-        self.work = self.mnt / "work"
+        # The tree a fork sees: a sandbox's workspace; of a fork, the upper layer it wrote
+        # (with its whiteouts), which goes above the layers of the snapshot it came from.
+        self.layer = self.mnt / ("upper" if of_fork else "work")
 
     async def copy(self, disk: SandboxDisk) -> int:
         """Copy `disk`'s image, which the caller holds `frozen`; the bytes the copy holds."""
@@ -107,32 +111,36 @@ class SnapshotImage:
 
 class ForkDisk(SandboxDisk):
     """A sandbox started from a snapshot: its own image holds the overlay's upper layer; its
-    workspace (`mnt/work`, what backends bind-mount) is the overlay."""
+    workspace (`mnt/work`, what backends bind-mount) is the overlay. `layers`, top first: each
+    snapshot's tree and the uid that owns its files (a snapshot of a fork stacks on the one
+    that fork came from), each seen through its own idmapped mount (`lower`, `lower.1`...)."""
 
-    def __init__(self, root: Path, snapshot: SnapshotImage, source_uid: int, uid: int) -> None:
+    def __init__(self, root: Path, layers: list[tuple[Path, int]], uid: int) -> None:
         super().__init__(root)
-        self.snapshot, self.source_uid, self.uid = snapshot, source_uid, uid
+        self.layers, self.uid = layers, uid
+        self.lowers = [self.lower] + [root / f"lower.{i}" for i in range(1, len(layers))]
         self.upper = self.mnt / "upper"
         self.ovwork = self.mnt / "ovwork"
 
     def _make_layers(self) -> None:
         self.mnt.chmod(0o711)
-        for d in (self.ovwork, self.work, self.lower):
+        for d in (self.ovwork, self.work, *self.lowers):
             d.mkdir(mode=0o700)
         self.upper.mkdir(mode=0o700)
         # A fresh directory on a fresh filesystem; the overlay's root takes its owner and mode.
         os.chown(self.upper, self.uid, self.uid)
 
     def _overlay_options(self) -> str:
-        dirs = (self.lower, self.upper, self.ovwork)
+        dirs = (*self.lowers, self.upper, self.ovwork)
         if any(c in _OVERLAY_UNSAFE for d in dirs for c in str(d)):
             raise BackendUnavailable(
                 "the state directory's path holds a character overlayfs options cannot carry "
                 "(, : \\ =): forks need another state_dir"
             )
+        lowers = ":".join(map(str, self.lowers))
         return (
-            f"lowerdir={self.lower},upperdir={self.upper},workdir={self.ovwork},"
-            "nosuid,nodev,noatime,metacopy=off,redirect_dir=off"
+            f"lowerdir={lowers},upperdir={self.upper},workdir={self.ovwork},"
+            "nosuid,nodev,noatime,metacopy=off,redirect_dir=nofollow"
         )
 
     async def create(self, disk_mib: int, uid: int) -> None:
@@ -149,14 +157,12 @@ class ForkDisk(SandboxDisk):
         await self._mount_overlay()
 
     async def _mount_overlay(self) -> None:
-        if not self.lower.is_mount():
+        for lower, (tree, owner) in zip(self.lowers, self.layers, strict=True):
+            if lower.is_mount():
+                continue
             try:
                 await asyncio.to_thread(
-                    idmap.idmapped_bind,
-                    self.snapshot.work,
-                    self.lower,
-                    disk_uid=self.source_uid,
-                    seen_uid=self.uid,
+                    idmap.idmapped_bind, tree, lower, disk_uid=owner, seen_uid=self.uid
                 )
             except OSError as exc:
                 raise BackendUnavailable(f"cannot mount the snapshot idmapped: {exc}") from None
@@ -172,6 +178,7 @@ class ForkDisk(SandboxDisk):
                     str(self.work),
                 )
             except BaseException:
-                with contextlib.suppress(OSError):
-                    await asyncio.shield(asyncio.to_thread(linux.umount, self.lower))
+                for lower in self.lowers:
+                    with contextlib.suppress(OSError):
+                        await asyncio.shield(asyncio.to_thread(linux.umount, lower))
                 raise

@@ -5,8 +5,10 @@ Why a manager of its own: a snapshot outlives the sandbox it was taken from (it 
 its mount outlives any one fork (it is shared), so neither belongs to one sandbox's
 bookkeeping. `sandboxd.service.sandboxes` calls in here to take a snapshot under a sandbox's
 lock and to hold (`acquire`) and let go of (`release`) a snapshot's mount as forks come and
-go; the mount is there exactly while a fork of it exists. A snapshot that forks still use
-cannot be deleted (409, naming them); the sandbox a snapshot came from can.
+go; the mount is there exactly while a fork of it exists. A snapshot of a fork (`parent`:
+the fork's snapshot) is a layer above its parent's, whose image its forks use too. A snapshot
+that forks or snapshots above it still use cannot be deleted (409, naming them); the sandbox a
+snapshot came from can.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sqlite3
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sandboxd.errors import Conflict, NotFound, QuotaExceeded
 from sandboxd.models import Snapshot
@@ -51,8 +54,8 @@ class Snapshots:
         self.dir = settings.state_dir / "snapshots"
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
-    def image(self, snapshot_id: str) -> SnapshotImage:
-        return SnapshotImage(self.dir / snapshot_id)
+    def image(self, snapshot_id: str, *, of_fork: bool = False) -> SnapshotImage:
+        return SnapshotImage(self.dir / snapshot_id, of_fork=of_fork)
 
     async def start(self) -> None:
         """Drop what a dead daemon left half made (rows not ready, directories without a row);
@@ -79,10 +82,12 @@ class Snapshots:
         row: queries.SandboxRow,
         disk: SandboxDisk,
         labels: dict[str, str],
+        parent: str | None = None,
     ) -> Snapshot:
-        """Snapshot the sandbox of `row`; its caller holds the sandbox's lock."""
+        """Snapshot the sandbox of `row` (a fork of `parent`, if given); its caller holds the
+        sandbox's lock."""
         async with frozen(disk):
-            return await self._take(principal, row, disk, labels)
+            return await self._take(principal, row, disk, labels, parent)
 
     async def _take(
         self,
@@ -90,6 +95,7 @@ class Snapshots:
         row: queries.SandboxRow,
         disk: SandboxDisk,
         labels: dict[str, str],
+        parent: str | None,
     ) -> Snapshot:
         quota = self.settings.quota_for(principal.tenant).max_snapshot_disk_mib
         estimate = await asyncio.to_thread(allocated, disk.image)  # the copy holds no more
@@ -102,6 +108,7 @@ class Snapshots:
             json.dumps(labels, sort_keys=True),
             time.time(),
             "creating",
+            parent,
         )
 
         def reserve(db: sqlite3.Connection) -> None:
@@ -116,7 +123,7 @@ class Snapshots:
             queries.insert_snapshot(db, snap)
 
         await self.store.call(reserve)
-        image = self.image(snap.id)
+        image = self.image(snap.id, of_fork=parent is not None)
         try:
             size = await image.copy(disk)
             await self.store.call(queries.finish_snapshot, snap.id, size)
@@ -153,20 +160,20 @@ class Snapshots:
         def retire(db: sqlite3.Connection) -> list[str]:
             if queries.get_snapshot(db, snapshot_id) is None:
                 return []
-            forks = queries.forks_of(db, snapshot_id)
-            if not forks:
+            users = queries.forks_of(db, snapshot_id) + queries.children_of(db, snapshot_id)
+            if not users:
                 queries.delete_snapshot(db, snapshot_id)
-            return forks
+            return users
 
         async with self._locks[snapshot_id]:
             if await self.store.call(queries.get_snapshot, snapshot_id) is None:
                 raise NotFound(f"no snapshot {snapshot_id!r}")
-            forks = await self.store.call(retire)
-            if forks:
-                shown = ", ".join(forks[:10]) + (" ..." if len(forks) > 10 else "")
+            users = await self.store.call(retire)
+            if users:
+                shown = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "")
                 raise Conflict(
-                    f"snapshot {snapshot_id} is in use by {len(forks)} sandbox(es) started "
-                    f"from it: {shown}; delete them first",
+                    f"snapshot {snapshot_id} is in use by {len(users)} sandbox(es) started "
+                    f"from it or snapshot(s) taken of those: {shown}; delete them first",
                     field="snapshot_id",
                 )
             await self.image(snapshot_id).destroy()
@@ -181,16 +188,22 @@ class Snapshots:
             raise NotFound(f"no snapshot {snapshot_id!r}", field="from_snapshot")
         return row
 
-    async def acquire(self, snapshot_id: str) -> SnapshotImage:
-        """The snapshot's image, mounted (once, for every fork). The caller has a row for its
-        fork (creating or active), which keeps `release` from unmounting it."""
-        async with self._locks[snapshot_id]:
-            image = self.image(snapshot_id)
-            await image.mount()
-            return image
+    async def acquire(self, snapshot_id: str) -> list[tuple[Path, int]]:
+        """The layers of a fork of the snapshot, top first (its tree and the uid owning its
+        files, then those of the snapshots below it), each image mounted (once, for every
+        fork). The caller has a row for its fork (creating or active), which keeps `release`
+        from unmounting them."""
+        layers = []
+        for row in await self.store.call(queries.snapshot_chain, snapshot_id):
+            async with self._locks[row.id]:
+                image = self.image(row.id, of_fork=row.parent is not None)
+                await image.mount()
+            layers.append((image.layer, row.uid))
+        return layers
 
     async def release(self, snapshot_id: str) -> None:
-        """A fork is gone: unmount the snapshot if it was the last."""
-        async with self._locks[snapshot_id]:
-            if not await self.store.call(queries.forks_of, snapshot_id):
-                await self.image(snapshot_id).unmount()
+        """A fork is gone: unmount each image of its layers that no other fork uses."""
+        for row in await self.store.call(queries.snapshot_chain, snapshot_id):
+            async with self._locks[row.id]:
+                if not await self.store.call(queries.forks_of, row.id, deep=True):
+                    await self.image(row.id).unmount()

@@ -43,7 +43,7 @@ CREATE INDEX IF NOT EXISTS sandboxes_tenant ON sandboxes (tenant, state);
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, sandbox_id TEXT NOT NULL, uid INTEGER NOT NULL,
     size_bytes INTEGER NOT NULL, labels TEXT NOT NULL, created_at REAL NOT NULL,
-    state TEXT NOT NULL DEFAULT 'ready'
+    state TEXT NOT NULL DEFAULT 'ready', parent TEXT
 );
 CREATE INDEX IF NOT EXISTS snapshots_tenant ON snapshots (tenant);
 CREATE TABLE IF NOT EXISTS runs (

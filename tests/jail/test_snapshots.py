@@ -149,11 +149,7 @@ def test_refusals(client: SyncClient, daemon: Daemon) -> None:
         assert call(daemon, "GET", "/v1/snapshots", token=alice)[1]["snapshots"] == [mine]
         assert delete(daemon, f"/v1/sandboxes/{own}", token=alice) == 204
         assert delete(daemon, f"/v1/snapshots/{mine['id']}", token=alice) == 204
-        # A fork cannot itself be snapshotted (409); refused requests left nothing behind.
-        fork = client.create_sandbox(from_snapshot=sid, limits={"disk_mib": 4}).id
-        status, err = call(daemon, "POST", f"/v1/sandboxes/{fork}/snapshots", {})
-        assert status == 409 and err["error"]["field"] == "sandbox_id"
-        client.delete_sandbox(fork)
+        # Refused requests left nothing behind.
         after = sorted(p.name for p in (daemon.state_dir / "sandboxes").iterdir())
         assert after == before
         assert {s["id"] for s in call(daemon, "GET", "/v1/snapshots")[1]["snapshots"]} == {sid}
@@ -218,6 +214,8 @@ def test_forks_survive_a_restart_and_are_audited(workdir: Path) -> None:
         sid = snapshot(d, src, labels={"step": "1"})["id"]
         fork = c.create_sandbox(language="bash", from_snapshot=sid).id
         c.put_file(fork, "upper.txt", b"the fork's")
+        stacked = snapshot(d, fork)["id"]
+        top = c.create_sandbox(language="bash", from_snapshot=stacked).id
     assert d.stop() == 0
     assert mounted(d.state_dir, "") == [], "a stopped daemon leaves nothing mounted"
     d2 = Daemon(workdir, "snaprestart").start()
@@ -226,16 +224,21 @@ def test_forks_survive_a_restart_and_are_audited(workdir: Path) -> None:
             assert c.get_file(fork, "upper.txt") == b"the fork's"
             assert c.run_in_sandbox(fork, code="cat env/a.txt").stdout == "from source\n"
             assert call(d2, "GET", f"/v1/snapshots/{sid}")[1]["labels"] == {"step": "1"}
-            c.delete_sandbox(fork)
-            c.delete_sandbox(src)
+            both = c.run_in_sandbox(top, code="cat upper.txt env/a.txt").stdout
+            assert both == "the fork'sfrom source\n"
+            for box in (top, fork, src):
+                c.delete_sandbox(box)
+            assert delete(d2, f"/v1/snapshots/{stacked}") == 204
             assert delete(d2, f"/v1/snapshots/{sid}") == 204
             records = c.audit(limit=1000).records
         created = [r for r in records if r.action == "snapshot.create"]
-        assert [(r.target, r.result["sandbox_id"]) for r in created] == [(sid, src)]
+        made = [(r.target, r.result["sandbox_id"]) for r in created]
+        assert made == [(sid, src), (stacked, fork)]
         forked = [r for r in records if r.action == "sandbox.create" and r.target == fork]
         assert forked[0].request["from_snapshot"] == sid
         deleted = [r for r in records if r.action == "snapshot.delete"]
-        assert [(r.target, r.result["http_status"]) for r in deleted] == [(sid, 204)]
+        gone = [(r.target, r.result["http_status"]) for r in deleted]
+        assert gone == [(stacked, 204), (sid, 204)]
     finally:
         assert d2.stop() == 0
 
@@ -319,3 +322,45 @@ def test_snapshot_routes_need_a_token_with_the_sandboxes_scope(
         assert (status, err["error"]["code"]) == (401, "unauthorized")
     status, err = call(daemon, method, path, body, daemon.make_token("snap-runner", "run"))
     assert (status, err["error"]["code"]) == (403, "forbidden")
+
+
+def test_a_snapshot_of_a_fork_stacks_on_its_snapshot(
+    backend_client: BackendClient, daemon: Daemon
+) -> None:
+    """A snapshot of a fork holds what the fork wrote (changes, new files, deletions) above
+    the snapshot the fork came from; a fork of it sees all of that, writes as its own uid, and
+    the snapshot below cannot go while the one above it exists."""
+    c = backend_client
+    base = c.create_sandbox(language="bash", limits={"disk_mib": 16}).id
+    c.run_in_sandbox(base, code=SETUP)
+    first = snapshot(daemon, base)["id"]
+    mid = c.create_sandbox(language="bash", from_snapshot=first, limits={"disk_mib": 8}).id
+    # A changed file, a new directory, and a directory removed and made anew (opaque).
+    edit = "echo edited > env/a.txt; mkdir env/new; echo n > env/new/n.txt; "
+    edit += "rm -r env/lib && mkdir env/lib && echo 2b > env/lib/f2.py"
+    assert c.run_in_sandbox(mid, code=edit).status == "ok"
+    second = snapshot(daemon, mid)["id"]
+    top = c.create_sandbox(language="bash", from_snapshot=second, limits={"disk_mib": 8}).id
+    try:
+        out = c.run_in_sandbox(
+            top,
+            code="cat env/a.txt env/new/n.txt env/lib/f2.py; ls env/lib/f1.py 2>&1 | wc -l; "
+            "echo top >> env/lib/f2.py && echo top >> env/a.txt && cat env/a.txt",
+        )
+        assert out.status == "ok", out.stderr
+        assert out.stdout.split("\n")[:6] == ["edited", "n", "2b", "1", "edited", "top"]
+        assert c.run_in_sandbox(top, code="ls env/lib").stdout == "f2.py\n"
+        top_work = daemon.state_dir / "sandboxes" / top / "mnt" / "work"
+        mid_work = daemon.state_dir / "sandboxes" / mid / "mnt" / "work"
+        assert (top_work / "env/lib/f2.py").stat().st_uid != (mid_work / "env").stat().st_uid
+        c.delete_sandbox(mid)  # the sandbox a snapshot came from may go
+        assert c.get_file(top, "env/new/n.txt") == b"n\n"
+        status, err = call(daemon, "DELETE", f"/v1/snapshots/{first}")
+        assert status == 409 and second in err["error"]["message"]
+    finally:
+        for box in (top, mid, base):
+            with contextlib.suppress(NotFound):
+                c.delete_sandbox(box)
+    assert mounted(daemon.state_dir, "snapshots/") == []
+    assert delete(daemon, f"/v1/snapshots/{second}") == 204
+    assert delete(daemon, f"/v1/snapshots/{first}") == 204
