@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
 # -- runs ------------------------------------------------------------------------------------
@@ -210,17 +210,7 @@ def insert_snapshot(db: sqlite3.Connection, row: SnapshotRow) -> None:
     db.execute(
         "INSERT INTO snapshots (id, tenant, sandbox_id, uid, size_bytes, labels, created_at,"
         " state, parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            row.id,
-            row.tenant,
-            row.sandbox_id,
-            row.uid,
-            row.size_bytes,
-            row.labels,
-            row.created_at,
-            row.state,
-            row.parent,
-        ),
+        astuple(row),  # the columns, in the dataclass's order
     )
 
 
