@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -104,6 +105,7 @@ def measure(forks: int = 20, env_mib: int = 300, files: int = FILES) -> dict[str
             _delete_snapshot(daemon, snap["id"])
     finally:
         daemon.stop()
+        shutil.rmtree(work, ignore_errors=True)
     return data
 
 
