@@ -9,7 +9,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from bench import coder_overhead, docker_latency, hello_latency, humaneval, soak
+from bench import coder_overhead, docker_latency, fork_latency, hello_latency, humaneval, soak
 from bench.machine import describe
 from sandboxd.testing import Daemon
 
@@ -25,6 +25,7 @@ def main() -> None:
     sections.append(humaneval.report(humaneval.measure()))
     sections.append(docker_latency.report(docker_latency.measure()))
     sections.append(soak.report(soak.measure(args.soak_runs)))
+    sections.append(fork_latency.report(fork_latency.measure()))
     work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))
     work.chmod(0o711)
     daemon = Daemon(work, "coder-bench").start()

@@ -37,6 +37,8 @@ RunStatus = Literal[
 
 #: A backend's name, as requests give it (`"backend": "docker"`) and the settings key it.
 BACKEND_NAME = r"^[a-z][a-z0-9_-]{0,31}$"
+#: A snapshot's id, as the daemon makes them.
+SNAPSHOT_ID = r"^snap_[0-9a-f]{16}$"
 MAIN_FILE: dict[str, str] = {"python": "main.py", "bash": "main.sh", "node": "main.js"}
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -280,6 +282,12 @@ class SandboxCreate(_Strict):
     )
     network: NetworkPolicy = Field(default_factory=NetworkPolicy)
     ttl_s: int = Field(3600, ge=1, description="Deleted after this long without activity.")
+    from_snapshot: str | None = Field(
+        None,
+        pattern=SNAPSHOT_ID,
+        description="Start with this snapshot's workspace (copy-on-write: nothing is copied; "
+        "`limits.disk_mib` bounds what the new sandbox writes). One of the caller's own.",
+    )
 
 
 class Sandbox(BaseModel):
@@ -299,6 +307,45 @@ class Sandbox(BaseModel):
 
 class SandboxList(BaseModel):
     sandboxes: list[Sandbox]
+
+
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}$")
+MAX_LABELS = 32
+
+
+class SnapshotCreate(_Strict):
+    """`POST /v1/sandboxes/{id}/snapshots`: freeze the sandbox's workspace as it is now."""
+
+    labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        description="Free-form tags (keys: letters, digits, `_.:/-`, up to 63; values up to "
+        "256 characters), returned as given.",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, val in value.items():
+            if not _LABEL_KEY.match(key):
+                raise ValueError(f"label key {key[:64]!r} is not valid")
+            _no_nul(val)
+        return value
+
+
+class Snapshot(BaseModel):
+    """A frozen copy of a sandbox's workspace, never modified; sandboxes start from it."""
+
+    id: str
+    sandbox_id: str = Field(description="The sandbox it was taken from (which may be gone).")
+    tenant: str
+    size_bytes: int = Field(description="Disk it holds (allocated bytes of its image).")
+    created_at: datetime
+    labels: dict[str, str]
+
+
+class SnapshotList(BaseModel):
+    snapshots: list[Snapshot]
 
 
 class FileInfo(BaseModel):

@@ -67,6 +67,9 @@ class TenantQuota(BaseModel):
     )
     max_sandboxes: int = Field(16, ge=0)
     max_disk_mib: int = Field(16384, ge=0, description="Sum of its sandboxes' disk_mib.")
+    max_snapshot_disk_mib: int = Field(
+        16384, ge=0, description="Disk its snapshots hold, in MiB (allocated, rounded up)."
+    )
 
 
 class EgressSettings(BaseModel):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from sandboxd.http import runs, sandboxes
+from sandboxd.http import runs, sandboxes, snapshots
 from sandboxd.http.request import route_doc
 
-TABLES: tuple[web.RouteTableDef, ...] = (runs.routes, sandboxes.routes)
+TABLES: tuple[web.RouteTableDef, ...] = (runs.routes, sandboxes.routes, snapshots.routes)
 
 
 def router() -> web.UrlDispatcher:

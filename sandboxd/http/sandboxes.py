@@ -51,10 +51,12 @@ def _path(request: web.Request) -> str:
     "Create a persistent sandbox",
     {201: ("the sandbox", Sandbox)},
     body=SandboxCreate,
-    errors=(400, 413, 429, 503),
+    errors=(400, 404, 413, 429, 503),
     scope=SCOPE,
 )
 async def create(request: web.Request) -> web.Response:
+    """With `from_snapshot`, the sandbox's workspace starts as that snapshot's (one of the
+    caller's own, else 404), copy-on-write: nothing is copied at creation."""
     principal = require(request, SCOPE)
     spec = parse_body(SandboxCreate, await request.read())
     note(request, req=spec.model_dump(mode="json"))

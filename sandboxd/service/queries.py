@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
 # -- runs ------------------------------------------------------------------------------------
@@ -171,6 +171,109 @@ def tenant_sandboxes(db: sqlite3.Connection, tenant: str) -> list[SandboxRow]:
 
 def count_active_sandboxes(db: sqlite3.Connection) -> int:
     return int(db.execute("SELECT COUNT(*) FROM sandboxes WHERE state='active'").fetchone()[0])
+
+
+def forks_of(db: sqlite3.Connection, snapshot_id: str, *, deep: bool = False) -> list[str]:
+    """Ids of the sandboxes started from a snapshot that still exist (or are being made);
+    `deep`: from it or from any snapshot taken of a fork of it (they all use its image)."""
+    rows = db.execute(
+        "WITH RECURSIVE tree(id) AS (SELECT ?1 UNION"
+        " SELECT s.id FROM snapshots s JOIN tree ON s.parent = tree.id WHERE ?2)"
+        " SELECT id FROM sandboxes WHERE json_extract(spec, '$.from_snapshot') IN tree"
+        " AND state IN ('active', 'creating') ORDER BY created_at",
+        (snapshot_id, deep),
+    )
+    return [str(r[0]) for r in rows]
+
+
+# -- snapshots -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SnapshotRow:
+    id: str
+    tenant: str
+    sandbox_id: str
+    uid: int  # the source sandbox's: the owner of the snapshot's files on disk
+    size_bytes: int
+    labels: str  # JSON object
+    created_at: float
+    state: str  # creating | ready
+    parent: str | None = None  # taken of a fork of this snapshot: its layer sits above it
+
+
+def _snapshot(row: sqlite3.Row) -> SnapshotRow:
+    return SnapshotRow(**dict(row))
+
+
+def insert_snapshot(db: sqlite3.Connection, row: SnapshotRow) -> None:
+    db.execute(
+        "INSERT INTO snapshots (id, tenant, sandbox_id, uid, size_bytes, labels, created_at,"
+        " state, parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        astuple(row),  # the columns, in the dataclass's order
+    )
+
+
+def snapshot_chain(db: sqlite3.Connection, snapshot_id: str) -> list[SnapshotRow]:
+    """The snapshot and those below it (its parent, the parent's, ...), top first."""
+    chain: list[SnapshotRow] = []
+    row = get_snapshot(db, snapshot_id)
+    while row is not None:
+        chain.append(row)
+        row = get_snapshot(db, row.parent) if row.parent else None
+    return chain
+
+
+def children_of(db: sqlite3.Connection, snapshot_id: str) -> list[str]:
+    """Snapshots taken of forks of this one (they need its image)."""
+    rows = db.execute(
+        "SELECT id FROM snapshots WHERE parent = ? ORDER BY created_at", (snapshot_id,)
+    )
+    return [str(r[0]) for r in rows]
+
+
+def snapshot_usage(db: sqlite3.Connection, tenant: str) -> int:
+    """MiB of disk a tenant's snapshots hold (each rounded up), those being made included."""
+    (mib,) = db.execute(
+        "SELECT COALESCE(SUM((size_bytes + 1048575) / 1048576), 0) FROM snapshots WHERE tenant = ?",
+        (tenant,),
+    ).fetchone()
+    return int(mib)
+
+
+def finish_snapshot(db: sqlite3.Connection, snapshot_id: str, size_bytes: int) -> None:
+    db.execute(
+        "UPDATE snapshots SET state = 'ready', size_bytes = ? WHERE id = ?",
+        (size_bytes, snapshot_id),
+    )
+
+
+def get_snapshot(db: sqlite3.Connection, snapshot_id: str) -> SnapshotRow | None:
+    row = db.execute(
+        "SELECT * FROM snapshots WHERE id = ? AND state = 'ready'", (snapshot_id,)
+    ).fetchone()
+    return None if row is None else _snapshot(row)
+
+
+def snapshots(db: sqlite3.Connection, tenant: str | None) -> list[SnapshotRow]:
+    """Ready snapshots (of `tenant`, if given), oldest first."""
+    rows = db.execute(
+        "SELECT * FROM snapshots WHERE state = 'ready' AND (?1 IS NULL OR tenant = ?1)"
+        " ORDER BY created_at",
+        (tenant,),
+    )
+    return [_snapshot(r) for r in rows]
+
+
+def unfinished_snapshots(db: sqlite3.Connection) -> list[str]:
+    """Snapshots a dead daemon left half made: their rows go; their ids, to clean up."""
+    ids = [str(r[0]) for r in db.execute("SELECT id FROM snapshots WHERE state != 'ready'")]
+    db.execute("DELETE FROM snapshots WHERE state != 'ready'")
+    return ids
+
+
+def delete_snapshot(db: sqlite3.Connection, snapshot_id: str) -> None:
+    db.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
 
 
 # -- tokens ----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from sandboxd.errors import BackendUnavailable, InvalidRequest, NotFound, Payloa
 from sandboxd.models import MAIN_FILE
 
 
-async def _exec(*argv: str) -> None:
+async def run_tool(*argv: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
@@ -40,6 +40,7 @@ class SandboxDisk:
         self.image = root / "disk.img"
         self.mnt = root / "mnt"
         self.work = self.mnt / "work"
+        self.lower = root / "lower"  # a fork's lower layer (`sandboxd.service.snapshot_disk`)
 
     def _make_image(self, disk_mib: int) -> None:
         # 0711, explicitly (whatever the umask): nsjail traverses them; nobody else lists them.
@@ -59,10 +60,11 @@ class SandboxDisk:
         # A fresh directory on a fresh filesystem: nothing of the sandbox exists to follow.
         os.chown(self.work, uid, uid)
 
-    async def create(self, disk_mib: int, uid: int) -> None:
-        await asyncio.to_thread(self._make_image, disk_mib)
+    async def _mkfs(self, disk_mib: int) -> None:
+        # lazy_journal_init: the journal of a fresh sparse image is holes, which read as zeros,
+        # so mkfs need not write them (1/32 of the image, allocated for nothing otherwise).
         inodes = str(max(1024, disk_mib * 128))
-        await _exec(
+        await run_tool(
             "mkfs.ext4",
             "-q",
             "-F",
@@ -71,19 +73,32 @@ class SandboxDisk:
             "-N",
             inodes,
             "-E",
-            "root_owner=0:0",
+            "root_owner=0:0,lazy_journal_init=1",
             str(self.image),
         )
+
+    async def create(self, disk_mib: int, uid: int) -> None:
+        await asyncio.to_thread(self._make_image, disk_mib)
+        await self._mkfs(disk_mib)
         await self.mount()
         await asyncio.to_thread(self._make_work, uid)
 
-    async def mount(self) -> None:
+    async def _mount_image(self) -> None:
         if not self.mnt.is_mount():
-            await _exec("mount", "-o", "loop,nosuid,nodev,noatime", str(self.image), str(self.mnt))
+            await run_tool(
+                "mount", "-o", "loop,nosuid,nodev,noatime", str(self.image), str(self.mnt)
+            )
+
+    async def mount(self) -> None:
+        await self._mount_image()
 
     async def unmount(self) -> None:
-        if self.mnt.is_mount():
-            await asyncio.to_thread(linux.umount, self.mnt)
+        """Unmount the workspace's mounts, innermost first: a fork's overlay (`work`) and its
+        lower layers (`lower`, `lower.1`, ...) when it is one, then the image."""
+        lowers = await asyncio.to_thread(lambda: sorted(self.root.glob("lower*")))
+        for path in (self.work, *lowers, self.mnt):
+            if path.is_mount():
+                await asyncio.to_thread(linux.umount, path)
 
     async def destroy(self) -> None:
         await self.unmount()

@@ -4,7 +4,8 @@ The manager keeps each sandbox's row (quota, uid, spec, last use), serialises wh
 workspace (runs, file reads and writes, archives: one at a time, under the sandbox's lock,
 each counting as a use), merges the sandbox's defaults into a run asked of it, and expires
 sandboxes left idle. Its disk and mount are `sandboxd.service.sandbox_disk`'s; every run in a
-sandbox is still a fresh jail with a fresh /tmp.
+sandbox is still a fresh jail with a fresh /tmp. A sandbox may start from a snapshot (a fork:
+`sandboxd.service.snapshots`), whose workspace is an overlay over the snapshot's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -22,21 +24,39 @@ from datetime import UTC, datetime
 
 from sandboxd.backends.base import RunControl, SandboxMount
 from sandboxd.backends.host.workspace import WorkTree
-from sandboxd.errors import BackendUnavailable, InvalidRequest, NotFound, QuotaExceeded
-from sandboxd.models import MAIN_FILE, Limits, RunRequest, RunResult, Sandbox, SandboxCreate
+from sandboxd.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound, QuotaExceeded
+from sandboxd.models import (
+    MAIN_FILE,
+    Limits,
+    RunRequest,
+    RunResult,
+    Sandbox,
+    SandboxCreate,
+    Snapshot,
+)
 from sandboxd.service import queries
 from sandboxd.service.auth import Principal
 from sandboxd.service.policy import apply_caps, check_network
 from sandboxd.service.runs import PreparedRun, RunManager
 from sandboxd.service.sandbox_disk import CodeMain, SandboxDisk
+from sandboxd.service.snapshot_disk import ForkDisk, thaw
+from sandboxd.service.snapshots import Snapshots
 from sandboxd.service.store import Store
 from sandboxd.settings import UID_SPAN, Settings
 
 SANDBOX_UID_OFFSET = 50_000
+MAX_LAYERS = 16  # snapshots stacked under one fork (overlayfs takes up to 500)
+log = logging.getLogger("sandboxd.service.sandboxes")
 
 
 def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+def _origin(row: queries.SandboxRow) -> str | None:
+    """The snapshot a sandbox was started from, if it was."""
+    origin = json.loads(row.spec).get("from_snapshot")
+    return origin if isinstance(origin, str) else None
 
 
 def _to_model(row: queries.SandboxRow, default_backend: str = "nsjail") -> Sandbox:
@@ -67,18 +87,35 @@ class SandboxManager:
         self.uid_base = settings.identity.uid_base + SANDBOX_UID_OFFSET
         self.uid_end = settings.identity.uid_base + UID_SPAN
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.snapshots = Snapshots(settings, store)
 
     def disk(self, sandbox_id: str) -> SandboxDisk:
         return SandboxDisk(self.dir / sandbox_id)
 
+    async def fork_disk(self, sandbox_id: str, uid: int, source: queries.SnapshotRow) -> ForkDisk:
+        """A fork's disk, its snapshot mounted (held until `snapshots.release`)."""
+        layers = await self.snapshots.acquire(source.id)
+        return ForkDisk(self.dir / sandbox_id, layers, uid)
+
     async def start(self) -> int:
-        """Remount the disks of active sandboxes (after a crash or reboot); their count."""
+        """Remount the disks of active sandboxes (after a crash or reboot), forks with their
+        snapshots; their count."""
         await asyncio.to_thread(self.dir.mkdir, 0o711, False, True)
         await asyncio.to_thread(self.dir.chmod, 0o711)
         await asyncio.to_thread(self._tighten_images)
+        await self.snapshots.start()
         rows = await self.store.call(queries.active_sandboxes)
         for row in rows:
-            await self.disk(row.id).mount()
+            origin = _origin(row)
+            source = await self.store.call(queries.get_snapshot, origin) if origin else None
+            if source is not None:
+                await (await self.fork_disk(row.id, row.uid, source)).mount()
+            elif origin:
+                log.error("sandbox %s: its snapshot %s is gone; no workspace", row.id, origin)
+            else:
+                await self.disk(row.id).mount()
+                # A daemon that died while snapshotting it left it frozen.
+                await asyncio.to_thread(thaw, self.disk(row.id).mnt)
         return len(rows)
 
     def _tighten_images(self) -> None:
@@ -91,6 +128,7 @@ class SandboxManager:
         children = await asyncio.to_thread(lambda: sorted(self.dir.iterdir()))
         for child in children:
             await SandboxDisk(child).unmount()
+        await self.snapshots.close()
 
     async def count_active(self) -> int:
         return await self.store.call(queries.count_active_sandboxes)
@@ -108,8 +146,12 @@ class SandboxManager:
         quota = self.settings.quota_for(principal.tenant)
         sandbox_id = "sbx_" + secrets.token_hex(8)
         now = time.time()
+        origin = spec.from_snapshot
+        source = await self.snapshots.source(principal, origin) if origin else None
 
         def reserve(db: sqlite3.Connection) -> int:
+            if origin and queries.get_snapshot(db, origin) is None:  # deleted meanwhile
+                raise NotFound(f"no snapshot {origin!r}", field="from_snapshot")
             count, disk = queries.tenant_usage(db, principal.tenant)
             if count >= quota.max_sandboxes:
                 raise QuotaExceeded(
@@ -142,17 +184,23 @@ class SandboxManager:
         uid = await self.store.call(reserve)
         disk = self.disk(sandbox_id)
         try:
+            if source is not None:
+                disk = await self.fork_disk(sandbox_id, uid, source)
             await disk.create(spec.limits.disk_mib, uid)
         except BaseException:
-            await asyncio.shield(self._forget(sandbox_id, disk))
+            await asyncio.shield(self._forget(sandbox_id, disk, origin))
             raise
         await self.store.call(queries.activate_sandbox, sandbox_id)
         return await self.get(principal, sandbox_id)
 
-    async def _forget(self, sandbox_id: str, disk: SandboxDisk) -> None:
+    async def _forget(self, sandbox_id: str, disk: SandboxDisk, origin: str | None) -> None:
+        """Undo a sandbox that could not be made: no image, no mount, no row remain."""
         with contextlib.suppress(OSError, BackendUnavailable):
             await disk.destroy()
         await self.store.call(queries.delete_sandbox, sandbox_id)
+        if origin:
+            with contextlib.suppress(OSError, BackendUnavailable):
+                await self.snapshots.release(origin)
 
     async def _row(self, principal: Principal, sandbox_id: str) -> queries.SandboxRow:
         row = await self.store.call(queries.active_sandbox, sandbox_id)
@@ -178,11 +226,35 @@ class SandboxManager:
     async def _remove(self, sandbox_id: str, state: str) -> bool:
         """Mark the sandbox `state` and destroy its disk; False if it was no longer active
         (someone else removed it meanwhile), which then changes nothing."""
-        if not await self.store.call(queries.retire_sandbox, sandbox_id, state):
+        row = await self.store.call(queries.active_sandbox, sandbox_id)
+        if row is None or not await self.store.call(queries.retire_sandbox, sandbox_id, state):
             return False
         await self.disk(sandbox_id).destroy()
         self._locks.pop(sandbox_id, None)
+        if origin := _origin(row):
+            await self.snapshots.release(origin)
         return True
+
+    async def snapshot(
+        self, principal: Principal, sandbox_id: str, labels: dict[str, str]
+    ) -> Snapshot:
+        """Snapshot a sandbox's workspace, between its runs and file calls (under its lock).
+        Of a fork, the snapshot holds what the fork wrote, stacked on the fork's snapshot."""
+        origin = _origin(await self._row(principal, sandbox_id))
+        if origin:
+            depth = len(await self.store.call(queries.snapshot_chain, origin))
+            if depth >= MAX_LAYERS:
+                raise Conflict(
+                    f"sandbox {sandbox_id} stands on {depth} snapshots, the most a snapshot "
+                    f"may stack ({MAX_LAYERS}): snapshot a sandbox prepared from scratch",
+                    field="sandbox_id",
+                )
+        async with self.lock(sandbox_id):
+            row = await self._row(principal, sandbox_id)  # it may be gone meanwhile
+            disk = self.disk(sandbox_id)
+            snap = await self.snapshots.take(principal, row, disk, labels, origin)
+            await self.touch(sandbox_id)
+        return snap
 
     async def touch(self, sandbox_id: str) -> None:
         await self.store.call(queries.touch_sandbox, sandbox_id, time.time())

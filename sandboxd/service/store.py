@@ -1,4 +1,4 @@
-"""Durable state in SQLite: tokens, sandboxes, runs and the audit chain.
+"""Durable state in SQLite: tokens, sandboxes, snapshots, runs and the audit chain.
 
 All database work runs on one dedicated thread (SQLite connections are not shared across
 threads, and the event loop must never block); callers await it. This module owns the
@@ -40,6 +40,12 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     state TEXT NOT NULL DEFAULT 'active'
 );
 CREATE INDEX IF NOT EXISTS sandboxes_tenant ON sandboxes (tenant, state);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, sandbox_id TEXT NOT NULL, uid INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL, labels TEXT NOT NULL, created_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'ready', parent TEXT
+);
+CREATE INDEX IF NOT EXISTS snapshots_tenant ON snapshots (tenant);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, sandbox_id TEXT, status TEXT NOT NULL,
     request_digest TEXT NOT NULL, result TEXT, trace_id TEXT NOT NULL,

@@ -3,7 +3,7 @@ the checks are the benches' own (right output, all HumanEval problems pass, no l
 
 from __future__ import annotations
 
-from bench import docker_latency, hello_latency, humaneval, soak
+from bench import docker_latency, fork_latency, hello_latency, humaneval, soak
 
 
 def test_hello_latency_bench_runs() -> None:
@@ -46,3 +46,11 @@ def test_soak_bench_runs_clean() -> None:
     assert data["errors"] == []
     assert set(data["leaks"].values()) == {0}
     assert set(data["after_stop"].values()) == {0}
+
+
+def test_fork_bench_runs() -> None:
+    data = fork_latency.measure(forks=2, env_mib=2, files=40)  # raises if a fork misses files
+    assert len(data["fork"]) == len(data["fresh"]) == 2
+    assert data["snapshot_bytes"] >= 2_000_000
+    assert data["fork_bytes"] < data["snapshot_bytes"]  # a fork copies nothing
+    assert "| a fork's image, just made |" in fork_latency.report(data)

@@ -57,7 +57,7 @@ def test_every_route_is_documented(daemon: Daemon) -> None:
     validate(doc)
     router = app_router()
     assert missing(router, doc) == []
-    assert sum(len(ops) for ops in doc["paths"].values()) == 17
+    assert sum(len(ops) for ops in doc["paths"].values()) == 21  # 17 + 4 of snapshots
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert doc["security"] == [{"bearer": []}]
     ops = {(m, p): op for p, item in doc["paths"].items() for m, op in item.items()}
@@ -78,6 +78,15 @@ def test_every_route_is_documented(daemon: Daemon) -> None:
     )
     assert "text/plain" in ops[("get", "/metrics")]["responses"]["200"]["content"]
     assert "409" in ops[("delete", "/v1/runs/{run_id}")]["responses"]
+    snapshot_statuses = {
+        ("post", "/v1/sandboxes/{sandbox_id}/snapshots"): {"201", "400", "404", "409", "429"},
+        ("get", "/v1/snapshots"): {"200", "401", "403"},
+        ("get", "/v1/snapshots/{snapshot_id}"): {"200", "404"},
+        ("delete", "/v1/snapshots/{snapshot_id}"): {"204", "404", "409"},
+        ("post", "/v1/sandboxes"): {"201", "404", "429"},
+    }
+    for key, statuses in snapshot_statuses.items():
+        assert statuses <= set(ops[key]["responses"]), key
 
 
 def test_a_route_without_metadata_is_caught(daemon: Daemon) -> None:

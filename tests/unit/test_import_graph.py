@@ -98,7 +98,7 @@ def test_no_layer_imports_one_above_it(layer: str) -> None:
 
 def test_no_handler_module_imports_another() -> None:
     """What two resources share lives below them (request.py, sse.py, the service layer)."""
-    handlers = {f"sandboxd.http.{name}" for name in ("runs", "sandboxes")}
+    handlers = {f"sandboxd.http.{name}" for name in ("runs", "sandboxes", "snapshots")}
     assert {n: GRAPH[n] & handlers for n in handlers} == {n: set() for n in handlers}
 
 

@@ -1,0 +1,209 @@
+"""Snapshots of persistent sandboxes: their rows, quota, images and the shared read-only mount
+that every sandbox started from one (a fork) uses.
+
+Why a manager of its own: a snapshot outlives the sandbox it was taken from (it is a copy), and
+its mount outlives any one fork (it is shared), so neither belongs to one sandbox's
+bookkeeping. `sandboxd.service.sandboxes` calls in here to take a snapshot under a sandbox's
+lock and to hold (`acquire`) and let go of (`release`) a snapshot's mount as forks come and
+go; the mount is there exactly while a fork of it exists. A snapshot of a fork (`parent`:
+the fork's snapshot) is a layer above its parent's, whose image its forks use too. A snapshot
+that forks or snapshots above it still use cannot be deleted (409, naming them); the sandbox a
+snapshot came from can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sqlite3
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sandboxd.errors import Conflict, NotFound, QuotaExceeded
+from sandboxd.models import Snapshot
+from sandboxd.service import queries
+from sandboxd.service.auth import Principal
+from sandboxd.service.sandbox_disk import SandboxDisk
+from sandboxd.service.snapshot_disk import SnapshotImage, allocated, frozen
+from sandboxd.service.store import Store
+from sandboxd.settings import Settings
+
+MIB = 1024 * 1024
+
+
+def to_model(row: queries.SnapshotRow) -> Snapshot:
+    return Snapshot(
+        id=row.id,
+        sandbox_id=row.sandbox_id,
+        tenant=row.tenant,
+        size_bytes=row.size_bytes,
+        created_at=datetime.fromtimestamp(row.created_at, UTC),
+        labels=json.loads(row.labels),
+    )
+
+
+class Snapshots:
+    """Takes, finds, mounts for forks and deletes snapshots."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.dir = settings.state_dir / "snapshots"
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def image(self, snapshot_id: str, *, of_fork: bool = False) -> SnapshotImage:
+        return SnapshotImage(self.dir / snapshot_id, of_fork=of_fork)
+
+    async def start(self) -> None:
+        """Drop what a dead daemon left half made (rows not ready, directories without a row);
+        mounts come back as forks are remounted (`acquire`)."""
+        await asyncio.to_thread(self.dir.mkdir, 0o700, False, True)
+        await asyncio.to_thread(self.dir.chmod, 0o700)
+        await self.store.call(queries.unfinished_snapshots)
+        ready = {row.id for row in await self.store.call(queries.snapshots, None)}
+        children = await asyncio.to_thread(lambda: sorted(self.dir.iterdir()))
+        for child in children:
+            if child.name not in ready:
+                await SnapshotImage(child).destroy()
+
+    async def close(self) -> None:
+        children = await asyncio.to_thread(lambda: sorted(self.dir.iterdir()))
+        for child in children:
+            await SnapshotImage(child).unmount()
+
+    # -- the API's operations --------------------------------------------------------------
+
+    async def take(
+        self,
+        principal: Principal,
+        row: queries.SandboxRow,
+        disk: SandboxDisk,
+        labels: dict[str, str],
+        parent: str | None = None,
+    ) -> Snapshot:
+        """Snapshot the sandbox of `row` (a fork of `parent`, if given); its caller holds the
+        sandbox's lock."""
+        async with frozen(disk):
+            return await self._take(principal, row, disk, labels, parent)
+
+    async def _take(
+        self,
+        principal: Principal,
+        row: queries.SandboxRow,
+        disk: SandboxDisk,
+        labels: dict[str, str],
+        parent: str | None,
+    ) -> Snapshot:
+        quota = self.settings.quota_for(principal.tenant).max_snapshot_disk_mib
+        estimate = await asyncio.to_thread(allocated, disk.image)  # the copy holds no more
+        snap = queries.SnapshotRow(
+            "snap_" + secrets.token_hex(8),
+            principal.tenant,
+            row.id,
+            row.uid,
+            estimate,
+            json.dumps(labels, sort_keys=True),
+            time.time(),
+            "creating",
+            parent,
+        )
+
+        def reserve(db: sqlite3.Connection) -> None:
+            used = queries.snapshot_usage(db, principal.tenant)
+            wanted = -(-estimate // MIB)
+            if used + wanted > quota:
+                raise QuotaExceeded(
+                    f"tenant's snapshots would hold {used + wanted} MiB of disk, over its "
+                    f"{quota} MiB: delete some (DELETE /v1/snapshots/{{id}})",
+                    field="max_snapshot_disk_mib",
+                )
+            queries.insert_snapshot(db, snap)
+
+        await self.store.call(reserve)
+        image = self.image(snap.id, of_fork=parent is not None)
+        try:
+            size = await image.copy(disk)
+            await self.store.call(queries.finish_snapshot, snap.id, size)
+        except BaseException:
+            await asyncio.shield(self._forget(snap.id, image))
+            raise
+        return await self.get(principal, snap.id)
+
+    async def _forget(self, snapshot_id: str, image: SnapshotImage) -> None:
+        try:
+            await image.destroy()
+        finally:
+            await self.store.call(queries.delete_snapshot, snapshot_id)
+
+    async def _row(self, principal: Principal, snapshot_id: str) -> queries.SnapshotRow:
+        row = await self.store.call(queries.get_snapshot, snapshot_id)
+        # Another tenant's snapshot is "not found" too (but for admin): existence does not leak.
+        if row is None or not (row.tenant == principal.tenant or principal.can("admin")):
+            raise NotFound(f"no snapshot {snapshot_id!r}")
+        return row
+
+    async def get(self, principal: Principal, snapshot_id: str) -> Snapshot:
+        return to_model(await self._row(principal, snapshot_id))
+
+    async def list_for(self, principal: Principal) -> list[Snapshot]:
+        """The tenant's snapshots; every tenant's for admin."""
+        tenant = None if principal.can("admin") else principal.tenant
+        return [to_model(r) for r in await self.store.call(queries.snapshots, tenant)]
+
+    async def delete(self, principal: Principal, snapshot_id: str) -> None:
+        """Delete a snapshot that no sandbox was started from (those still there)."""
+        await self._row(principal, snapshot_id)
+
+        def retire(db: sqlite3.Connection) -> list[str]:
+            if queries.get_snapshot(db, snapshot_id) is None:
+                return []
+            users = queries.forks_of(db, snapshot_id) + queries.children_of(db, snapshot_id)
+            if not users:
+                queries.delete_snapshot(db, snapshot_id)
+            return users
+
+        async with self._locks[snapshot_id]:
+            if await self.store.call(queries.get_snapshot, snapshot_id) is None:
+                raise NotFound(f"no snapshot {snapshot_id!r}")
+            users = await self.store.call(retire)
+            if users:
+                shown = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "")
+                raise Conflict(
+                    f"snapshot {snapshot_id} is in use by {len(users)} sandbox(es) started "
+                    f"from it or snapshot(s) taken of those: {shown}; delete them first",
+                    field="snapshot_id",
+                )
+            await self.image(snapshot_id).destroy()
+        self._locks.pop(snapshot_id, None)
+
+    # -- forks -----------------------------------------------------------------------------
+
+    async def source(self, principal: Principal, snapshot_id: str) -> queries.SnapshotRow:
+        """The snapshot a new sandbox of `principal` starts from: its own tenant's only."""
+        row = await self.store.call(queries.get_snapshot, snapshot_id)
+        if row is None or row.tenant != principal.tenant:
+            raise NotFound(f"no snapshot {snapshot_id!r}", field="from_snapshot")
+        return row
+
+    async def acquire(self, snapshot_id: str) -> list[tuple[Path, int]]:
+        """The layers of a fork of the snapshot, top first (its tree and the uid owning its
+        files, then those of the snapshots below it), each image mounted (once, for every
+        fork). The caller has a row for its fork (creating or active), which keeps `release`
+        from unmounting them."""
+        layers = []
+        for row in await self.store.call(queries.snapshot_chain, snapshot_id):
+            async with self._locks[row.id]:
+                image = self.image(row.id, of_fork=row.parent is not None)
+                await image.mount()
+            layers.append((image.layer, row.uid))
+        return layers
+
+    async def release(self, snapshot_id: str) -> None:
+        """A fork is gone: unmount each image of its layers that no other fork uses."""
+        for row in await self.store.call(queries.snapshot_chain, snapshot_id):
+            async with self._locks[row.id]:
+                if not await self.store.call(queries.forks_of, row.id, deep=True):
+                    await self.image(row.id).unmount()
