@@ -10,22 +10,15 @@ the timeout)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import os
-import socket
-import subprocess
 import sys
-import time
-import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from coder.testing.harness import example, scripted, solve
 from tests.daemon import Daemon
+from tests.netns import NetHost, namespace_host, wheel
 
 pytestmark = pytest.mark.network
 
@@ -37,40 +30,6 @@ HANG = (
 
 
 TINYCOV = "def pytest_addoption(parser):\n    parser.addoption('--cov', action='append')\n"
-
-
-@dataclass
-class IndexHost:
-    ip: str
-    net: str
-
-
-def wheel(
-    directory: Path, name: str, files: dict[str, str], requires: list[str], entry_points: str = ""
-) -> Path:
-    """A pure-Python wheel of `name` 1.0 holding `files`, requiring `requires`."""
-    info = f"{name}-1.0.dist-info"
-    if entry_points:
-        files = {**files, f"{info}/entry_points.txt": entry_points}
-    meta = f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 1.0\n"
-    meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
-    contents = {
-        **{k: v.encode() for k, v in files.items()},
-        f"{info}/METADATA": meta.encode(),
-        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: coder-tests\nRoot-Is-Purelib: true\n"
-        b"Tag: py3-none-any\n",
-    }
-    record = []
-    for path, data in contents.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    record.append(f"{info}/RECORD,,")
-    out = directory / f"{name}-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(out, "w") as zf:
-        for path, data in contents.items():
-            zf.writestr(path, data)
-        zf.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
-    return out
 
 
 def simple_index(root: Path) -> Path:
@@ -91,60 +50,23 @@ def simple_index(root: Path) -> Path:
     return root
 
 
-def sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, timeout=30)
-
-
-def wait_for(ip: str, port: int) -> None:
-    for _ in range(100):  # bounded (~10 s)
-        try:
-            socket.create_connection((ip, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"the test host did not listen on {ip}:{port}")
-
-
 @pytest.fixture(scope="module")
-def index_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IndexHost]:
-    k = os.getpid() % 200 + 20
-    ns, host_if, ns_if = (
-        f"cdrx{os.getpid()}",
-        f"cdh{os.getpid() % 100000}",
-        f"cdn{os.getpid() % 100000}",
-    )
-    ip_host, ip_ns = f"10.214.{k}.1", f"10.214.{k}.2"
+def index_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetHost]:
     index = simple_index(tmp_path_factory.mktemp("index"))
-    sh("ip", "netns", "add", ns)
-    servers: list[subprocess.Popen[bytes]] = []
-    try:
-        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-        sh("ip", "link", "set", ns_if, "netns", ns)
-        sh("ip", "addr", "add", f"{ip_host}/24", "dev", host_if)
-        sh("ip", "link", "set", host_if, "up")
-        sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{ip_ns}/24", "dev", ns_if)
-        sh("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up")
-        inside = ["ip", "netns", "exec", ns, sys.executable]
-        for argv in (
-            [*inside, "-m", "http.server", "8080", "--bind", ip_ns, "--directory", str(index)],
-            [*inside, "-c", HANG, ip_ns],
-        ):
-            servers.append(
-                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            )
-        wait_for(ip_ns, 8080)
-        wait_for(ip_ns, 8081)
-        yield IndexHost(ip_ns, f"10.214.{k}.0/24")
-    finally:
-        for server in servers:
-            server.kill()
-            server.wait(timeout=10)
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=30)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+    def servers(inside: list[str], ip: str) -> list[list[str]]:
+        python = [*inside, sys.executable]
+        return [
+            [*python, "-m", "http.server", "8080", "--bind", ip, "--directory", str(index)],
+            [*python, "-c", HANG, ip],
+        ]
+
+    with namespace_host("cd", 214, servers, [8080, 8081]) as host:
+        yield host
 
 
 @pytest.fixture(scope="module")
-def index_daemon(workdir: Path, index_host: IndexHost) -> Iterator[Daemon]:
+def index_daemon(workdir: Path, index_host: NetHost) -> Iterator[Daemon]:
     d = Daemon(workdir, "coder-index", egress={"hosts": {"index.test": [index_host.ip]}})
     d.start()
     yield d
@@ -180,13 +102,13 @@ def declaring(tmp_path: Path, deps: str) -> Path:
     return repo
 
 
-def index(host: IndexHost, port: int = 8080) -> dict[str, object]:
+def index(host: NetHost, port: int = 8080) -> dict[str, object]:
     # index.test resolves to a private address: an IP rule must name it (README "Network")
     return {"index_url": f"http://index.test:{port}/simple/", "setup_allow": [f"{host.net}:{port}"]}
 
 
 def test_a_derived_recipe_installs_what_the_repository_declares(
-    index_daemon: Daemon, index_host: IndexHost, tmp_path: Path
+    index_daemon: Daemon, index_host: NetHost, tmp_path: Path
 ) -> None:
     repo = declaring(tmp_path, '"tinydep"')
     with scripted("fixed_first_try") as server:
@@ -199,7 +121,7 @@ def test_a_derived_recipe_installs_what_the_repository_declares(
 
 
 def test_a_pytest_plugin_its_configuration_names_is_installed(
-    index_daemon: Daemon, index_host: IndexHost, tmp_path: Path
+    index_daemon: Daemon, index_host: NetHost, tmp_path: Path
 ) -> None:
     repo = declaring(tmp_path, '"tinydep"')
     (repo / "pytest.ini").write_text("[pytest]\npythonpath = .\naddopts = --cov=calc\n")
@@ -210,7 +132,7 @@ def test_a_pytest_plugin_its_configuration_names_is_installed(
 
 
 def test_a_dependency_the_index_lacks_is_a_setup_failure(
-    index_daemon: Daemon, index_host: IndexHost, tmp_path: Path
+    index_daemon: Daemon, index_host: NetHost, tmp_path: Path
 ) -> None:
     repo = declaring(tmp_path, '"tinydep", "nosuchdep"')
     with scripted("none") as server:
@@ -223,7 +145,7 @@ def test_a_dependency_the_index_lacks_is_a_setup_failure(
 
 
 def test_an_index_that_hangs_is_stopped_by_the_timeout(
-    index_daemon: Daemon, index_host: IndexHost, tmp_path: Path
+    index_daemon: Daemon, index_host: NetHost, tmp_path: Path
 ) -> None:
     repo = declaring(tmp_path, '"tinydep"')
     with scripted("none") as server:

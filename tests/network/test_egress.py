@@ -12,7 +12,7 @@ from sandboxd.client import SyncClient
 from sandboxd.errors import InvalidRequest, LimitTooHigh
 from sandboxd.models import RunResult
 from tests.daemon import Daemon
-from tests.network.conftest import NetHost
+from tests.netns import NetHost
 
 FETCH = r"""
 import sys, urllib.request, urllib.error
