@@ -17,19 +17,25 @@ from typing import Any
 import pytest
 
 from coder.testing.harness import coder_env, example, run_coder, scripted, solve
+from sandboxd.models import AuditRecord
 from tests.daemon import Daemon
 
 INDEX = {"index_url": "http://index.test:8080/simple/"}
 SETUP_SH = (
-    "mkdir -p .coder-venv && echo run >> .coder-venv/marker\n"
+    "mkdir -p .coder-venv && echo run >> .coder-venv/marker && pwd > .coder-venv/where\n"
     "echo 'VERSION = \"1.0\"' > _version.py\n"
 )
 ENV_TESTS = """\
+import os
 from pathlib import Path
 
 
 def test_the_setup_ran_once():
     assert Path(".coder-venv/marker").read_text().split() == ["run"]
+
+
+def test_absolute_paths_the_setup_recorded_still_hold():  # as a venv's and an editable install's
+    assert Path(".coder-venv/where").read_text().strip() == os.getcwd()
 """
 GONE_TEST = """
 
@@ -72,6 +78,19 @@ def envs(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
     return run_coder("envs", *args, env=coder_env(daemon), timeout_s=60)
 
 
+def audit(daemon: Daemon) -> list[AuditRecord]:
+    records: list[AuditRecord] = []
+    with daemon.client() as c:
+        after: int | None = 0
+        for _ in range(1000):
+            if after is None:
+                break
+            page = c.audit(after, 500)
+            records += page.records
+            after = page.next_after
+    return records
+
+
 def events(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [json.loads(x) for x in Path(result["trace_path"]).read_text().splitlines()]
 
@@ -94,7 +113,15 @@ def test_the_next_solve_starts_from_the_kept_environment(
     assert not [e for e in events(second) if e["type"].startswith("setup.")]
     failing = second["tests_before"]["failing"]  # the calculator's bug only: the env tests pass
     assert failing and all(t.startswith("tests/test_calc.py::test_add") for t in failing)
-    assert "3 passed" in second["tests_before"]["summary"]
+    assert "4 passed" in second["tests_before"]["summary"]
+    (ready,) = [e for e in events(second) if e["type"] == "sandbox.ready"]
+    (created,) = [
+        r
+        for r in audit(envs_daemon)
+        if r.action == "sandbox.create" and r.target == ready["sandbox_id"]
+    ]  # a fork of the kept snapshot, with the network off like every test run
+    assert created.request["from_snapshot"] == first["env"]["snapshot_id"]
+    assert created.request["network"]["mode"] == "none"
     assert second["tests_after"]["passed"] and second["files_changed"] == ["calc.py"]
 
     # A changed setup is another environment: it runs again, and is kept as well.
