@@ -167,6 +167,8 @@ def _env_line(s: Snapshot) -> str:
 async def _run_envs(args: argparse.Namespace) -> int:
     if args.envs_command == "prune" and not args.all and args.older_than_s is None:
         raise UsageError("say which to prune: --older-than-s N, or --all")
+    if args.envs_command == "prune" and (args.older_than_s or 0) < 0:
+        raise UsageError("--older-than-s must be 0 or more (seconds)")
     client = await _envs_client(args)
     try:
         kept = await envs.envs(client)

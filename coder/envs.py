@@ -222,7 +222,13 @@ async def keep(
     if session.sandbox_id is None:
         return None
     try:
-        await session.client.put_file(session.sandbox_id, MANIFEST, manifest(paths))
+        listed = FileIn(path=MANIFEST, content=manifest(paths).decode())
+        run = await session.client.run_in_sandbox(
+            session.sandbox_id, command=["true"], files=[listed]
+        )  # a run's files make their directories (a setup may have made no `.coder-venv`)
+        if run.status != "ok":
+            trace.event("env.snapshot_failed", key=env.key, reason=f"manifest: {run.status}")
+            return None
         snap = await session.client.create_snapshot(session.sandbox_id, env.labels())
     except SandboxdError as exc:
         trace.event("env.snapshot_failed", key=env.key, reason=exc.message)

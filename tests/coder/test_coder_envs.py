@@ -138,9 +138,12 @@ def test_the_next_solve_starts_from_the_kept_environment(
 
 def test_envs_list_and_prune(envs_daemon: Daemon, tmp_path: Path) -> None:
     repo = repository(tmp_path)
-    (repo / ".coder" / "setup.sh").write_text(SETUP_SH + "# list and prune\n")
+    # A setup that makes no `.coder-venv`: the environment is kept all the same.
+    (repo / ".coder" / "setup.sh").write_text("echo 'VERSION = \"1.0\"' > _version.py\n")
+    (repo / "tests" / "test_env.py").unlink()
     result = solved(repo, envs_daemon)
     key, snap = result["env"]["key"], result["env"]["snapshot_id"]
+    assert snap and result["env"]["reused"] is False
 
     listed = envs(envs_daemon, "list")
     assert listed.returncode == 0, listed.stderr
