@@ -144,7 +144,10 @@ async def start(
     env: envs.EnvPlan | None = None
     room = cfg.setup_disk_mib if setup is not None else 0
     if setup is not None and local is None:
-        env = await envs.plan(session.client, repo, files.text, setup.steps, reuse=cfg.reuse_env)
+        sources = setup.index.urls + setup.allow
+        env = await envs.plan(
+            session.client, repo, files.text, setup.steps, sources, reuse=cfg.reuse_env
+        )
         trace.event("env.plan", key=env.key, snapshot_id=env.snapshot.id if env.snapshot else None)
         if env.snapshot is not None and await envs.start_from(
             session, env, files.all_bytes(), files.executable, trace, extra_disk_mib=room

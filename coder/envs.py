@@ -5,12 +5,12 @@ Why a snapshot and not a cache of wheels: the expensive part of a setup is every
 (resolving, building, installing, generating files), and a fork of a snapshot copies nothing.
 
 The key is a hash of what the environment depends on: the sandbox's Python (and the backend
-it runs on), the repository's name, the files a recipe reads (`pyproject.toml`,
-`requirements*.txt`, `setup.py`/`setup.cfg`, `tox.ini`, `noxfile.py`, `pytest.ini`,
-`.coder/setup.sh`, whichever of them decides the recipe), the recipe's steps and coder's
-version. After a setup whose first test run collects, coder snapshots the sandbox with the
-labels `coder.env` (the key) and `coder.repo`; a later solve with the same key starts its
-sandbox from the newest such snapshot and runs no setup.
+it runs on), the package index its installs reach, the repository's name, the files a recipe
+reads (`pyproject.toml`, `requirements*.txt`, `setup.py`/`setup.cfg`, `tox.ini`,
+`noxfile.py`, `pytest.ini`, `.coder/setup.sh`, whichever of them decides the recipe), the
+recipe's steps and coder's version. After a setup whose first test run collects, coder
+snapshots the sandbox with the labels `coder.env` (the key) and `coder.repo`; a later solve
+with the same key starts its sandbox from the newest such snapshot and runs no setup.
 
 The snapshot's workspace holds the repository as it was uploaded then, besides what the setup
 made (the venv in `.coder-venv`, generated files such as a setuptools-scm `_version.py`). The
@@ -103,10 +103,18 @@ def read_by_recipe(files: dict[str, str]) -> dict[str, str]:
     return {p: t for p, t in files.items() if p in _READ_BY_RECIPES or _REQUIREMENTS.match(p)}
 
 
-def env_key(python: str, repo: str, files: dict[str, str], steps: list[Step]) -> str:
+def env_key(
+    python: str,
+    repo: str,
+    files: dict[str, str],
+    steps: list[Step],
+    sources: list[str] | None = None,
+) -> str:
     """The key of the environment `steps` make for the repository `repo` whose text files are
-    `files`, in a sandbox whose Python is `python`."""
+    `files`, in a sandbox whose Python is `python`, installing from `sources` (the package
+    indexes and egress rules its installs may reach: another index may give other packages)."""
     material = {
+        "sources": sources or [],
         "python": python,
         "repo": repo,
         "files": sorted(read_by_recipe(files).items()),
@@ -167,10 +175,17 @@ def manifest(paths: list[str]) -> bytes:
 
 
 async def plan(
-    client: Client, repo: str, files: dict[str, str], steps: list[Step], *, reuse: bool
+    client: Client,
+    repo: str,
+    files: dict[str, str],
+    steps: list[Step],
+    sources: list[str],
+    *,
+    reuse: bool,
 ) -> EnvPlan:
     """The environment a solve needs, and (with `reuse`) the snapshot that holds it."""
-    found = EnvPlan(env_key(await sandbox_python(client), repo, files, steps), repo)
+    python = await sandbox_python(client)
+    found = EnvPlan(env_key(python, repo, files, steps, sources), repo)
     if reuse:
         try:
             found.snapshot = await find(client, found.key, repo)

@@ -29,8 +29,9 @@ def key(
     repo: str = "x",
     files: dict[str, str] = FILES,
     steps: list[Step] = STEPS,
+    sources: tuple[str, ...] = ("http://index.test/simple/",),
 ) -> str:
-    return env_key(python, repo, files, steps)
+    return env_key(python, repo, files, steps, list(sources))
 
 
 def test_the_key_holds_what_the_environment_depends_on() -> None:
@@ -47,6 +48,7 @@ def test_the_key_holds_what_the_environment_depends_on() -> None:
     assert key(files={**FILES, "tox.ini": "[testenv]\n"}) != base
     assert key(python="3.12") != base
     assert key(repo="y") != base
+    assert key(sources=("http://index.test:8081/simple/",)) != base
     assert key(steps=[Step("setup", "make env", True)]) != base
 
 
