@@ -17,6 +17,7 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
+from coder import envs
 from coder import repo as repo_files
 from coder.agents import ROLES
 from coder.budget import Budget
@@ -32,6 +33,7 @@ from coder.setup import Setup, pip_options, resolve_index
 from coder.trace import TraceWriter, replies
 from sandboxd.client import DEFAULT_URL, Client, default_token
 from sandboxd.errors import SandboxdError
+from sandboxd.models import Snapshot
 
 
 def live_model(cfg: CoderConfig, name: str, trace: TraceWriter, agent: str) -> Model:
@@ -127,6 +129,46 @@ async def prepared(cfg: CoderConfig, files: repo_files.RepoFiles) -> Setup | Non
     return Setup(steps, index, cfg.test_limits, cfg.setup_timeout_s, list(cfg.setup_allow))
 
 
+async def start(
+    cfg: CoderConfig,
+    repo: str,
+    files: repo_files.RepoFiles,
+    setup: Setup | None,
+    session: SandboxSession,
+    trace: TraceWriter,
+    local: LocalDaemon | None,
+) -> tuple[envs.EnvPlan | None, bool]:
+    """Start the solve's sandbox: from the kept snapshot of its environment when there is one
+    (coder.envs), else fresh. The environment (None: nothing to prepare, or a sandboxd that
+    coder started for this solve, which keeps nothing), and whether it was reused."""
+    env: envs.EnvPlan | None = None
+    room = cfg.setup_disk_mib if setup is not None else 0
+    if setup is not None and local is None:
+        sources = setup.index.urls + setup.allow
+        env = await envs.plan(
+            session.client, repo, files.text, setup.steps, sources, reuse=cfg.reuse_env
+        )
+        trace.event("env.plan", key=env.key, snapshot_id=env.snapshot.id if env.snapshot else None)
+        if env.snapshot is not None and await envs.start_from(
+            session, env, files.all_bytes(), files.executable, trace, extra_disk_mib=room
+        ):
+            return env, True
+    await session.start(files.all_bytes(), files.executable, extra_disk_mib=room)
+    return env, False
+
+
+async def keep(
+    session: SandboxSession,
+    env: envs.EnvPlan,
+    files: repo_files.RepoFiles,
+    trace: TraceWriter,
+    kept: list[Snapshot],
+) -> None:
+    snap = await envs.keep(session, env, sorted(files.all_bytes()), trace)
+    if snap is not None:
+        kept.append(snap)
+
+
 async def solve(
     cfg: CoderConfig,
     *,
@@ -156,8 +198,7 @@ async def solve(
         try:
             client, local = await connect(cfg, trace_id, progress)
             session = SandboxSession(client, cfg.test, cfg.test_limits)
-            room = cfg.setup_disk_mib if setup is not None else 0
-            await session.start(files.all_bytes(), files.executable, extra_disk_mib=room)
+            env, reused = await start(cfg, root.name, files, setup, session, trace, local)
         except SandboxError as exc:
             outcome.result.reason = str(exc)
         else:
@@ -170,9 +211,16 @@ async def solve(
                 budget,
                 trace,
                 allow_test_edits=cfg.allow_test_edits,
-                setup=setup,
+                setup=None if reused else setup,
             )
+            kept: list[Snapshot] = []
+            if env is not None and not reused:
+                solver.on_prepared = lambda: keep(session, env, files, trace, kept)
             outcome.result = await solver.run()
+            if env is not None:
+                outcome.result.env = envs.state(env, reused, env.snapshot if reused else None)
+                if kept:
+                    outcome.result.env.snapshot_id = kept[0].id
             outcome.diff = solver.diff
             outcome.changed = {p: solver.current[p] for p in outcome.result.files_changed}
     finally:

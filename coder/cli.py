@@ -1,26 +1,33 @@
 """`coder solve` a repository's failing tests; `coder replay` / `coder resume` a trace.
 
+`coder envs list` / `coder envs prune` the prepared environments sandboxd keeps for coder.
+
 Exit codes: 0 fixed or already passing, 1 not fixed, 2 usage error, 3 infrastructure error
 (model or sandbox) or setup_failed (the environment could not be prepared, or the tests do not
-even collect: the step, its exit status and the end of its output are printed).
+even collect: the step, its exit status and the end of its output are printed). `envs prune`:
+1 when an environment is in use (a sandbox started from it), and was left.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import sys
 from pathlib import Path
 from typing import Any
 
+from coder import envs
 from coder import repo as repo_files
 from coder.app import Outcome, check_repo, replay_models, solve
 from coder.config import CoderConfig, load_config
-from coder.errors import CoderError, UsageError
+from coder.errors import CoderError, SandboxError, UsageError
 from coder.progress import Progress, plural
 from coder.trace import TraceWriter, read_events
-from sandboxd.client import quiet_broken_pipe
+from sandboxd.client import DEFAULT_URL, Client, default_token, quiet_broken_pipe
+from sandboxd.errors import Conflict, SandboxdError
+from sandboxd.models import Snapshot, SnapshotList
 
 
 def _check_apply(args: argparse.Namespace, cfg: CoderConfig) -> None:
@@ -61,6 +68,8 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         flags["allow_test_edits"] = True
     if getattr(args, "ci", False):
         flags["mode"] = "ci"
+    if getattr(args, "fresh_env", False):
+        flags["reuse_env"] = False
     return flags
 
 
@@ -131,6 +140,81 @@ async def _run_trace(args: argparse.Namespace, resume: bool) -> int:
     return _finish(args, cfg, outcome)
 
 
+async def _envs_client(args: argparse.Namespace) -> Client:
+    """The sandboxd that keeps the environments; it must answer (one coder starts for a solve
+    keeps none)."""
+    cfg = load_config(Path(args.config) if args.config else None, _flags(args))
+    url = cfg.sandboxd_url or os.environ.get("SANDBOXD_URL") or DEFAULT_URL
+    client = Client(url, token=cfg.sandboxd_token or default_token())
+    try:
+        await client.health()
+    except SandboxdError as exc:
+        await client.close()
+        raise SandboxError(
+            f"{exc.message}; the prepared environments are kept by a running sandboxd "
+            "(--sandboxd-url, SANDBOXD_URL): start it"
+        ) from None
+    return client
+
+
+def _env_line(s: Snapshot) -> str:
+    created = s.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    repo = s.labels.get(envs.LABEL_REPO, "?")
+    size = envs.size_text(s.size_bytes)
+    return f"{s.labels[envs.LABEL_ENV]:<32}  {repo:<20}  {size:>10}  {created}  {s.id}"
+
+
+async def _run_envs(args: argparse.Namespace) -> int:
+    if args.envs_command == "prune" and not args.all and args.older_than_s is None:
+        raise UsageError("say which to prune: --older-than-s N, or --all")
+    if args.envs_command == "prune" and (args.older_than_s or 0) < 0:
+        raise UsageError("--older-than-s must be 0 or more (seconds)")
+    client = await _envs_client(args)
+    try:
+        kept = await envs.envs(client)
+        if args.envs_command == "list":
+            if args.json:
+                print(SnapshotList(snapshots=kept).model_dump_json(indent=2))
+            elif not kept:
+                print(f"coder: sandboxd at {client.url} keeps no environments", file=sys.stderr)
+            else:
+                print(f"{'KEY':<32}  {'REPO':<20}  {'SIZE':>10}  {'CREATED':<20}  SNAPSHOT")
+                for s in kept:
+                    print(_env_line(s))
+            return 0
+        busy = 0
+        for s in kept:
+            if not args.all and envs.age_s(s) <= args.older_than_s:
+                continue
+            try:
+                await client.delete_snapshot(s.id)
+            except Conflict as exc:
+                busy += 1
+                print(f"coder: {s.id} is in use, left: {exc.message}", file=sys.stderr)
+                continue
+            print(f"deleted {_env_line(s)}")
+        return 1 if busy else 0
+    except SandboxdError as exc:
+        raise SandboxError(f"sandboxd: {exc.message}") from exc
+    finally:
+        await client.close()
+
+
+def _envs_parser(sub: Any) -> None:
+    e = sub.add_parser("envs", help="the prepared environments sandboxd keeps for coder")
+    actions = e.add_subparsers(dest="envs_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="key, repository, size, created, snapshot id")
+    listing.add_argument("--json", action="store_true", help="print the snapshots as JSON")
+    prune = actions.add_parser("prune", help="delete coder's snapshots (one line per deleted)")
+    prune.add_argument(
+        "--older-than-s", type=float, metavar="N", help="those created over N seconds ago"
+    )
+    prune.add_argument("--all", action="store_true", help="every one")
+    for p in (listing, prune):
+        p.add_argument("--sandboxd-url", help="the sandboxd (default $SANDBOXD_URL, else local)")
+        p.add_argument("--config", help="TOML config (for sandboxd_url, sandboxd_token)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="coder", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -170,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--index-url", help="package index for the setup's installs (default: pip's config)"
     )
     s.add_argument(
+        "--fresh-env",
+        action="store_true",
+        help="run the setup even when sandboxd keeps the prepared environment (and keep the "
+        "new one)",
+    )
+    s.add_argument(
         "--sandboxd-url",
         help="sandboxd to run the tests in; it must answer (default $SANDBOXD_URL, else "
         "http://127.0.0.1:8765, else a sandboxd coder starts for the solve)",
@@ -201,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--quiet", action="store_true", help="no progress lines on stderr while working"
         )
+    _envs_parser(sub)
     return parser
 
 
@@ -210,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "solve":
             code = asyncio.run(_run_solve(args))
+        elif args.command == "envs":
+            code = asyncio.run(_run_envs(args))
         else:
             code = asyncio.run(_run_trace(args, resume=args.command == "resume"))
         sys.stdout.flush()  # here, where a reader that has gone is caught, not at exit

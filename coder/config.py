@@ -59,6 +59,9 @@ class CoderConfig(BaseModel):
     #: More egress rules for the installs (README "Network"): a mirror's address, the host an
     #: index serves its files from.
     setup_allow: list[str] = Field(default_factory=list)
+    #: Start from the kept snapshot of the prepared environment when the daemon has one
+    #: (coder.envs); false (`--fresh-env`): run the setup again, and keep the new one.
+    reuse_env: bool = True
 
     @property
     def reviewer(self) -> str:

@@ -9,6 +9,7 @@ writer's requests for more of the repository are answered here, from the solve's
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
@@ -53,6 +54,9 @@ class Solver:
     allow_test_edits: bool = False
     #: The recipe that prepares the sandbox before the first test run (coder.setup), if any.
     setup: Setup | None = None
+    #: Called once the setup ran and the first test run collected: the environment is worth
+    #: keeping (coder.envs snapshots it).
+    on_prepared: Callable[[], Awaitable[None]] | None = None
     writer: Writer = field(default_factory=Writer)
     reviewer: Reviewer = field(default_factory=Reviewer)
     current: dict[str, str] = field(init=False)
@@ -194,6 +198,8 @@ class Solver:
         before = await self._test()
         self.result.tests_before = self.result.tests_after = summary(before)
         self._preflight(before)
+        if self.setup is not None and self.on_prepared is not None:
+            await self.on_prepared()
         if before.passed:
             self.result.status, self.result.reason = "already_passing", "the tests pass already"
             return

@@ -94,6 +94,16 @@ class Progress:
         text = f"asked for {plural(asked, 'request')}, {data.get('answered', 0)} answered"
         self.say(Writer.name, f"iteration {n}: {text}")
 
+    def _env(self, data: dict[str, Any]) -> None:
+        key, snap = data.get("key"), data.get("snapshot_id")
+        if snap:
+            self.say("setup", f"environment {key} is kept as {snap}: starting from it")
+        else:
+            self.say("setup", f"environment {key} is not kept yet: it will be prepared")
+
+    def _kept(self, data: dict[str, Any]) -> None:
+        self.say("setup", f"kept environment {data.get('key')} as {data.get('snapshot_id')}")
+
     def _verdict(self, data: dict[str, Any]) -> None:
         n = data.get("iteration", self.iteration)
         self.say(Reviewer.name, f"iteration {n}: {data.get('verdict')}")
@@ -109,4 +119,6 @@ _HANDLERS: dict[str, Callable[[Progress, dict[str, Any]], None]] = {
     "edits.applied": Progress._edits,
     "writer.requests": Progress._requests,
     "review.verdict": Progress._verdict,
+    "env.plan": Progress._env,
+    "env.kept": Progress._kept,
 }

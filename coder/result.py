@@ -64,6 +64,16 @@ class SetupFailure(SetupStep):
     output_tail: str = ""
 
 
+class EnvState(BaseModel):
+    """The prepared environment of a solve (coder.envs): its key, whether the solve started
+    from a kept snapshot of it (`reused`: no setup ran), and that snapshot, or the one this
+    solve kept."""
+
+    key: str
+    reused: bool = False
+    snapshot_id: str | None = None
+
+
 class SolveResult(BaseModel):
     status: Status
     reason: str = ""
@@ -72,6 +82,7 @@ class SolveResult(BaseModel):
     setup: SetupFailure | None = Field(None, description="The failed step, for setup_failed.")
     setup_steps: list[SetupStep] = Field(default_factory=list)
     setup_time_s: float = 0.0
+    env: EnvState | None = Field(None, description="The prepared environment, when set up.")
     tests_before: TestsSummary | None = None
     tests_after: TestsSummary | None = None
     writer: AgentUsage = Field(default_factory=AgentUsage)

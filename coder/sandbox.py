@@ -26,7 +26,15 @@ from coder.errors import SandboxError
 from sandboxd.client import Client
 from sandboxd.errors import SandboxdError
 from sandboxd.local_token import local_admin_token
-from sandboxd.models import MAX_FILES, FileIn, Info, Limits, NetworkPolicy, RunRequest
+from sandboxd.models import (
+    MAX_FILES,
+    FileIn,
+    Info,
+    Limits,
+    NetworkPolicy,
+    RunRequest,
+    SandboxCreate,
+)
 from sandboxd.testing import Daemon, DaemonFailed
 
 #: The daemon's default `max_request_bytes` (README "Settings"), for a daemon that says nothing.
@@ -127,18 +135,39 @@ class SandboxSession:
         self.sandbox_id: str | None = None
 
     async def start(
-        self, files: dict[str, bytes], executable: set[str], *, extra_disk_mib: int = 0
+        self,
+        files: dict[str, bytes],
+        executable: set[str],
+        *,
+        extra_disk_mib: int = 0,
+        from_snapshot: str | None = None,
     ) -> None:
         """Create the sandbox and upload `files`; `extra_disk_mib` is room for a setup."""
+        await self.create(files, extra_disk_mib=extra_disk_mib, from_snapshot=from_snapshot)
+        await self.upload(files, executable)
+
+    async def create(
+        self, files: dict[str, bytes], *, extra_disk_mib: int = 0, from_snapshot: str | None = None
+    ) -> None:
+        """Create the sandbox (a fork of `from_snapshot` when given), with room for `files`."""
         size = sum(len(b) for b in files.values()) + 4096 * len(files)  # a block per file
         disk = max(self.limits.disk_mib, (size >> 20) * 4 + 64) + extra_disk_mib
+        spec = SandboxCreate(
+            language="bash",
+            limits=self.limits.model_copy(update={"disk_mib": disk}),
+            ttl_s=3600,
+        )
+        if from_snapshot:
+            spec.from_snapshot = from_snapshot  # set: sent only when given
         try:
-            sandbox = await self.client.create_sandbox(
-                language="bash",
-                limits=self.limits.model_copy(update={"disk_mib": disk}),
-                ttl_s=3600,
-            )
-            self.sandbox_id = sandbox.id
+            sandbox = await self.client.create_sandbox(spec)
+        except SandboxdError as exc:
+            raise SandboxError(f"sandboxd: {exc.message}") from exc
+        self.sandbox_id = sandbox.id
+
+    async def upload(self, files: dict[str, bytes], executable: set[str]) -> None:
+        """Upload `files` into the workspace, in batches under the daemon's caps."""
+        try:
             caps = Caps.from_info(await self._info())
             for batch in batches(files, executable, caps):
                 await self._upload(batch)

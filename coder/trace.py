@@ -15,6 +15,10 @@ from coder.model import Reply, Usage
 
 EVENT_TYPES = (
     "solve.start",
+    "env.plan",
+    "env.fork_failed",
+    "env.kept",
+    "env.snapshot_failed",
     "sandbox.ready",
     "setup.step",
     "setup.done",

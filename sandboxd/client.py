@@ -34,6 +34,9 @@ from sandboxd.models import (
     Sandbox,
     SandboxCreate,
     SandboxList,
+    Snapshot,
+    SnapshotCreate,
+    SnapshotList,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -260,6 +263,26 @@ class Client:
     async def delete_sandbox(self, sandbox_id: str) -> None:
         await self._raw("DELETE", f"/v1/sandboxes/{sandbox_id}")
 
+    async def create_snapshot(
+        self, sandbox_id: str, labels: dict[str, str] | None = None
+    ) -> Snapshot:
+        """Freeze the sandbox's workspace as it is now; sandboxes may start from it
+        (`create_sandbox(from_snapshot=...)`)."""
+        body = _validated(SnapshotCreate, {"labels": labels or {}}).model_dump_json()
+        return await self._call(
+            "POST", f"/v1/sandboxes/{sandbox_id}/snapshots", Snapshot, body=body
+        )
+
+    async def list_snapshots(self) -> list[Snapshot]:
+        return (await self._call("GET", "/v1/snapshots", SnapshotList)).snapshots
+
+    async def get_snapshot(self, snapshot_id: str) -> Snapshot:
+        return await self._call("GET", f"/v1/snapshots/{snapshot_id}", Snapshot)
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        """Refused (`Conflict`) while sandboxes started from it exist."""
+        await self._raw("DELETE", f"/v1/snapshots/{snapshot_id}")
+
     async def run_in_sandbox(
         self, sandbox_id: str, request: RunRequest | None = None, **fields: Any
     ) -> RunResult:
@@ -344,6 +367,18 @@ class SyncClient:
 
     def delete_sandbox(self, sandbox_id: str) -> None:
         self._do(self._client.delete_sandbox(sandbox_id))
+
+    def create_snapshot(self, sandbox_id: str, labels: dict[str, str] | None = None) -> Snapshot:
+        return self._do(self._client.create_snapshot(sandbox_id, labels))
+
+    def list_snapshots(self) -> list[Snapshot]:
+        return self._do(self._client.list_snapshots())
+
+    def get_snapshot(self, snapshot_id: str) -> Snapshot:
+        return self._do(self._client.get_snapshot(snapshot_id))
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self._do(self._client.delete_snapshot(snapshot_id))
 
     def run_in_sandbox(
         self, sandbox_id: str, request: RunRequest | None = None, **fields: Any

@@ -14,6 +14,7 @@ args=(solve "$repo" --ci --out-dir "$out" --test "${CODER_TEST:-pytest -q}")
 [ -n "${CODER_BASE_URL:-}" ] && args+=(--base-url "$CODER_BASE_URL")
 [ -n "${CODER_MAX_ITERATIONS:-}" ] && args+=(--max-iterations "$CODER_MAX_ITERATIONS")
 [ -n "${CODER_MAX_COST_USD:-}" ] && args+=(--max-cost-usd "$CODER_MAX_COST_USD")
+[ -n "${CODER_SETUP:-}" ] && args+=(--setup "$CODER_SETUP")
 
 set +e
 $coder_bin "${args[@]}"

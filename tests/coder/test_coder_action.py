@@ -3,8 +3,10 @@ coder fixed the tests; the draft-PR step is behind CODER_OPEN_PR."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +50,8 @@ def checkout(tmp_path: Path, name: str) -> tuple[Path, Path]:
 def run_action(
     work: Path, server_url: str, daemon: Daemon, **extra: str
 ) -> subprocess.CompletedProcess[str]:
-    cfg = write_config(work.parent / "coder.toml")
+    # a setup's index is a reserved name that resolves nowhere (never pip's default)
+    cfg = write_config(work.parent / "coder.toml", index_url="http://index.test:8080/simple/")
     env = coder_env(
         daemon,
         CODER_BIN=f"{sys.executable} -m coder",
@@ -67,9 +70,14 @@ def test_fixed_pushes_a_branch_without_a_pr(daemon: Daemon, tmp_path: Path) -> N
     work, remote = checkout(tmp_path, "calculator")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    setup = f"echo action setup {secrets.token_hex(4)}"
     with scripted("fixed_first_try") as server:
-        proc = run_action(work, server.url, daemon, PATH=f"{bin_dir}:{os.environ['PATH']}")
+        proc = run_action(
+            work, server.url, daemon, CODER_SETUP=setup, PATH=f"{bin_dir}:{os.environ['PATH']}"
+        )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((work.parent / "out" / "result.json").read_text())
+    assert [(s["step"], s["command"]) for s in result["setup_steps"]] == [("setup", setup)]
     assert "pushed coder/fix-42" in proc.stdout
     branches = git("branch", "--list", cwd=remote)
     assert "coder/fix-42" in branches
