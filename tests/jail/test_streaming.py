@@ -146,10 +146,13 @@ def cancel_after_first_output(daemon: Daemon, **fields: object) -> tuple[RunResu
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cancel_kills_the_tree_and_returns_the_partial_result(daemon: Daemon, backend: str) -> None:
+    # one write of the whole line: `print` under `python -u` writes "started" and "\n"
+    # apart, and on a loaded host the cancel could land between them
     code = (
-        "import subprocess, time\n"
+        "import subprocess, sys, time\n"
         "subprocess.Popen(['sleep', '300'])\n"
-        "print('started', flush=True)\n"
+        "sys.stdout.write('started\\n')\n"
+        "sys.stdout.flush()\n"
         "time.sleep(300)\n"
     )
 
