@@ -25,7 +25,13 @@ from coder.config import CoderConfig, load_config
 from coder.errors import CoderError, SandboxError, UsageError
 from coder.progress import Progress, plural
 from coder.trace import TraceWriter, read_events
-from sandboxd.client import DEFAULT_URL, Client, default_token, quiet_broken_pipe
+from sandboxd.client import (
+    DEFAULT_URL,
+    Client,
+    OneLineArgumentParser,
+    default_token,
+    quiet_broken_pipe,
+)
 from sandboxd.errors import Conflict, SandboxdError
 from sandboxd.models import Snapshot, SnapshotList
 
@@ -216,7 +222,7 @@ def _envs_parser(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="coder", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

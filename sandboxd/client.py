@@ -7,6 +7,7 @@ the admin token a local daemon leaves in its state directory (when this user may
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import json
@@ -15,7 +16,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ValidationError
@@ -414,3 +415,13 @@ def quiet_broken_pipe() -> int:
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
     return 141  # as if killed by SIGPIPE, like other Unix tools
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """A command line whose mistakes are one line that says what to do (not a usage block),
+    with exit status `usage_status` (a subclass sets its command's; its subcommands inherit)."""
+
+    usage_status = 2
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(self.usage_status, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")

@@ -433,7 +433,10 @@ class PoolStats(BaseModel):
 
 class Info(BaseModel):
     version: str
-    backend: str
+    backend: str = Field(description="The default backend's type.")
+    backends: list[str] = Field(
+        default_factory=list, description="The backends runs may name (`backend`), by name."
+    )
     backend_version: str
     default_limits: Limits
     max_limits: Limits

@@ -3,7 +3,8 @@ the `audit` trail and build `images`.
 
 Exit codes of `sandboxd run`: the program's own exit code for `ok` and `failed`; 128+N when a
 signal N killed it; 121 output_limit, 122 memory_limit, 123 cpu_limit, 124 timeout; 125 when
-sandboxd itself could not run it (daemon unreachable, request refused, sandbox error).
+sandboxd itself could not run it (a mistake in the command line, daemon unreachable, request
+refused, sandbox error).
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from sandboxd.cli import admin as cli_admin
-from sandboxd.client import Client, SyncClient, default_url, quiet_broken_pipe
+from sandboxd.client import (
+    Client,
+    OneLineArgumentParser,
+    SyncClient,
+    default_url,
+    quiet_broken_pipe,
+)
 from sandboxd.errors import DaemonUnreachable, SandboxdError, error_from_wire
 from sandboxd.models import FileIn, Language, Limits, RunRequest, RunResult
 from sandboxd.observability import configure_logging
@@ -239,8 +246,14 @@ async def _run_live(args: argparse.Namespace, request: RunRequest) -> RunResult:
     raise DaemonUnreachable("the daemon closed the stream before the run's result")
 
 
+class _Parser(OneLineArgumentParser):
+    # `sandboxd run` exits with the program's own status, so a mistake in its command line
+    # must not look like one: 125, as for everything sandboxd itself could not do
+    usage_status = EXIT_SANDBOXD
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sandboxd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

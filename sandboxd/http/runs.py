@@ -50,6 +50,7 @@ async def info(request: web.Request) -> web.Response:
         Info(
             version=__version__,
             backend=backend.name,
+            backends=list(runs.backends),
             backend_version=backend.version(),
             default_limits=Limits(),
             max_limits=Limits.model_validate(settings.max_limits.model_dump()),

@@ -131,3 +131,4 @@ async def test_info_reports_the_request_caps(app: App) -> None:
     resp = await app.http.get("/v1/info", headers=app.headers())
     info = await resp.json()
     assert (info["max_request_bytes"], info["max_files_per_request"]) == (32 * 1024 * 1024, 1000)
+    assert info["backends"] == ["nsjail"]  # the fake, under the name the app gave it

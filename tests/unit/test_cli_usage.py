@@ -1,0 +1,31 @@
+"""Command-line mistakes in both commands: one line that says what to do, never a usage block."""
+
+from __future__ import annotations
+
+import pytest
+
+from coder.cli import main as coder_main
+from sandboxd.cli import main as sandboxd_main
+
+
+@pytest.mark.parametrize(
+    ("main", "argv", "status"),
+    [
+        ("sandboxd", ["run"], 125),
+        ("sandboxd", ["run", "x.py", "--timeout", "abc"], 125),
+        ("sandboxd", ["frob"], 125),
+        ("coder", ["solve", "--max-iterations", "x"], 2),
+        ("coder", ["envs"], 2),
+    ],
+)
+def test_a_command_line_mistake_is_one_line(
+    main: str, argv: list[str], status: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No usage block: one line naming the mistake and where help is, and the command's
+    usage status (125 for `sandboxd`, whose `run` exits with the program's own codes)."""
+    entry = sandboxd_main if main == "sandboxd" else coder_main
+    with pytest.raises(SystemExit) as stopped:
+        entry(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == status
+    assert err.count("\n") == 1 and err.startswith(f"{main}") and "--help`" in err, err
