@@ -33,6 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bench.machine import describe
 from bench.realrepos_tasks import (
     PROJECTS,
     Injected,
@@ -137,6 +138,7 @@ class Outcome:
     setup_s: float = 0.0
     wall_s: float = 0.0
     per_iteration_s: float = 0.0
+    test_s: float = 0.0  # all test runs of the solve, the first (before any edit) included
     first_prompt_shows_bug: bool = False
     asks: int = 0
     detail: str = ""  # the failed setup step's output tail, for the log
@@ -201,6 +203,7 @@ def solve_task(
         round(setup_s, 2),
         round(wall, 2),
         round((wall - setup_s) / iterations, 2) if iterations else 0.0,
+        round(float(result.get("test_time_s", 0.0)), 2),
         bool(prompts) and model.shown(prompts[0]),
         model.asks,
         detail,
@@ -248,7 +251,23 @@ def measure(
     return out
 
 
-def report(outcomes: list[Outcome]) -> str:
+TITLE = "## coder on real PyPI projects (bench/realrepos.py)"
+
+
+def write_section(path: Path, text: str) -> None:
+    """Put `text` (this bench's section) into the results file at `path`, replacing the
+    section of an earlier run and leaving every other section as it is."""
+    old = path.read_text() if path.exists() else ""
+    start = old.find(TITLE)
+    if start < 0:
+        path.write_text(old.rstrip("\n") + "\n\n" + text)
+        return
+    end = old.find("\n## ", start + len(TITLE))
+    rest = old[end + 1 :] if end >= 0 else ""
+    path.write_text(old[:start] + text.rstrip("\n") + "\n" + ("\n" + rest if rest else ""))
+
+
+def report(outcomes: list[Outcome], machine: bool = False, note: str = "") -> str:
     kept = [o for o in outcomes if o.status != "dropped"]
     fixed = [o for o in kept if o.status == "fixed"]
     setups = [o.setup_s for o in kept if o.setup_s]
@@ -257,19 +276,22 @@ def report(outcomes: list[Outcome]) -> str:
     med = statistics.median
     rows = [
         "| project | task | status | iterations | setup s (cold) | s per iteration | "
-        "bug in first prompt | reason |",
-        "|---|---|---|---|---|---|---|---|",
+        "test runs s | bug in first prompt | reason |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
         rows.append(
             f"| {o.project} | {o.task} | {o.status} | {o.iterations} | {o.setup_s:.1f} | "
-            f"{o.per_iteration_s:.2f} | {'yes' if o.first_prompt_shows_bug else 'no'} | "
+            f"{o.per_iteration_s:.2f} | {o.test_s:.1f} | "
+            f"{'yes' if o.first_prompt_shows_bug else 'no'} | "
             f"{o.reason[:160] if o.status != 'fixed' else ''} |"
         )
     return "\n".join(
         [
-            "## coder on real PyPI projects (bench/realrepos.py)",
+            TITLE,
             "",
+            *([*describe(), ""] if machine else []),
+            *([note, ""] if note else []),
             "Pinned sdists with their own tests, one injected bug per task",
             "(bench/realrepos_tasks.py), `coder solve` on a real sandboxd; coder sets up each",
             "environment itself. Scripted",
@@ -282,7 +304,8 @@ def report(outcomes: list[Outcome]) -> str:
             f"gave_up: {sum(o.status == 'gave_up' for o in kept)}",
             f"- setup time, cold (no environment snapshot yet): median "
             f"{med(setups) if setups else 0:.1f}s, max {max(setups, default=0):.1f}s",
-            f"- time per iteration (solve wall minus setup, over iterations, fixed tasks): "
+            f"- time per iteration (solve wall minus setup, over iterations, fixed tasks; it "
+            "includes the first test run, before any edit): "
             f"median {med(per_iter) if per_iter else 0:.2f}s",
             f"- the writer's first prompt held the buggy lines in {shown}/{len(kept)} tasks",
             "",
@@ -315,11 +338,15 @@ def main() -> None:
         action="store_true",
         help="give coder its own derived recipe with the build-deps fix, as `setup`",
     )
+    parser.add_argument("--out", type=Path, default=None, help="results file to update")
     args = parser.parse_args()
     projects = tuple(p for p in PROJECTS if args.project in (None, p.name))
     daemon = start_daemon()
     try:
-        print(report(measure(daemon, projects, args.task, args.patched_recipe)))
+        text = report(measure(daemon, projects, args.task, args.patched_recipe), machine=True)
+        print(text)
+        if args.out:
+            write_section(args.out, text)
     finally:
         daemon.stop()
 

@@ -5,7 +5,11 @@ tree's suite in a plain virtual environment on the host.
 Why pinned and written out: the figures must mean the same thing on every run, so each bug is
 one exact, small edit (a flipped comparison, an off-by-one, a wrong constant) inside a named
 function, and it is refused unless it occurs exactly once in that function. The sdists come
-through the host's own pip (its configuration names the index; nothing here names one)."""
+through the host's own pip (its configuration names the index; nothing here names one).
+
+Left out after the host check (the suite passes with the bug, so no test could show it):
+toolz `get_in` with `if no_default:` negated, idna `intranges_contain` with `left <= int_`
+made `left < int_`."""
 
 from __future__ import annotations
 
@@ -63,7 +67,8 @@ PROJECTS: tuple[Project, ...] = (
         "pytest -q -p no:cacheprovider toolz/tests",
         tasks=(
             Task("take_nth", "toolz/itertoolz.py", "take_nth", "seq, 0, None", "seq, 1, None"),
-            Task("get_in", "toolz/dicttoolz.py", "get_in", "if no_default:", "if not no_default:"),
+            Task("nth", "toolz/itertoolz.py", "nth", "return seq[n]", "return seq[n - 1]"),
+            Task("frequencies", "toolz/itertoolz.py", "frequencies", "+= 1", "+= 2"),
             Task(
                 "diff",
                 "toolz/itertoolz.py",
@@ -137,11 +142,11 @@ PROJECTS: tuple[Project, ...] = (
                 "len(label) < 63",
             ),
             Task(
-                "intranges_contain",
-                "idna/intranges.py",
-                "intranges_contain",
-                "if left <= int_ < right:",
-                "if left < int_ < right:",
+                "hyphen_ok",
+                "idna/core.py",
+                "check_hyphen_ok",
+                'label[2:4] == "--"',
+                'label[1:3] == "--"',
             ),
             Task(
                 "intranges_from_list",
