@@ -14,8 +14,8 @@ from bench import realrepos
 from bench.realrepos_tasks import PROJECTS, FetchFailed, fetch, inject, unpack
 from sandboxd.testing import Daemon
 
-PROJECT = next(p for p in PROJECTS if p.name == "cachetools")
-TASK = next(t for t in PROJECT.tasks if t.name == "cache_setitem")
+PROJECT = next(p for p in PROJECTS if p.name == "toolz")
+TASK = next(t for t in PROJECT.tasks if t.name == "take_nth")
 
 
 @pytest.fixture(scope="module")
@@ -51,4 +51,4 @@ def test_one_task_end_to_end(daemon: Daemon) -> None:
     (o,) = outcomes
     assert o.status == "fixed", o  # never gave_up: the rule
     assert o.iterations == 1 and o.first_prompt_shows_bug and o.setup_s > 0
-    assert "| cachetools-7.2.0 | cache_setitem |" in realrepos.report(outcomes)
+    assert "| toolz-1.1.0 | take_nth | fixed |" in realrepos.report(outcomes)
