@@ -323,6 +323,12 @@ def index_names() -> list[str]:
     return sorted({rule.rsplit(":", 1)[0] for rule in resolve_index(None).rules()})
 
 
+def stop_daemon(daemon: Daemon) -> None:
+    """Stop a daemon of `start_daemon` and remove its work dir."""
+    daemon.stop()
+    shutil.rmtree(daemon.workdir, ignore_errors=True)
+
+
 def start_daemon(name: str = "realrepos") -> Daemon:
     work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))
     work.chmod(0o711)
@@ -348,7 +354,7 @@ def main() -> None:
         if args.out:
             write_section(args.out, text)
     finally:
-        daemon.stop()
+        stop_daemon(daemon)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def main() -> None:
         try:
             sections.append(realrepos.report(realrepos.measure(daemon)))
         finally:
-            daemon.stop()
+            realrepos.stop_daemon(daemon)
     text = "\n".join(header + sections)
     print(text)
     if args.out:

@@ -24,7 +24,7 @@ def daemon() -> Iterator[Daemon]:
     try:
         yield d
     finally:
-        d.stop()
+        realrepos.stop_daemon(d)
 
 
 def sdist() -> Path:
