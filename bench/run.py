@@ -1,6 +1,9 @@
 """Run every benchmark and write one results file with the machine's description.
 
-python -m bench.run [--iterations N] [--soak-runs N] [--out bench/RESULTS.md]
+python -m bench.run [--iterations N] [--soak-runs N] [--realrepos] [--out bench/RESULTS.md]
+
+`--realrepos` adds coder on real PyPI projects (bench/realrepos.py): opt-in, as it downloads
+sdists (once, cached) and its setups install from the host's package index.
 """
 
 from __future__ import annotations
@@ -9,7 +12,15 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from bench import coder_overhead, docker_latency, fork_latency, hello_latency, humaneval, soak
+from bench import (
+    coder_overhead,
+    docker_latency,
+    fork_latency,
+    hello_latency,
+    humaneval,
+    realrepos,
+    soak,
+)
 from bench.machine import describe
 from sandboxd.testing import Daemon
 
@@ -18,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--soak-runs", type=int, default=10_000)
+    parser.add_argument("--realrepos", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     header = ["# sandboxd benchmarks", "", "## Machine", *describe(), ""]
@@ -33,6 +45,12 @@ def main() -> None:
         sections.append(coder_overhead.report(coder_overhead.measure(daemon)))
     finally:
         daemon.stop()
+    if args.realrepos:
+        daemon = realrepos.start_daemon()
+        try:
+            sections.append(realrepos.report(realrepos.measure(daemon)))
+        finally:
+            realrepos.stop_daemon(daemon)
     text = "\n".join(header + sections)
     print(text)
     if args.out:

@@ -1,0 +1,285 @@
+"""The pinned projects and injected bugs of `bench/realrepos.py`, and the mechanics that need no
+daemon: fetching an sdist once into a cache, unpacking it, injecting one bug, and checking a
+tree's suite in a plain virtual environment on the host.
+
+Why pinned and written out: the figures must mean the same thing on every run, so each bug is
+one exact, small edit (a flipped comparison, an off-by-one, a wrong constant) inside a named
+function, and it is refused unless it occurs exactly once in that function. The sdists come
+through the host's own pip (its configuration names the index; nothing here names one).
+
+Left out after the host check (the suite passes with the bug, so no test could show it):
+toolz `get_in` with `if no_default:` negated, idna `intranges_contain` with `left <= int_`
+made `left < int_`."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Persistent across runs (so reruns do not refetch), hence a fixed path and not mkdtemp.
+CACHE = Path("/var/tmp/coder-realrepos")  # noqa: S108
+DOWNLOAD_TIMEOUT_S = 300
+VENV_TIMEOUT_S = 600
+SUITE_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class Task:
+    """One bug: in `path`, inside the function `qualname`, `old` becomes `new`."""
+
+    name: str
+    path: str
+    qualname: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    version: str
+    #: The test command, as coder runs it in the sandbox and the host check runs it.
+    test: str
+    #: What a developer installs into a plain venv to run the suite (besides the project).
+    test_deps: tuple[str, ...] = ("pytest",)
+    #: Where the package lives inside the tree (`src` for a src layout).
+    src: str = "."
+    tasks: tuple[Task, ...] = field(default_factory=tuple)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}=={self.version}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}-{self.version}"
+
+
+PROJECTS: tuple[Project, ...] = (
+    Project(
+        "toolz",
+        "1.1.0",
+        "pytest -q -p no:cacheprovider toolz/tests",
+        tasks=(
+            Task("take_nth", "toolz/itertoolz.py", "take_nth", "seq, 0, None", "seq, 1, None"),
+            Task("nth", "toolz/itertoolz.py", "nth", "return seq[n]", "return seq[n - 1]"),
+            Task("frequencies", "toolz/itertoolz.py", "frequencies", "+= 1", "+= 2"),
+            Task(
+                "diff",
+                "toolz/itertoolz.py",
+                "diff",
+                "if items.count(items[0]) != N:",
+                "if items.count(items[0]) == N:",
+            ),
+        ),
+    ),
+    Project(
+        "more-itertools",
+        "10.8.0",
+        "pytest -q -p no:cacheprovider tests",
+        tasks=(
+            Task(
+                "nth_or_last",
+                "more_itertools/more.py",
+                "nth_or_last",
+                "islice(iterable, n + 1)",
+                "islice(iterable, n)",
+            ),
+            Task(
+                "windowed",
+                "more_itertools/more.py",
+                "windowed",
+                "if len(window) < n:",
+                "if len(window) <= n:",
+            ),
+            Task(
+                "mark_ends",
+                "more_itertools/more.py",
+                "mark_ends",
+                "yield first, True, a",
+                "yield first, False, a",
+            ),
+        ),
+    ),
+    Project(
+        "cachetools",
+        "7.2.0",
+        "pytest -q -p no:cacheprovider tests",
+        src="src",
+        tasks=(
+            Task(
+                "cache_setitem",
+                "src/cachetools/__init__.py",
+                "Cache.__setitem__",
+                "if size > maxsize:",
+                "if size >= maxsize:",
+            ),
+            Task(
+                "ttl_expire",
+                "src/cachetools/__init__.py",
+                "TTLCache.expire",
+                "not (time < curr.expires)",
+                "not (time <= curr.expires)",
+            ),
+        ),
+    ),
+    Project(
+        "idna",
+        "3.20",
+        "pytest -q -p no:cacheprovider tests",
+        test_deps=("pytest", "hypothesis"),
+        tasks=(
+            Task(
+                "label_length",
+                "idna/core.py",
+                "valid_label_length",
+                "len(label) <= 63",
+                "len(label) < 63",
+            ),
+            Task(
+                "hyphen_ok",
+                "idna/core.py",
+                "check_hyphen_ok",
+                'label[2:4] == "--"',
+                'label[1:3] == "--"',
+            ),
+            Task(
+                "intranges_from_list",
+                "idna/intranges.py",
+                "intranges_from_list",
+                "current_range[-1] + 1)",
+                "current_range[-1])",
+            ),
+        ),
+    ),
+)
+
+
+class FetchFailed(RuntimeError):
+    """An sdist could not be fetched: the host's pip could not reach its index."""
+
+
+def fetch(project: Project, cache: Path = CACHE) -> Path:
+    """The project's sdist, downloaded once into `cache/sdists` by the host's own pip."""
+    sdists = cache / "sdists"
+    sdists.mkdir(parents=True, exist_ok=True)
+    found = _cached(project, sdists)
+    if found is not None:
+        return found
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+    cmd += ["--timeout", "30", "--retries", "2", "-d", str(sdists), project.spec]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise FetchFailed(f"pip download {project.spec} took over {DOWNLOAD_TIMEOUT_S}s") from None
+    if proc.returncode != 0:
+        last = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise FetchFailed(
+            f"pip download {project.spec} failed (exit {proc.returncode}); is the index in "
+            f"`pip config list` reachable? {' | '.join(last)}"
+        )
+    found = _cached(project, sdists)
+    if found is None:
+        raise FetchFailed(f"pip download {project.spec} saved no sdist in {sdists}")
+    return found
+
+
+def _cached(project: Project, sdists: Path) -> Path | None:
+    want = f"{project.name}_{project.version}.tar.gz".replace("-", "_").lower()
+    for path in sorted(sdists.glob("*.tar.gz")):
+        if path.name.lower().replace("-", "_") == want:
+            return path
+    return None
+
+
+def unpack(sdist: Path, dest: Path) -> Path:
+    """The sdist's tree, unpacked under `dest` (its one top directory)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(sdist) as tar:
+        tar.extractall(dest, filter="data")
+    (top,) = [p for p in dest.iterdir() if p.is_dir()]
+    return top
+
+
+def _function_span(text: str, qualname: str) -> tuple[int, int]:
+    """The line span (0-based, end exclusive) of the function `qualname` ("Class.method")."""
+    tree = ast.parse(text)
+    parts = qualname.split(".")
+
+    def find(body: list[ast.stmt], names: list[str]) -> ast.AST | None:
+        for node in body:
+            kinds = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+            if isinstance(node, kinds) and node.name == names[0]:
+                return node if len(names) == 1 else find(node.body, names[1:])
+        return None
+
+    node = find(tree.body, parts)
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or node.end_lineno is None:
+        raise ValueError(f"no function {qualname}")
+    return node.lineno - 1, node.end_lineno
+
+
+@dataclass(frozen=True)
+class Injected:
+    """The bug as it lies in the file: the whole lines before and after the mutation."""
+
+    buggy_lines: str
+    fixed_lines: str
+
+
+def inject(tree: Path, task: Task) -> Injected:
+    """Apply `task` to `tree`; refuse unless `old` occurs exactly once in the function."""
+    target = tree / task.path
+    text = target.read_text()
+    lines = text.split("\n")
+    start, end = _function_span(text, task.qualname)
+    body = "\n".join(lines[start:end])
+    if body.count(task.old) != 1:
+        raise ValueError(f"{task.name}: {task.old!r} occurs {body.count(task.old)}x")
+    offset = body.index(task.old)
+    first = start + body[:offset].count("\n")
+    last = first + task.old.count("\n") + 1
+    fixed = "\n".join(lines[first:last])
+    buggy = fixed.replace(task.old, task.new, 1)
+    lines[first:last] = buggy.split("\n")
+    target.write_text("\n".join(lines))
+    return Injected(buggy, fixed)
+
+
+def host_venv(project: Project, cache: Path = CACHE) -> Path:
+    """A plain venv on the host with the project's test deps, made once (host pip config)."""
+    venv = cache / "venvs" / project.key
+    python = venv / "bin" / "python"
+    if (venv / ".ready").exists():
+        return python
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=VENV_TIMEOUT_S)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", *project.test_deps],
+        check=True,
+        timeout=VENV_TIMEOUT_S,
+        capture_output=True,
+    )
+    (venv / ".ready").write_text("")
+    return python
+
+
+def host_suite(project: Project, tree: Path, python: Path) -> bool:
+    """Whether the suite passes on `tree` in the host venv (the tree first on the path)."""
+    program, *args = project.test.split()
+    assert program == "pytest"
+    env = {"PATH": f"{python.parent}:/usr/bin:/bin", "PYTHONPATH": str(tree / project.src)}
+    env["HOME"] = str(tree)
+    proc = subprocess.run(
+        [str(python), "-m", "pytest", *args],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        timeout=SUITE_TIMEOUT_S,
+    )
+    return proc.returncode == 0
