@@ -96,6 +96,39 @@ def _requirement(entry: object) -> str | None:
     return entry if entry and not entry.startswith("-") and "{" not in entry else None
 
 
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?")
+
+
+def _name(requirement: str) -> str:
+    """A requirement's project name, normalised (PEP 503)."""
+    found = _NAME.match(requirement)
+    return re.sub(r"[-_.]+", "-", found.group(1)).lower() if found else ""
+
+
+def _with_its_dependencies(requirement: str) -> str:
+    """setuptools vendors what it needs, but in a venv that sees the system's packages it
+    imports the system's `packaging` instead (too old for setuptools >= 77 on Debian 12):
+    when a version is asked for (so a newer setuptools is installed), its `core` extra names
+    those dependencies, and pip installs them beside it. A bare `setuptools` is the system's."""
+    found = _NAME.match(requirement)
+    versioned = found is not None and requirement[found.end() :].strip() != ""
+    if found and versioned and _name(requirement) == "setuptools" and not found.group(2):
+        return f"{found.group(1)}[core]{requirement[found.end(1) :]}"
+    return requirement
+
+
+def _test_extras(extras: dict[str, list[str]]) -> list[str]:
+    """The extras named for tests; else those that bring pytest (e.g. idna's `all`)."""
+    named = [e for e in TEST_EXTRAS if e in extras]
+    if named:
+        return named
+    return [
+        e
+        for e, reqs in extras.items()
+        if any(_name(r) == "pytest" for r in reqs if isinstance(r, str))
+    ]
+
+
 def _groups(project: dict[str, Any]) -> list[str]:
     """The test dependency groups (PEP 735), their includes resolved one level."""
     groups = project.get("dependency-groups", {})
@@ -151,14 +184,15 @@ def declared(files: dict[str, str]) -> Declared:
         or "setup.py" in files
         or _ini(files.get("setup.cfg")).has_section("metadata")
     )
-    extras = project.get("optional-dependencies", {}) if isinstance(project, dict) else {}
+    extras = dict(project.get("optional-dependencies", {}) if isinstance(project, dict) else {})
     cfg = _ini(files.get("setup.cfg"))
-    cfg_extras = (
-        cfg.options("options.extras_require") if cfg.has_section("options.extras_require") else []
-    )
-    out.extras = [e for e in TEST_EXTRAS if e in extras or e in cfg_extras]
+    if cfg.has_section("options.extras_require"):
+        for name, value in cfg.items("options.extras_require"):
+            extras.setdefault(name, value.splitlines())
+    out.extras = _test_extras(extras if isinstance(extras, dict) else {})
     build = pyproject.get("build-system", {}).get("requires", ["setuptools", "wheel"])
-    out.build_requires = [r for r in map(_requirement, build) if r] if out.installable else []
+    build_requires = [r for r in map(_requirement, build) if r] if out.installable else []
+    out.build_requires = [_with_its_dependencies(r) for r in build_requires]
     out.requirement_files = sorted(
         p for p in files if _REQUIREMENTS.match(p) and not _NOT_FOR_TESTS.search(p)
     )

@@ -120,3 +120,26 @@ def test_index_credentials_stay_on_this_host(pip_env: pytest.MonkeyPatch) -> Non
     index = resolve_index(None)
     assert index.urls[0] == "https://private.test:8443/simple"
     assert "s3cret" not in str(index.env()) and index.rules()[0] == "private.test:8443"
+
+
+def test_an_extra_that_brings_pytest_is_the_test_extra() -> None:
+    """idna names its test dependencies only in `all`; a named test extra still wins."""
+    only_all = '[project]\nname = "x"\n[project.optional-dependencies]\n'
+    only_all += 'all = ["ruff", "pytest >= 8", "hypothesis"]\ndocs = ["sphinx"]\n'
+    assert declared({"pyproject.toml": only_all}).extras == ["all"]
+    named = only_all + 'test = ["pytest"]\n'
+    assert declared({"pyproject.toml": named}).extras == ["test"]
+    cfg = "[metadata]\nname = x\n[options.extras_require]\ncheck =\n    pytest\n    tomli\n"
+    assert declared({"setup.cfg": cfg}).extras == ["check"]
+
+
+def test_setuptools_is_built_with_its_own_dependencies() -> None:
+    """In a venv that sees the system's packages, setuptools >= 77 would import Debian's
+    older `packaging`: its `core` extra installs the one it needs beside it."""
+    toml = '[build-system]\nrequires = ["setuptools >= 77.0", "Setuptools_scm[toml]>=8", "wheel"]\n'
+    found = declared({"pyproject.toml": toml})
+    assert found.build_requires == ["setuptools[core] >= 77.0", "Setuptools_scm[toml]>=8", "wheel"]
+    kept = declared({"pyproject.toml": '[build-system]\nrequires = ["setuptools[core]>=80"]\n'})
+    assert kept.build_requires == ["setuptools[core]>=80"]
+    bare = declared({"pyproject.toml": '[build-system]\nrequires = ["setuptools", "wheel"]\n'})
+    assert bare.build_requires == ["setuptools", "wheel"]
