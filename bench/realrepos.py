@@ -275,7 +275,7 @@ def report(outcomes: list[Outcome], machine: bool = False, note: str = "") -> st
     shown = sum(o.first_prompt_shows_bug for o in kept)
     med = statistics.median
     rows = [
-        "| project | task | status | iterations | setup s (cold) | s per iteration | "
+        "| project | task | status | iterations | setup s | s per iteration | "
         "test runs s | bug in first prompt | reason |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -302,7 +302,7 @@ def report(outcomes: list[Outcome], machine: bool = False, note: str = "") -> st
             f"- fixed: **{len(fixed)}/{len(kept)}** ({len(outcomes) - len(kept)} dropped); "
             f"setup_failed: {sum(o.status == 'setup_failed' for o in kept)}; "
             f"gave_up: {sum(o.status == 'gave_up' for o in kept)}",
-            f"- setup time, cold (no environment snapshot yet): median "
+            f"- setup time (0 when a kept environment was reused): median "
             f"{med(setups) if setups else 0:.1f}s, max {max(setups, default=0):.1f}s",
             f"- time per iteration (solve wall minus setup, over iterations, fixed tasks; it "
             "includes the first test run, before any edit): "
