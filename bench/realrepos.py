@@ -25,7 +25,6 @@ import shlex
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,8 +47,8 @@ from bench.realrepos_tasks import (
 from coder.recipe import derived
 from coder.repo import load
 from coder.setup import pip_options, resolve_index
-from coder.testing.harness import coder_env, run_coder, write_config
-from sandboxd.testing import Daemon, free_port
+from coder.testing.harness import LoopbackServer, coder_env, run_coder, write_config
+from sandboxd.testing import Daemon
 
 SOLVE_TIMEOUT_S = 900
 
@@ -62,13 +61,10 @@ class ShownModel:
         self.task, self.bug = task, bug
         self.prompts: list[str] = []
         self.asks = 0
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.completions)
-        self.runner = web.AppRunner(app, shutdown_timeout=0.5)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server = LoopbackServer(app)
+        self.url = self.server.url
 
     def shown(self, text: str) -> bool:
         lines = [ln.strip() for ln in self.bug.buggy_lines.split("\n") if ln.strip()]
@@ -111,21 +107,11 @@ class ShownModel:
         )
 
     def __enter__(self) -> ShownModel:
-        self.thread.start()
-
-        async def up() -> None:
-            await self.runner.setup()
-            await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-        asyncio.run_coroutine_threadsafe(up(), self.loop).result(timeout=10)
+        self.server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        if not self.thread.is_alive():
-            self.loop.close()
+        self.server.stop()
 
 
 @dataclass

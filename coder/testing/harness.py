@@ -29,18 +29,19 @@ REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "coder"
 
 
-class ScriptedServer:
-    """coder's scripted OpenAI-compatible server, running in a thread on loopback."""
+class LoopbackServer:
+    """An aiohttp app served from a thread of its own on 127.0.0.1 (a free port), for a
+    test or a bench that drives a subprocess against it."""
 
-    def __init__(self, fixture: str) -> None:
-        self.app = make_app(load_steps(FIXTURES / f"{fixture}.json"))
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.runner = web.AppRunner(self.app, shutdown_timeout=0.5)
 
-    def start(self) -> ScriptedServer:
+    def start(self) -> LoopbackServer:
         self.thread.start()
 
         async def up() -> None:
@@ -56,6 +57,17 @@ class ScriptedServer:
         self.thread.join(timeout=10)
         if not self.thread.is_alive():
             self.loop.close()  # else ResourceWarning: unclosed event loop (an error in tests)
+
+
+class ScriptedServer(LoopbackServer):
+    """coder's scripted OpenAI-compatible server, running in a thread on loopback."""
+
+    def __init__(self, fixture: str) -> None:
+        super().__init__(make_app(load_steps(FIXTURES / f"{fixture}.json")))
+
+    def start(self) -> ScriptedServer:
+        super().start()
+        return self
 
     @property
     def requests(self) -> list[dict[str, Any]]:
