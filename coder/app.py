@@ -2,8 +2,9 @@
 the loop → the result and the trace. `coder.cli` parses arguments and prints; this module is
 what a solve is, for the CLI and for any other front end.
 
-Which roles there are is `coder.agents.ROLES`: a model is built (or read back from a trace)
-for each, by the role's name, so a new role needs nothing here."""
+Which roles there are is the configured pipeline (`coder.pipeline`): a model is built (or
+read back from a trace) for each stage, by the role's name, with the stage's endpoint and
+sampling settings, so a new role needs nothing here."""
 
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ from openai import AsyncOpenAI
 
 from coder import envs
 from coder import repo as repo_files
-from coder.agents import ROLES
 from coder.budget import Budget
 from coder.config import CoderConfig
 from coder.errors import SandboxError, UsageError
 from coder.loop import Solver
 from coder.model import Model, OpenAIModel, ReplayModel, ResponseCache
+from coder.pipeline import Pipeline, Stage, build
 from coder.progress import Progress
 from coder.recipe import recipe
 from coder.result import SolveResult
@@ -36,28 +37,34 @@ from sandboxd.errors import SandboxdError
 from sandboxd.models import Snapshot
 
 
-def live_model(cfg: CoderConfig, name: str, trace: TraceWriter, agent: str) -> Model:
+def live_model(cfg: CoderConfig, stage: Stage, trace: TraceWriter) -> Model:
     key = os.environ.get(cfg.api_key_env)
     if not key:
         raise UsageError(f"no API key: set {cfg.api_key_env} (any value for local endpoints)")
-    client = AsyncOpenAI(api_key=key, base_url=cfg.base_url, max_retries=0, timeout=120.0)
+    client = AsyncOpenAI(api_key=key, base_url=stage.base_url, max_retries=0, timeout=120.0)
     cache = ResponseCache(cfg.cache_dir) if cfg.cache_dir else None
+    agent = stage.name
     return OpenAIModel(
         client,
-        name,
+        stage.model,
         prices=cfg.prices,
         cache=cache,
         retries=cfg.retries,
         backoff_s=cfg.backoff_s,
+        temperature=stage.temperature,
+        seed=stage.seed,
         on_retry=lambda why, delay: trace.event(
             "model.retry", agent=agent, error=why, delay_s=round(delay, 3)
         ),
     )
 
 
-def live_models(cfg: CoderConfig, trace: TraceWriter) -> dict[str, Model]:
+def live_models(
+    cfg: CoderConfig, trace: TraceWriter, pipeline: Pipeline | None = None
+) -> dict[str, Model]:
     """The configured model of every role, by role name."""
-    return {r.name: live_model(cfg, r.model_name(cfg), trace, r.name) for r in ROLES}
+    stages = (pipeline or build(cfg)).stages
+    return {s.name: live_model(cfg, s, trace) for s in stages}
 
 
 def replay_models(
@@ -65,12 +72,12 @@ def replay_models(
 ) -> dict[str, Model]:
     """Every role's recorded replies in order; then, to resume, its live model."""
     return {
-        r.name: ReplayModel(
-            r.model_name(cfg),
-            replies(events, r.name),
-            live_model(cfg, r.model_name(cfg), trace, r.name) if resume else None,
+        s.name: ReplayModel(
+            s.model,
+            replies(events, s.name),
+            live_model(cfg, s, trace) if resume else None,
         )
-        for r in ROLES
+        for s in build(cfg).stages
     }
 
 
@@ -181,13 +188,20 @@ async def solve(
     told of every event as it happens."""
     root = cfg.repo.resolve()
     check_repo(root)
+    pipeline = build(cfg, root)  # a bad [roles] table: refused before anything is written
     trace_id = trace.trace_id if trace else secrets.token_hex(16)
     trace = trace or TraceWriter(root / cfg.trace_dir / f"{trace_id}.jsonl", trace_id)
     if progress is not None:
         trace.listeners.append(progress)
     trace.event("solve.start", config=json.loads(cfg.model_dump_json()))
-    models = models or live_models(cfg, trace)
-    budget = Budget(cfg.max_iterations, cfg.max_tokens, cfg.max_cost_usd, cfg.max_wall_s)
+    models = models or live_models(cfg, trace, pipeline)
+    budget = Budget(
+        cfg.max_iterations,
+        cfg.max_tokens,
+        cfg.max_cost_usd,
+        cfg.max_wall_s,
+        shares=pipeline.shares(),
+    )
     files = await repo_files.load(root, cfg.include_ignored)
     setup = await prepared(cfg, files)
     local: LocalDaemon | None = None
@@ -212,6 +226,7 @@ async def solve(
                 trace,
                 allow_test_edits=cfg.allow_test_edits,
                 setup=None if reused else setup,
+                pipeline=pipeline,
             )
             kept: list[Snapshot] = []
             if env is not None and not reused:

@@ -9,16 +9,28 @@ that asks is an iteration like any other, and the requests themselves have their
 
 The ledger: one entry per role (by the role's name), holding its calls, cached calls, tokens,
 cost, prompt sizes and requests. It is the only count: the budget checks read its totals, and the
-result's per-role usage is read from it (`AgentUsage` is only its wire form)."""
+result's per-role usage is read from it (`AgentUsage` is only its wire form).
+
+Candidates (coder.candidates) each have a Budget of their own (their iterations, requests and
+per-role ledger, reported per candidate) over one shared `Pool`: the tokens, cost and wall
+time of the whole solve. The pool fails closed across concurrent loops: a call is reserved
+before it is sent (its prompt's estimated tokens and its completion cap, priced) and starts
+only while what was spent plus what the calls in flight may still spend is under the limits;
+its completion cap is what is left after them. With one loop this is the check of earlier
+versions. A role's `budget_share` caps its own spending at that share of the limits."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coder.errors import BudgetExhausted
 from coder.model import Usage
 from coder.result import AgentUsage
+
+#: A completion is capped at this many tokens, or what the budget leaves.
+COMPLETION_CAP = 4096
 
 
 @dataclass
@@ -44,6 +56,30 @@ class Entry:
 
 
 @dataclass
+class Pool:
+    """The limits one solve shares between its loops, what they spent and what is in flight."""
+
+    max_tokens: int = 400_000
+    max_cost_usd: float = 2.0
+    max_wall_s: float = 900.0
+    started: float = field(default_factory=time.monotonic)
+    spent: Usage = field(default_factory=Usage)
+    reserved_tokens: int = 0
+    reserved_cost_usd: float = 0.0
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+
+@dataclass
+class Reservation:
+    tokens: int
+    cost_usd: float
+    #: The completion cap the call may use.
+    cap: int
+
+
+@dataclass
 class Budget:
     max_iterations: int = 8
     max_tokens: int = 400_000
@@ -53,6 +89,16 @@ class Budget:
     started: float = field(default_factory=time.monotonic)
     iterations: int = 0
     ledger: dict[str, Entry] = field(default_factory=dict)
+    #: The shared limits (one of its own unless given: several loops pass the same one).
+    pool: Pool | None = None
+    #: Each role's share of the token and cost limits (`budget_share`), by role name.
+    shares: dict[str, float] = field(default_factory=dict)
+
+    shared: Pool = field(init=False)
+
+    def __post_init__(self) -> None:
+        own = Pool(self.max_tokens, self.max_cost_usd, self.max_wall_s, self.started)
+        self.shared = self.pool or own
 
     def entry(self, role: str) -> Entry:
         """The role's entry (an empty one for a role that has not been asked yet)."""
@@ -66,17 +112,55 @@ class Budget:
         return total
 
     def elapsed_s(self) -> float:
-        return time.monotonic() - self.started
+        return self.shared.elapsed_s()
 
-    def check(self) -> None:
-        """Raise BudgetExhausted when any budget is spent."""
-        total = self.total
-        if self.elapsed_s() >= self.max_wall_s:
-            raise BudgetExhausted("wall time", f"{self.elapsed_s():.0f}s of {self.max_wall_s:.0f}s")
-        if total.tokens >= self.max_tokens:
-            raise BudgetExhausted("tokens", f"{total.tokens} of {self.max_tokens}")
-        if total.cost_usd >= self.max_cost_usd:
-            raise BudgetExhausted("cost", f"${total.cost_usd:.4f} of ${self.max_cost_usd:.2f}")
+    def check(self, role: str | None = None) -> None:
+        """Raise BudgetExhausted when any budget is spent (the shared ones counting the calls
+        in flight; with `role`, its share too)."""
+        p = self.shared
+        if p.elapsed_s() >= p.max_wall_s:
+            raise BudgetExhausted("wall time", f"{p.elapsed_s():.0f}s of {p.max_wall_s:.0f}s")
+        tokens = p.spent.tokens + p.reserved_tokens
+        if tokens >= p.max_tokens:
+            raise BudgetExhausted("tokens", f"{tokens} of {p.max_tokens}")
+        cost = p.spent.cost_usd + p.reserved_cost_usd
+        if cost >= p.max_cost_usd:
+            raise BudgetExhausted("cost", f"${cost:.4f} of ${p.max_cost_usd:.2f}")
+        share = self.shares.get(role or "")
+        if role is not None and share is not None:
+            used = self.entry(role).usage
+            if used.tokens >= share * p.max_tokens:
+                raise BudgetExhausted("tokens", f"{role} spent its share {share:g}")
+            if used.cost_usd >= share * p.max_cost_usd:
+                raise BudgetExhausted("cost", f"{role} spent its share {share:g}")
+
+    def reserve(
+        self,
+        role: str,
+        prompt_tokens: int,
+        cost: Callable[[Usage], float] | None = None,
+        default: int = COMPLETION_CAP,
+    ) -> Reservation:
+        """Check, then hold room for one call of `role` with a prompt of about
+        `prompt_tokens`; its completion cap is what the limits leave after the calls in
+        flight. `cost` prices a usage for the call's model (None: unpriced, counts 0)."""
+        self.check(role)
+        p = self.shared
+        left = p.max_tokens - p.spent.tokens - p.reserved_tokens
+        share = self.shares.get(role)
+        if share is not None:
+            left = min(left, int(share * p.max_tokens) - self.entry(role).usage.tokens)
+        cap = max(1, min(default, left - prompt_tokens, left))
+        priced = cost(Usage(prompt_tokens, cap)) if cost is not None else 0.0
+        held = Reservation(prompt_tokens + cap, priced, cap)
+        p.reserved_tokens += held.tokens
+        p.reserved_cost_usd += held.cost_usd
+        return held
+
+    def release(self, held: Reservation) -> None:
+        p = self.shared
+        p.reserved_tokens -= held.tokens
+        p.reserved_cost_usd -= held.cost_usd
 
     def start_iteration(self) -> None:
         if self.iterations >= self.max_iterations:
@@ -84,9 +168,10 @@ class Budget:
         self.check()
         self.iterations += 1
 
-    def completion_cap(self, default: int = 4096) -> int:
+    def completion_cap(self, default: int = COMPLETION_CAP) -> int:
         """Completion tokens a call may use without overrunning the token budget."""
-        return max(1, min(default, self.max_tokens - self.total.tokens))
+        p = self.shared
+        return max(1, min(default, p.max_tokens - p.spent.tokens - p.reserved_tokens))
 
     def prompt(self, role: str, chars: int) -> None:
         """Record the size of a prompt about to be sent."""
@@ -98,6 +183,7 @@ class Budget:
         e.calls += 1
         e.cached_calls += int(cached)
         e.usage.add(usage)
+        self.shared.spent.add(usage)
 
     def grant_requests(self, role: str, wanted: int) -> int:
         """How many of `wanted` requests may be answered, counted as spent; 0 once the

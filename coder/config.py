@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coder.errors import UsageError
 from coder.model import DEFAULT_PRICES
+from coder.roleconfig import DEFAULTS, CandidateConfig, RoleConfig
 from sandboxd.models import Limits
 
 CONFIG_FILES = (Path(".coder.toml"), Path.home() / ".config" / "coder" / "config.toml")
@@ -62,14 +63,40 @@ class CoderConfig(BaseModel):
     #: Start from the kept snapshot of the prepared environment when the daemon has one
     #: (coder.envs); false (`--fresh-env`): run the setup again, and keep the new one.
     reuse_env: bool = True
+    #: The roles (coder.pipeline): `[roles.NAME]` tables over the built-in writer, reviewer
+    #: and (off) security reviewer.
+    roles: dict[str, RoleConfig] = Field(default_factory=dict)
+    #: Ask checking roles' endpoints for JSON-schema structured output, unless a role says.
+    structured_output: bool = False
+    #: Independent writer loops, each in its own sandbox; the best is chosen (coder.select).
+    candidates: int = Field(1, ge=1, le=16)
+    #: The writer's sampling settings per candidate (`[[candidate]]`, in order); a candidate
+    #: without one gets the writer's, with seed = its index (and temperature 0.7 if 0).
+    candidate: list[CandidateConfig] = Field(default_factory=list)
+    #: Stop the other candidates once this many are green (default: let all finish).
+    stop_after_green: int | None = Field(None, ge=1)
+    #: The full suite, run on each green candidate to find regressions (default: `test`).
+    full_test: str | None = Field(None, min_length=1)
 
     @property
     def reviewer(self) -> str:
         return self.reviewer_model or self.model
 
+    def models(self) -> set[str]:
+        """Every model the configuration may spend on: the roles' that are on, the
+        candidates'."""
+        names = {self.model, self.reviewer}
+        for name, rc in self.roles.items():
+            enabled = rc.enabled
+            if enabled is None:
+                enabled = DEFAULTS[name].enabled if name in DEFAULTS else True
+            if rc.model and enabled:
+                names.add(rc.model)
+        return names | {c.model for c in self.candidate if c.model}
+
     def check_prices(self) -> None:
         """Fail closed: a cost budget needs a price for every model it spends on."""
-        missing = sorted({self.model, self.reviewer} - set(self.prices))
+        missing = sorted(self.models() - set(self.prices))
         if missing:
             raise UsageError(
                 f"no price for model(s) {', '.join(missing)}: add them under [prices] in the "

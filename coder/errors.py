@@ -56,3 +56,17 @@ class SetupFailed(CoderError):
         exit_status = "" if failure.exit_code is None else f" (exit {failure.exit_code})"
         super().__init__(f"{failure.step}{exit_status}: {failure.reason}")
         self.failure = failure
+
+
+class InvalidReply(CoderError):
+    """A role's typed reply did not validate, nor did its one repair: a named stop, never a
+    guessed verdict (exit 3)."""
+
+    status = "invalid_reply"
+
+
+class Vetoed(CoderError):
+    """A role that may veto vetoed the change (exit 1)."""
+
+    exit_code = 1
+    status = "vetoed"

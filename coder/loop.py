@@ -1,5 +1,13 @@
-"""The loop: run the tests; the writer edits; run them again; once green, the reviewer checks
-the diff against the results; repeat until fixed or a budget runs out. Every stop has a name.
+"""The loop: run the tests; the writer edits; run them again; once green, the checking roles
+(the reviewer, by default) check the diff against the results; repeat until fixed or a budget
+runs out. Every stop has a name.
+
+Who acts when is the pipeline's (coder.pipeline), executed here in order: the writer every
+round; the checking roles `after = "edit"` (the diff, before its test run), `on =
+"every_round"` (after the test run) and `after = "green"` (all must approve for a fix). A
+revise sends its points to the writer's next turn; a veto from a role that may veto stops the
+solve (`vetoed`). A typed reply that does not validate gets one repair request with the error,
+then the solve stops (`invalid_reply`).
 
 The loop knows the order of the steps only: what each role is shown and what its reply means
 belong to the role (coder.agents), what it spent to the budget's ledger (coder.budget). A
@@ -13,19 +21,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
-from coder.agents import Reviewer, Role, Writer
+from coder.agents import Role
+from coder.agents.base import ReplyInvalid
 from coder.agents.reviewer import ReviewerView
-from coder.agents.writer import WriterAnswer, WriterView
+from coder.agents.verdict import Verdict
+from coder.agents.writer import Writer, WriterAnswer, WriterView
 from coder.budget import Budget
+from coder.config import CoderConfig
 from coder.context import Attempt
 from coder.digest import TestDigest
 from coder.edits import unified_diff
-from coder.errors import BudgetExhausted, CoderError, SetupFailed
+from coder.errors import BudgetExhausted, CoderError, InvalidReply, SetupFailed, Vetoed
 from coder.lookup import Lookup
-from coder.model import Model
+from coder.model import Message, Model
+from coder.pipeline import Pipeline, Stage, build
 from coder.preflight import classify, tail
 from coder.repo import RepoFiles
-from coder.result import SetupFailure, SolveResult, TestsSummary
+from coder.result import AgentUsage, SetupFailure, SolveResult, TestsSummary
 from coder.sandbox import SandboxSession
 from coder.setup import Setup
 from coder.trace import TraceWriter
@@ -57,8 +69,11 @@ class Solver:
     #: Called once the setup ran and the first test run collected: the environment is worth
     #: keeping (coder.envs snapshots it).
     on_prepared: Callable[[], Awaitable[None]] | None = None
-    writer: Writer = field(default_factory=Writer)
-    reviewer: Reviewer = field(default_factory=Reviewer)
+    #: Who acts when (default: the built-in writer and reviewer).
+    pipeline: Pipeline = field(default_factory=lambda: build(CoderConfig()))
+    #: False for a candidate (coder.candidates): green tests end the loop, and the
+    #: `after = "green"` roles check the chosen candidate only.
+    review_green: bool = True
     current: dict[str, str] = field(init=False)
     model_time_s: float = 0.0
     test_time_s: float = 0.0
@@ -70,26 +85,43 @@ class Solver:
         self.result = SolveResult(status="gave_up", trace_id=self.trace.trace_id)
 
     @property
+    def writer(self) -> Writer:
+        role = self.pipeline.writer.role
+        if not isinstance(role, Writer):
+            raise TypeError(f"the pipeline's writer is a {type(role).__name__}")
+        return role
+
+    @property
     def diff(self) -> str:
         return unified_diff(self.repo.text, self.current)
 
-    async def _ask(self, role: Role[ViewT, AnswerT], view: ViewT) -> AnswerT:
-        """One call of `role` on `view`: checked against the budget, charged to the role's
-        ledger entry, traced; its reply parsed by the role."""
-        self.budget.check()
+    def _structured(self, role: Role[ViewT, AnswerT]) -> bool:
+        return any(s.structured for s in self.pipeline.stages if s.name == role.name)
+
+    async def _call(
+        self, role: Role[ViewT, AnswerT], messages: list[Message], **extra: bool
+    ) -> str:
+        """One model call of `role`: room reserved in the budget first (none left: no call),
+        charged to the role's ledger entry, traced."""
         model = self.models[role.name]
-        messages = role.messages(view)
         chars = sum(len(m["content"]) for m in messages)
+        held = self.budget.reserve(role.name, chars // 4 + 1, model.estimate_cost)
         self.budget.prompt(role.name, chars)
+        fmt = role.response_format if self._structured(role) else None
         self.trace.event(
             "model.request",
             agent=role.name,
             model=model.name,
             prompt_chars=chars,
             iteration=self.budget.iterations,
+            **({"structured": True} if fmt else {}),
+            **extra,
         )
         started = time.monotonic()
-        reply = await model.complete(messages, max_tokens=self.budget.completion_cap())
+        try:
+            reply = await model.complete(messages, max_tokens=held.cap, response_format=fmt)
+        finally:
+            self.budget.release(held)
         self.model_time_s += time.monotonic() - started
         self.budget.charge(role.name, reply.usage, cached=reply.cached)
         self.trace.event(
@@ -100,7 +132,64 @@ class Solver:
             usage=asdict(reply.usage),
             cached=reply.cached,
         )
-        return role.parse(reply.text)
+        return reply.text
+
+    async def _ask(self, role: Role[ViewT, AnswerT], view: ViewT) -> AnswerT:
+        """One answer of `role` on `view`, parsed by the role. A typed reply that does not
+        validate gets one repair request with the error; a second invalid one is a stop."""
+        messages = role.messages(view)
+        text = await self._call(role, messages)
+        try:
+            return role.parse(text)
+        except ReplyInvalid as exc:
+            first = str(exc)
+        self.trace.event("reply.invalid", agent=role.name, error=first, repair=True)
+        messages = [
+            *messages,
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": role.repair(first)},
+        ]
+        text = await self._call(role, messages, repair=True)
+        try:
+            return role.parse(text)
+        except ReplyInvalid as exc:
+            self.trace.event("reply.invalid", agent=role.name, error=str(exc), repair=False)
+            raise InvalidReply(
+                f"{role.name}'s reply was not valid after one repair: {exc}"
+            ) from None
+
+    async def _check(
+        self, stages: list[Stage], n: int, before: TestDigest, after: TestDigest | None
+    ) -> list[str]:
+        """Ask each stage in order; the points of those that did not approve (stops at the
+        first veto of a role that may veto)."""
+        points: list[str] = []
+        for stage in stages:
+            found: Verdict = await self._ask(
+                stage.role, ReviewerView(self.task, self.diff, after, before)
+            )
+            self.trace.event(
+                "review.verdict",
+                iteration=n,
+                agent=stage.name,
+                verdict=found.word,
+                points=found.points,
+            )
+            if found.word == "VETO" and stage.can_veto:
+                raise Vetoed(f"{stage.name} vetoed the change: {found.points}")
+            if found.word != "APPROVE":
+                label = "" if stage.name == "reviewer" else f"({stage.name}) "
+                points.append(label + found.points)
+        return points
+
+    async def check_green(self, before: TestDigest, after: TestDigest) -> list[str]:
+        """The `after = "green"` roles on the current change (a candidate's, once chosen)."""
+        green = self.pipeline.acting("green")
+        return await self._check(green, self.budget.iterations, before, after)
+
+    def usage(self) -> dict[str, AgentUsage]:
+        """Every role's usage, by name."""
+        return {s.name: self.budget.entry(s.name).wire() for s in self.pipeline.stages}
 
     def _lookup(self, answer: WriterAnswer, n: int, view: WriterView) -> int:
         """Answer the writer's requests into its next view, within the request budget;
@@ -155,7 +244,8 @@ class Solver:
         r = self.result
         r.iterations = self.budget.iterations
         r.writer = self.budget.entry(self.writer.name).wire()
-        r.reviewer = self.budget.entry(self.reviewer.name).wire()
+        r.reviewer = self.budget.entry("reviewer").wire()
+        r.roles = self.usage()
         r.writer_prompt_chars = list(self.budget.entry(self.writer.name).prompt_chars)
         r.wall_time_s = round(time.monotonic() - started, 4)
         r.model_time_s, r.test_time_s = round(self.model_time_s, 4), round(self.test_time_s, 4)
@@ -241,21 +331,23 @@ class Solver:
                     return
                 continue
             fruitless = 0
+            edit_points = await self._check(self.pipeline.acting("edit"), n, before, None)
             await self.sandbox.write(report.changed)
             view.digest = await self._test()
             self.result.tests_after = summary(view.digest)
             view.history.append(Attempt(n, sorted(report.changed), view.digest.short()))
+            points = edit_points + await self._check(
+                self.pipeline.acting("every_round"), n, before, view.digest
+            )
             if not view.digest.passed:
-                view.review = None
+                view.review = "\n".join(points) or None
                 continue
-            verdict = await self._ask(
-                self.reviewer, ReviewerView(self.task, self.diff, view.digest, before)
-            )
-            self.trace.event(
-                "review.verdict", iteration=n, verdict=verdict.word, points=verdict.points
-            )
-            if verdict.word == "APPROVE":
+            if not self.review_green:
+                self.result.status, self.result.reason = "fixed", "tests pass (a candidate)"
+                return
+            points += await self.check_green(before, view.digest)
+            if not points:
                 self.result.status, self.result.reason = "fixed", "tests pass; reviewer approved"
                 return
-            view.review = verdict.points
+            view.review = "\n".join(points)
             view.history[-1].outcome += "; reviewer asked to revise"

@@ -65,8 +65,20 @@ class Model(ABC):
     name: str
 
     @abstractmethod
-    async def complete(self, messages: list[Message], *, max_tokens: int | None = None) -> Reply:
-        """One reply; raises ModelError when no usable reply can be had."""
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+    ) -> Reply:
+        """One reply; raises ModelError when no usable reply can be had. `response_format`:
+        the provider's structured output (a JSON schema the reply must follow), when the
+        endpoint supports it."""
+
+    def estimate_cost(self, usage: Usage) -> float:
+        """What `usage` would cost at this model's price (0 when it has none)."""
+        return 0.0
 
 
 def price(prices: dict[str, tuple[float, float]], model: str, usage: Usage) -> float:
@@ -81,8 +93,16 @@ class ResponseCache:
         self.directory = directory
 
     @staticmethod
-    def key(model: str, messages: list[Message], max_tokens: int | None, temperature: float) -> str:
-        blob = json.dumps([model, messages, max_tokens, temperature], sort_keys=True)
+    def key(
+        model: str,
+        messages: list[Message],
+        max_tokens: int | None,
+        temperature: float,
+        *extra: Any,
+    ) -> str:
+        """The digest of a request; `extra` (seed, response format) only when set, so the keys
+        of requests without them are those of earlier versions."""
+        blob = json.dumps([model, messages, max_tokens, temperature, *extra], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -121,6 +141,7 @@ class OpenAIModel(Model):
         backoff_s: float = 0.5,
         max_backoff_s: float = 20.0,
         temperature: float = 0.0,
+        seed: int | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_retry: Callable[[str, float], None] | None = None,
     ) -> None:
@@ -132,8 +153,12 @@ class OpenAIModel(Model):
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.temperature = temperature
+        self.seed = seed
         self._sleep = sleep
         self._on_retry = on_retry
+
+    def estimate_cost(self, usage: Usage) -> float:
+        return price(self.prices, self.name, usage) if self.name in self.prices else 0.0
 
     def _delay(self, attempt: int, exc: Exception) -> float:
         response = getattr(exc, "response", None)
@@ -146,8 +171,20 @@ class OpenAIModel(Model):
         base = min(self.max_backoff_s, self.backoff_s * float(2**attempt))
         return base * (0.5 + random.random() / 2)
 
-    async def complete(self, messages: list[Message], *, max_tokens: int | None = None) -> Reply:
-        key = ResponseCache.key(self.name, messages, max_tokens, self.temperature)
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+    ) -> Reply:
+        extra = [x for x in (self.seed, response_format) if x is not None]
+        key = ResponseCache.key(self.name, messages, max_tokens, self.temperature, *extra)
+        options: dict[str, Any] = {}
+        if self.seed is not None:
+            options["seed"] = self.seed
+        if response_format is not None:
+            options["response_format"] = response_format
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return Reply(hit["text"], Usage(), self.name, cached=True)
         started = time.monotonic()
@@ -158,6 +195,7 @@ class OpenAIModel(Model):
                     messages=messages,  # type: ignore[arg-type]
                     temperature=self.temperature,
                     max_tokens=max_tokens,
+                    **options,
                 )
                 break
             except RETRYABLE as exc:
@@ -193,13 +231,24 @@ class ReplayModel(Model):
         self._replies = list(replies)
         self.fallback = fallback
 
+    def estimate_cost(self, usage: Usage) -> float:
+        return self.fallback.estimate_cost(usage) if self.fallback is not None else 0.0
+
     @property
     def remaining(self) -> int:
         return len(self._replies)
 
-    async def complete(self, messages: list[Message], *, max_tokens: int | None = None) -> Reply:
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+    ) -> Reply:
         if self._replies:
             return self._replies.pop(0)
         if self.fallback is None:
             raise ModelError(f"{self.name}: the trace has no more recorded replies")
-        return await self.fallback.complete(messages, max_tokens=max_tokens)
+        return await self.fallback.complete(
+            messages, max_tokens=max_tokens, response_format=response_format
+        )

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from coder.agents import Reviewer, Writer
+from coder.agents import Writer
 
 
 def plural(n: int, word: str) -> str:
@@ -106,7 +106,7 @@ class Progress:
 
     def _verdict(self, data: dict[str, Any]) -> None:
         n = data.get("iteration", self.iteration)
-        self.say(Reviewer.name, f"iteration {n}: {data.get('verdict')}")
+        self.say(str(data.get("agent", "reviewer")), f"iteration {n}: {data.get('verdict')}")
 
 
 _HANDLERS: dict[str, Callable[[Progress, dict[str, Any]], None]] = {

@@ -16,6 +16,8 @@ Status = Literal[
     "setup_failed",
     "usage_error",
     "coder_error",
+    "invalid_reply",
+    "vetoed",
 ]
 #: A status of an error is the `status` of its class in coder.errors, with its exit code.
 EXIT_CODES: dict[str, int] = {
@@ -28,6 +30,8 @@ EXIT_CODES: dict[str, int] = {
     "setup_failed": 3,
     "usage_error": 2,
     "coder_error": 3,
+    "invalid_reply": 3,
+    "vetoed": 1,
 }
 
 
@@ -87,6 +91,9 @@ class SolveResult(BaseModel):
     tests_after: TestsSummary | None = None
     writer: AgentUsage = Field(default_factory=AgentUsage)
     reviewer: AgentUsage = Field(default_factory=AgentUsage)
+    roles: dict[str, AgentUsage] = Field(
+        default_factory=dict, description="Every role's usage, by name (writer and reviewer too)."
+    )
     wall_time_s: float = 0.0
     model_time_s: float = 0.0
     test_time_s: float = 0.0

@@ -30,6 +30,11 @@ EVENT_TYPES = (
     "edits.applied",
     "writer.requests",
     "review.verdict",
+    "reply.invalid",
+    "candidates.start",
+    "candidate.start",
+    "candidate.end",
+    "candidates.selected",
     "solve.end",
 )
 

@@ -5,9 +5,16 @@ per-role usage all follow it."""
 from typing import Any
 
 from coder.agents.base import Role
-from coder.agents.reviewer import Reviewer
+from coder.agents.reviewer import Reviewer, SecurityReviewer
 from coder.agents.writer import Writer
 
 ROLES: tuple[type[Role[Any, Any]], ...] = (Writer, Reviewer)
 
-__all__ = ["ROLES", "Reviewer", "Role", "Writer"]
+#: The role class of each kind a configuration may name (`kind` in `[roles.NAME]`).
+KINDS: dict[str, type[Role[Any, Any]]] = {
+    "writer": Writer,
+    "reviewer": Reviewer,
+    "security": SecurityReviewer,
+}
+
+__all__ = ["KINDS", "ROLES", "Reviewer", "Role", "SecurityReviewer", "Writer"]

@@ -1,14 +1,18 @@
-"""The reviewer: sees the task, the tests before and after, and the diff (never the writer's
-history, prompts or replies); answers APPROVE or REVISE with points. The test run is the
-verdict on correctness; the reviewer guards against cheating and bad changes. Anything unclear
-is a REVISE: it fails closed."""
+"""The checking roles: shown the task, the tests before and after, and the diff (never the
+writer's history, prompts or replies); each answers a typed verdict (coder.agents.verdict).
+
+The reviewer guards against cheating and bad changes (the test run is the verdict on
+correctness). The security reviewer, off by default, checks the diff for what CI must never
+merge blindly, and may veto. A configured role of either kind may bring its own instructions
+(`prompt_file`); the reply format is always coder's."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar
 
 from coder.agents.base import Role
+from coder.agents.verdict import FORMAT, RESPONSE_FORMAT, Verdict, verdict
 from coder.digest import TestDigest, head_tail
 from coder.model import Message
 
@@ -18,49 +22,55 @@ SYSTEM = """You review a change that made a repository's tests pass.
 The test run is the verdict on correctness; you guard against cheating and bad changes:
 hard-coded expected values, special cases for test inputs, deleted or weakened assertions,
 unrelated changes, security problems.
-Answer APPROVE on the first line if the change is a genuine, general fix. Otherwise answer
-REVISE on the first line, then concrete points the writer must address."""
+Approve if the change is a genuine, general fix. Otherwise ask to revise, with concrete points
+the writer must address."""
+
+SECURITY = """You are a security reviewer of a change an automated agent wrote; CI may merge it.
+Check the diff for what must never be merged blindly:
+- tests disabled, skipped, deleted or weakened (assertions removed, expectations loosened);
+- new network access or new subprocess, shell or eval/exec calls;
+- secrets, tokens or credentials added to the code;
+- changes to CI files (.github/, .gitlab-ci.yml, Makefile targets CI runs) or build scripts;
+- dependency changes (requirements, pyproject dependencies, lock files).
+Veto a change that does any of these without a clear need the task states; ask to revise when
+something is unclear; approve otherwise."""
 
 
 @dataclass(frozen=True)
 class ReviewerView:
-    """What the reviewer may see, and nothing more."""
+    """What a checking role may see, and nothing more. `after` is None for a role that acts
+    before the change's test run (`after = "edit"`)."""
 
     task: str
     diff: str
-    after: TestDigest
+    after: TestDigest | None
     before: TestDigest
 
 
-@dataclass(frozen=True)
-class Verdict:
-    word: Literal["APPROVE", "REVISE"]
-    points: str
-
-
-def verdict(text: str) -> tuple[str, str]:
-    """('APPROVE' | 'REVISE', points). Anything unclear is a REVISE: it fails closed."""
-    first, _, rest = text.strip().partition("\n")
-    word = first.strip().strip("*#:. ").upper()
-    if word.startswith("APPROVE"):
-        return "APPROVE", rest.strip()
-    if word.startswith("REVISE"):
-        return "REVISE", rest.strip() or "revise (no points given)"
-    return "REVISE", f"the review did not start with APPROVE or REVISE:\n{text.strip()}"
-
-
 class Reviewer(Role[ReviewerView, Verdict]):
-    name: ClassVar[str] = "reviewer"
+    name = "reviewer"
     model_setting: ClassVar[str] = "reviewer"
+    response_format: ClassVar[dict[str, Any] | None] = RESPONSE_FORMAT
+    default_instructions: ClassVar[str] = SYSTEM
 
     def messages(self, view: ReviewerView) -> list[Message]:
+        after = view.after.short() if view.after is not None else "(not run yet)"
         body = (
             f"# Task\n{view.task}\n\n# Tests before the change\n{view.before.short()}\n\n"
-            f"# Tests after the change\n{view.after.short()}\n\n"
+            f"# Tests after the change\n{after}\n\n"
             f"# Diff\n```diff\n{head_tail(view.diff, DIFF_CHARS)}\n```"
         )
-        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": body}]
+        system = (self.instructions or self.default_instructions).strip() + "\n\n" + FORMAT
+        return [{"role": "system", "content": system}, {"role": "user", "content": body}]
 
     def parse(self, text: str) -> Verdict:
-        word, points = verdict(text)
-        return Verdict("APPROVE" if word == "APPROVE" else "REVISE", points)
+        return verdict(text)
+
+    def repair(self, error: str) -> str:
+        return f"Your reply was not a valid verdict: {error}.\n{FORMAT}"
+
+
+class SecurityReviewer(Reviewer):
+    name = "security"
+    model_setting: ClassVar[str] = "reviewer"
+    default_instructions: ClassVar[str] = SECURITY

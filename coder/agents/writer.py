@@ -101,7 +101,7 @@ class WriterAnswer:
 
 
 class Writer(Role[WriterView, WriterAnswer]):
-    name: ClassVar[str] = "writer"
+    name = "writer"
     model_setting: ClassVar[str] = "model"
 
     def messages(self, view: WriterView) -> list[Message]:
@@ -128,8 +128,11 @@ class Writer(Role[WriterView, WriterAnswer]):
         relevant = relevant_files(view.digest, view.files, found)
         parts.append("# Relevant files\n" + file_sections(relevant, view.files, found))
         parts.append("# Repository map\n" + repo_map(view.files))
+        system = SYSTEM
+        if self.instructions:
+            system += "\n\n# The repository's own instructions\n" + self.instructions.strip()
         return [
-            {"role": "system", "content": SYSTEM},
+            {"role": "system", "content": system},
             {"role": "user", "content": "\n\n".join(parts)},
         ]
 

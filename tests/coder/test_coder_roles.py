@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from coder import app
 from coder.agents import ROLES, Reviewer, Writer
+from coder.agents.base import ReplyInvalid
 from coder.agents.reviewer import ReviewerView
 from coder.agents.writer import GIVE_UP, NO_BLOCKS, WriterView
 from coder.budget import Budget
@@ -83,11 +85,20 @@ def test_the_writer_parses_blocks_malformed_blocks_and_giving_up() -> None:
 
 @pytest.mark.parametrize(
     ("reply", "word"),
-    [("APPROVE\nfine", "APPROVE"), ("REVISE\n- hard-coded", "REVISE"), ("lgtm", "REVISE")],
+    [
+        ("APPROVE\nfine", "APPROVE"),
+        ("REVISE\n- hard-coded", "REVISE"),
+        ('{"verdict": "revise", "points": ["hard-coded"]}', "REVISE"),
+    ],
 )
-def test_the_reviewer_parses_verdicts_failing_closed(reply: str, word: str) -> None:
+def test_the_reviewer_parses_typed_verdicts(reply: str, word: str) -> None:
     verdict = Reviewer().parse(reply)
     assert verdict.word == word and verdict.points
+
+
+def test_the_reviewer_refuses_to_guess_a_verdict() -> None:
+    with pytest.raises(ReplyInvalid, match="no verdict"):
+        Reviewer().parse("lgtm")
 
 
 def test_every_role_names_its_model_from_the_config(tmp_path: Path) -> None:
@@ -134,14 +145,26 @@ class Refusing(Model):
 
     name = "writer"
 
-    async def complete(self, messages: list[Message], *, max_tokens: int | None = None) -> Reply:
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+    ) -> Reply:
         raise UsageError("the writer's endpoint wants a setting coder does not have")
 
 
 class Unused(Model):
     name = "reviewer"
 
-    async def complete(self, messages: list[Message], *, max_tokens: int | None = None) -> Reply:
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+    ) -> Reply:
         raise AssertionError("the reviewer is not asked before the tests pass")
 
 

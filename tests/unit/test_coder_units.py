@@ -8,7 +8,8 @@ import asyncio
 import pytest
 from openai import AsyncOpenAI
 
-from coder.agents.reviewer import verdict
+from coder.agents.base import ReplyInvalid
+from coder.agents.verdict import verdict
 from coder.budget import Budget
 from coder.digest import digest
 from coder.edits import apply_blocks, is_test_path, parse_blocks, unified_diff
@@ -128,11 +129,19 @@ def test_unittest_digest() -> None:
     assert d.summary.startswith("Ran 2 tests")
 
 
-def test_verdicts_fail_closed() -> None:
-    assert verdict("APPROVE\nlooks right") == ("APPROVE", "looks right")
-    assert verdict("**REVISE**\n- no") == ("REVISE", "- no")
-    word, points = verdict("Looks fine to me")
-    assert word == "REVISE" and "did not start with APPROVE" in points
+def test_verdicts_are_typed_and_never_guessed() -> None:
+    assert verdict("APPROVE\nlooks right").points == "- looks right"
+    assert verdict("**REVISE**\n- no").word == "REVISE"
+    typed = verdict('```json\n{"verdict": "veto", "points": ["adds a subprocess call"]}\n```')
+    assert typed.word == "VETO" and typed.items == ("adds a subprocess call",)
+    with pytest.raises(ReplyInvalid, match="no verdict"):
+        verdict("Looks fine to me")
+    with pytest.raises(ReplyInvalid, match="verdict: Input should be"):
+        verdict('{"verdict": "lgtm", "points": []}')
+    with pytest.raises(ReplyInvalid, match="points: Field required"):
+        verdict('{"verdict": "approve"}')
+    with pytest.raises(ReplyInvalid, match="not JSON"):
+        verdict('{"verdict": ')
 
 
 def test_budget_checks() -> None:
