@@ -2,6 +2,9 @@
 
 `coder envs list` / `coder envs prune` the prepared environments sandboxd keeps for coder.
 
+`coder roles` prints the effective pipeline for a repository: which roles act, with which
+model and settings, and when (`[roles.NAME]` in .coder.toml), and the candidates.
+
 Exit codes: 0 fixed or already passing, 1 not fixed, 2 usage error, 3 infrastructure error
 (model or sandbox) or setup_failed (the environment could not be prepared, or the tests do not
 even collect: the step, its exit status and the end of its output are printed). `envs prune`:
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import sys
@@ -23,6 +27,7 @@ from coder import repo as repo_files
 from coder.app import Outcome, check_repo, replay_models, solve
 from coder.config import CoderConfig, load_config
 from coder.errors import CoderError, SandboxError, UsageError
+from coder.pipeline import build
 from coder.progress import Progress, plural
 from coder.trace import TraceWriter, read_events
 from sandboxd.client import (
@@ -67,6 +72,9 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "setup",
         "setup_timeout_s",
         "index_url",
+        "candidates",
+        "stop_after_green",
+        "full_test",
     )
     flags = {n: getattr(args, n, None) for n in names}
     flags["repo"] = Path(args.path) if getattr(args, "path", None) else None
@@ -122,11 +130,46 @@ def _confirm(diff: str) -> bool:
     return input("Apply this patch? [y/N] ").strip().lower() in ("y", "yes")
 
 
+def _run_roles(args: argparse.Namespace) -> int:
+    cfg = load_config(Path(args.config) if args.config else None, _flags(args))
+    check_repo(cfg.repo.resolve())
+    pipeline = build(cfg, cfg.repo.resolve())
+    if args.json:
+        stages = [
+            {
+                "name": st.name,
+                "kind": st.kind,
+                "model": st.model,
+                "base_url": st.base_url,
+                "acts": st.when,
+                "temperature": st.temperature,
+                "seed": st.seed,
+                "structured_output": st.structured,
+                "can_veto": st.can_veto,
+                "budget_share": st.budget_share,
+                "prompt_file": st.prompt_file,
+            }
+            for st in pipeline.stages
+        ]
+        doc = {"roles": stages, "off": list(pipeline.off), "candidates": cfg.candidates}
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"pipeline for {cfg.repo.resolve()}:")
+    print(pipeline.describe())
+    line = f"candidates: {cfg.candidates}"
+    if cfg.candidates > 1:
+        suite = cfg.full_test or cfg.test
+        line += f" (writer loops, the best chosen by the tests; full suite: {suite})"
+    print(line)
+    return 0
+
+
 async def _run_solve(args: argparse.Namespace) -> int:
     cfg = load_config(Path(args.config) if args.config else None, _flags(args))
+    check_repo(cfg.repo.resolve())
+    build(cfg, cfg.repo.resolve())  # a bad [roles] table: one line, before anything runs
     cfg.check_prices()
     _check_apply(args, cfg)
-    check_repo(cfg.repo.resolve())
     return _finish(args, cfg, await solve(cfg, progress=_progress(args)))
 
 
@@ -271,6 +314,24 @@ def build_parser() -> argparse.ArgumentParser:
         "http://127.0.0.1:8765, else a sandboxd coder starts for the solve)",
     )
     s.add_argument(
+        "--candidates",
+        type=int,
+        metavar="N",
+        help="N independent writer loops, each in its own sandbox; the best is chosen by the "
+        "tests, a vote over their diffs and the reviewer (default 1)",
+    )
+    s.add_argument(
+        "--stop-after-green",
+        type=int,
+        metavar="K",
+        help="with --candidates: stop the others once K candidates are green",
+    )
+    s.add_argument(
+        "--full-test",
+        help="with --candidates: the full suite run on each green candidate to find "
+        "regressions (default: the test command)",
+    )
+    s.add_argument(
         "--config", help="TOML config (default .coder.toml, ~/.config/coder/config.toml)"
     )
     for p in (
@@ -298,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--quiet", action="store_true", help="no progress lines on stderr while working"
         )
     _envs_parser(sub)
+    r = sub.add_parser("roles", help="print the effective pipeline of roles for a repository")
+    r.add_argument("path", nargs="?", default=".", help="the repository (default: .)")
+    r.add_argument(
+        "--config", help="TOML config (default the repository's .coder.toml, then ~/.config)"
+    )
+    r.add_argument("--json", action="store_true", help="print the pipeline as JSON")
     return parser
 
 
@@ -309,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             code = asyncio.run(_run_solve(args))
         elif args.command == "envs":
             code = asyncio.run(_run_envs(args))
+        elif args.command == "roles":
+            code = _run_roles(args)
         else:
             code = asyncio.run(_run_trace(args, resume=args.command == "resume"))
         sys.stdout.flush()  # here, where a reader that has gone is caught, not at exit

@@ -3,8 +3,14 @@
 Tests (and anyone trying coder without a model) point coder at it, so the real `openai` client
 and HTTP are exercised. A fixture is JSON: {"steps": [step, ...]} where a step is
   {"reply": "text", "model": "name" (optional check), "expect": ["substring", ...] (optional),
-   "status": 500 | 429 (answer an error instead), "delay_s": 0.5 (wait first)}.
-A request that does not fit its step gets HTTP 400 saying why, so a wrong script fails loudly.
+   "status": 500 | 429 (answer an error instead), "delay_s": 0.5 (wait first),
+   "when": {"seed": 2, "model": "name"} (optional: which requests may take the step),
+   "response_format": "json_schema" (optional check: the request asked structured output)}.
+A request takes the first step left whose `when` fields all equal the request's (a step without
+`when` fits any request), so concurrent solves (candidates, each with its own seed) follow
+their own script. A request that does not fit its step gets HTTP 400 saying why, so a wrong
+script fails loudly. The log records each request's messages, model, seed, temperature and
+`response_format`.
 
     python -m coder.testing.scripted FIXTURE [--port 0]
 """
@@ -34,12 +40,25 @@ async def completions(request: web.Request) -> web.Response:
     body: dict[str, Any] = await request.json()
     messages = body.get("messages", [])
     text = "\n".join(str(m.get("content", "")) for m in messages)
-    entry = {"model": body.get("model"), "chars": len(text), "messages": messages}
+    entry = {
+        "model": body.get("model"),
+        "chars": len(text),
+        "messages": messages,
+        "seed": body.get("seed"),
+        "temperature": body.get("temperature"),
+        "response_format": body.get("response_format"),
+    }
     request.app[LOG].append(entry)
     steps = request.app[STEPS]
-    if not steps:
-        return _error(400, "scripted server: no steps left in the script", "script_exhausted")
-    step = steps.pop(0)
+    fits = [
+        i
+        for i, st in enumerate(steps)
+        if all(body.get(k) == v for k, v in dict(st.get("when") or {}).items())
+    ]
+    if not fits:
+        why = "no steps left in the script" if not steps else "no step left fits this request"
+        return _error(400, f"scripted server: {why}", "script_exhausted")
+    step = steps.pop(fits[0])
     entry["step"] = step
     if step.get("delay_s"):
         await asyncio.sleep(float(step["delay_s"]))
@@ -47,6 +66,14 @@ async def completions(request: web.Request) -> web.Response:
         return _error(
             400,
             f"scripted server: step wants model {step['model']!r}, got {body.get('model')!r}",
+            "script_mismatch",
+        )
+    wanted = step.get("response_format")
+    asked = (body.get("response_format") or {}).get("type")
+    if wanted is not None and asked != wanted:
+        return _error(
+            400,
+            f"scripted server: step wants response_format {wanted!r}, got {asked!r}",
             "script_mismatch",
         )
     missing = [s for s in step.get("expect", []) if s not in text]
