@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from openai import AsyncOpenAI
 from coder import envs
 from coder import repo as repo_files
 from coder.budget import Budget
+from coder.candidates import Candidates
 from coder.config import CoderConfig
 from coder.errors import SandboxError, UsageError
 from coder.loop import Solver
@@ -194,7 +196,10 @@ async def solve(
     if progress is not None:
         trace.listeners.append(progress)
     trace.event("solve.start", config=json.loads(cfg.model_dump_json()))
-    models = models or live_models(cfg, trace, pipeline)
+    given = models
+    one: dict[str, Model] = {}
+    if cfg.candidates == 1:
+        one = models or live_models(cfg, trace, pipeline)
     budget = Budget(
         cfg.max_iterations,
         cfg.max_tokens,
@@ -209,6 +214,23 @@ async def solve(
     session: SandboxSession | None = None
     outcome = Outcome(SolveResult(status="sandbox_error", trace_id=trace_id))
     try:
+        if cfg.candidates > 1:
+            client, local = await _connected(cfg, trace_id, progress, outcome)
+            if client is not None:
+                many = Candidates(
+                    cfg,
+                    root,
+                    files,
+                    setup,
+                    client,
+                    local is not None,
+                    pipeline,
+                    _models_for(cfg, trace, pipeline, given),
+                    trace,
+                )
+                outcome.result = await many.run()
+                outcome.diff, outcome.changed = many.diff, many.changed
+            return _finished(outcome, trace)
         try:
             client, local = await connect(cfg, trace_id, progress)
             session = SandboxSession(client, cfg.test, cfg.test_limits)
@@ -221,7 +243,7 @@ async def solve(
                 cfg.task,
                 files,
                 session,
-                models,
+                one,
                 budget,
                 trace,
                 allow_test_edits=cfg.allow_test_edits,
@@ -245,7 +267,33 @@ async def solve(
             await client.close()
         if local is not None:
             await local.stop()
+    return _finished(outcome, trace)
+
+
+def _finished(outcome: Outcome, trace: TraceWriter) -> Outcome:
     outcome.result.trace_path = str(trace.path)
     trace.event("solve.end", result=json.loads(outcome.result.model_dump_json()))
     trace.close()
     return outcome
+
+
+async def _connected(
+    cfg: CoderConfig, trace_id: str, progress: Progress | None, outcome: Outcome
+) -> tuple[Client | None, LocalDaemon | None]:
+    """connect(), its failure told in the outcome."""
+    try:
+        return await connect(cfg, trace_id, progress)
+    except SandboxError as exc:
+        outcome.result.reason = str(exc)
+        return None, None
+
+
+def _models_for(
+    cfg: CoderConfig, trace: TraceWriter, pipeline: Pipeline, given: dict[str, Model] | None
+) -> Callable[[Stage], dict[str, Model]]:
+    """The models of a candidate: its own writer's, the checking roles' shared (or `given`,
+    the same for every candidate)."""
+    if given is not None:
+        return lambda stage: given
+    checks = {s.name: live_model(cfg, s, trace) for s in pipeline.checks}
+    return lambda stage: {stage.name: live_model(cfg, stage, trace), **checks}

@@ -79,6 +79,9 @@ class Solver:
     test_time_s: float = 0.0
     result: SolveResult = field(init=False)
     last_output: str = field(init=False, default="")
+    #: The first test run's digest and the latest one's (None before they run).
+    before: TestDigest | None = field(init=False, default=None)
+    latest: TestDigest | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.current = dict(self.repo.text)
@@ -182,10 +185,13 @@ class Solver:
                 points.append(label + found.points)
         return points
 
-    async def check_green(self, before: TestDigest, after: TestDigest) -> list[str]:
-        """The `after = "green"` roles on the current change (a candidate's, once chosen)."""
+    async def check_green(self) -> list[str]:
+        """The `after = "green"` roles on the current change and the latest test run (a
+        candidate's, once chosen): the points of those that did not approve."""
+        if self.before is None or self.latest is None:
+            raise CoderError("the tests have not run: nothing to check")
         green = self.pipeline.acting("green")
-        return await self._check(green, self.budget.iterations, before, after)
+        return await self._check(green, self.budget.iterations, self.before, self.latest)
 
     def usage(self) -> dict[str, AgentUsage]:
         """Every role's usage, by name."""
@@ -220,6 +226,7 @@ class Solver:
         run = await self.sandbox.run_tests()
         self.test_time_s += run.seconds
         self.last_output = run.output
+        self.latest = run.digest
         self.trace.event(
             "tests.run",
             iteration=self.budget.iterations,
@@ -257,6 +264,15 @@ class Solver:
         )
         return r
 
+    async def prepare(self) -> TestDigest:
+        """The setup (if any), the first test run and the preflight, alone: what the base
+        sandbox of candidates runs before it is kept and forked (coder.candidates)."""
+        await self._prepare()
+        before = self.before = await self._test()
+        self.result.tests_before = self.result.tests_after = summary(before)
+        self._preflight(before)
+        return before
+
     async def _prepare(self) -> None:
         """The setup recipe, then the preflight: the first test run must at least collect."""
         if self.setup is not None:
@@ -285,7 +301,7 @@ class Solver:
 
     async def _loop(self) -> None:
         await self._prepare()
-        before = await self._test()
+        before = self.before = await self._test()
         self.result.tests_before = self.result.tests_after = summary(before)
         self._preflight(before)
         if self.setup is not None and self.on_prepared is not None:
@@ -345,7 +361,7 @@ class Solver:
             if not self.review_green:
                 self.result.status, self.result.reason = "fixed", "tests pass (a candidate)"
                 return
-            points += await self.check_green(before, view.digest)
+            points += await self.check_green()
             if not points:
                 self.result.status, self.result.reason = "fixed", "tests pass; reviewer approved"
                 return

@@ -78,6 +78,50 @@ class EnvState(BaseModel):
     snapshot_id: str | None = None
 
 
+CandidateStatus = Literal[
+    "green",
+    "already_passing",
+    "budget_exhausted",
+    "gave_up",
+    "model_error",
+    "sandbox_error",
+    "setup_failed",
+    "usage_error",
+    "coder_error",
+    "invalid_reply",
+    "vetoed",
+    "stopped",
+]
+
+
+class Candidate(BaseModel):
+    """One writer loop of a solve with `candidates` > 1: how it went and why it was or was
+    not chosen (coder.candidates, coder.select)."""
+
+    index: int = Field(description="1, 2, ...: its number in the trace (`candidate`).")
+    status: CandidateStatus
+    reason: str = ""
+    model: str
+    temperature: float
+    seed: int | None = None
+    sandbox_id: str | None = None
+    from_snapshot: str | None = Field(None, description="The environment it was forked from.")
+    iterations: int = 0
+    tests_before: TestsSummary | None = None
+    tests_after: TestsSummary | None = None
+    full_suite: TestsSummary | None = Field(
+        None, description="The full suite on it, when green and `full_test` is its own command."
+    )
+    diff: str = ""
+    files_changed: list[str] = Field(default_factory=list)
+    fingerprint: str | None = Field(None, description="Of its normalised change (coder.select).")
+    votes: int = Field(0, description="Eligible candidates with the same normalised change.")
+    usage: dict[str, AgentUsage] = Field(default_factory=dict)
+    wall_time_s: float = 0.0
+    chosen: bool = False
+    why: str = Field("", description="Why it was chosen, or not.")
+
+
 class SolveResult(BaseModel):
     status: Status
     reason: str = ""
@@ -103,6 +147,11 @@ class SolveResult(BaseModel):
     trace_path: str | None = None
     patch_path: str | None = None
     files_changed: list[str] = Field(default_factory=list)
+    candidates: list[Candidate] = Field(
+        default_factory=list, description="Every candidate, with `candidates` > 1."
+    )
+    coverage: str | None = Field(None, description='E.g. "3 of 5 candidates green".')
+    chosen_candidate: int | None = None
 
     @property
     def exit_code(self) -> int:

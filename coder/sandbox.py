@@ -133,6 +133,9 @@ class SandboxSession:
         self.test_command = test_command
         self.limits = limits
         self.sandbox_id: str | None = None
+        #: Held around each test run: candidates share one, sized to the daemon's concurrent
+        #: runs, so their loops overlap without queueing past what the daemon runs at once.
+        self.gate: asyncio.Semaphore | None = None
 
     async def start(
         self,
@@ -195,16 +198,18 @@ class SandboxSession:
         except SandboxdError as exc:
             raise SandboxError(f"sandboxd: {exc.message}") from exc
 
-    async def run_tests(self) -> TestRun:
+    async def run_tests(self, command: str | None = None) -> TestRun:
+        """The test command (or `command`, e.g. the full suite) in the sandbox, digested."""
         assert self.sandbox_id
         started = time.monotonic()
         try:
-            result = await self.client.run_in_sandbox(
-                self.sandbox_id,
-                command=["bash", "-c", WITH_VENV + self.test_command],
-                limits=self.limits,
-                env=TEST_ENV,
-            )
+            async with self.gate or contextlib.nullcontext():
+                result = await self.client.run_in_sandbox(
+                    self.sandbox_id,
+                    command=["bash", "-c", WITH_VENV + (command or self.test_command)],
+                    limits=self.limits,
+                    env=TEST_ENV,
+                )
         except SandboxdError as exc:
             raise SandboxError(f"sandboxd: {exc.message}") from exc
         if result.status == "error":

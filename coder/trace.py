@@ -47,9 +47,21 @@ class TraceWriter:
         self._fh: TextIO = open(path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
         #: Called with each event after it is written (coder's progress lines).
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        #: Fields every event of this writer carries (a candidate's number).
+        self.tags: dict[str, Any] = {}
+
+    def tagged(self, **tags: Any) -> TraceWriter:
+        """A writer into the same trace whose events also carry `tags` (e.g. `candidate=2`),
+        with the same listeners; closing the original closes it."""
+        child = TraceWriter.__new__(TraceWriter)
+        child.path, child.trace_id, child._fh = self.path, self.trace_id, self._fh
+        child.listeners = self.listeners
+        child.tags = {**self.tags, **tags}
+        return child
 
     def event(self, kind: str, **data: Any) -> None:
         assert kind in EVENT_TYPES, kind
+        data = {**self.tags, **data}
         line = {"time": round(time.time(), 6), "trace_id": self.trace_id, "type": kind, **data}
         self._fh.write(json.dumps(line, sort_keys=True) + "\n")
         self._fh.flush()
@@ -81,7 +93,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 def replies(events: list[dict[str, Any]], agent: str) -> list[Reply]:
     out = []
     for e in events:
-        if e["type"] == "model.reply" and e["agent"] == agent:
+        if e["type"] == "model.reply" and e["agent"] == agent and "candidate" not in e:
             usage = Usage(**e["usage"])
             out.append(Reply(e["text"], usage, e["model"], cached=e.get("cached", False)))
     return out
