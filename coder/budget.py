@@ -21,6 +21,7 @@ versions. A role's `budget_share` caps its own spending at that share of the lim
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +67,9 @@ class Pool:
     spent: Usage = field(default_factory=Usage)
     reserved_tokens: int = 0
     reserved_cost_usd: float = 0.0
+    in_flight: int = 0
+    #: Set (and replaced) whenever a call in flight ends: what a waiting loop waits for.
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started
@@ -150,17 +154,38 @@ class Budget:
         share = self.shares.get(role)
         if share is not None:
             left = min(left, int(share * p.max_tokens) - self.entry(role).usage.tokens)
-        cap = max(1, min(default, left - prompt_tokens, left))
+        if left < prompt_tokens + 1:
+            raise BudgetExhausted(
+                "tokens", f"a call of about {prompt_tokens} prompt tokens; {max(0, left)} left"
+            )
+        cap = min(default, left - prompt_tokens)
         priced = cost(Usage(prompt_tokens, cap)) if cost is not None else 0.0
         held = Reservation(prompt_tokens + cap, priced, cap)
         p.reserved_tokens += held.tokens
         p.reserved_cost_usd += held.cost_usd
+        p.in_flight += 1
         return held
+
+    async def hold(
+        self, role: str, prompt_tokens: int, cost: Callable[[Usage], float] | None = None
+    ) -> Reservation:
+        """`reserve`, waiting while another loop's call in flight holds the room it needs
+        (its unused room comes back when it ends); BudgetExhausted when none is in flight."""
+        while True:
+            try:
+                return self.reserve(role, prompt_tokens, cost)
+            except BudgetExhausted:
+                if self.shared.in_flight == 0:
+                    raise
+                await self.shared.released.wait()
 
     def release(self, held: Reservation) -> None:
         p = self.shared
         p.reserved_tokens -= held.tokens
         p.reserved_cost_usd -= held.cost_usd
+        p.in_flight -= 1
+        ended, p.released = p.released, asyncio.Event()
+        ended.set()
 
     def start_iteration(self) -> None:
         if self.iterations >= self.max_iterations:

@@ -406,6 +406,8 @@ class Candidates:
         else:
             r.status = "gave_up"
             r.reason = f"{r.coverage}; none was chosen (see each candidate's why)"
+        if r.status == "budget_exhausted":
+            r.budget = next((s.result.budget for s in solvers if s.result.budget), None)
         if self.runs:
             best = max(self.runs, key=lambda run: run.report.status == "green")
             r.tests_after = best.report.tests_after

@@ -108,7 +108,7 @@ class Solver:
         charged to the role's ledger entry, traced."""
         model = self.models[role.name]
         chars = sum(len(m["content"]) for m in messages)
-        held = self.budget.reserve(role.name, chars // 4 + 1, model.estimate_cost)
+        held = await self.budget.hold(role.name, chars // 4 + 1, model.estimate_cost)
         self.budget.prompt(role.name, chars)
         fmt = role.response_format if self._structured(role) else None
         self.trace.event(

@@ -102,8 +102,23 @@ def write_config(path: Path, **extra: Any) -> Path:
         "cache_dir": str(path.parent / "cache"),
         **extra,
     }
-    lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items() if not isinstance(v, dict)]
-    lines += ["[prices]", "writer = [1.0, 2.0]", "reviewer = [1.0, 2.0]"]
+    simple = (str, int, float, bool, type(None))
+    lines = [
+        f"{k} = {json.dumps(v)}"
+        for k, v in settings.items()
+        if isinstance(v, simple) or (isinstance(v, list) and all(isinstance(x, simple) for x in v))
+    ]
+    for k, v in settings.items():  # tables: {"roles": {"security": {...}}}, [{...}] lists
+        if isinstance(v, dict):
+            for name, table in v.items():
+                lines.append(f"[{k}.{name}]")
+                lines += [f"{f} = {json.dumps(x)}" for f, x in table.items()]
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for table in v:
+                lines.append(f"[[{k}]]")
+                lines += [f"{f} = {json.dumps(x)}" for f, x in table.items()]
+    prices = {"writer": [1.0, 2.0], "reviewer": [1.0, 2.0], "security": [1.0, 2.0]}
+    lines += ["[prices]"] + [f"{m} = {json.dumps(p)}" for m, p in prices.items()]
     lines += [
         "[test_limits]",
         "wall_time_s = 60",

@@ -6,6 +6,8 @@ normalised diffs, then the reviewer."""
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +54,83 @@ def test_two_equal_diffs_outvote_a_third(daemon: Daemon, tmp_path: Path) -> None
     assert "candidates.selected" in kinds
     tagged = {e.get("candidate") for e in events(result) if e["type"] == "model.request"}
     assert tagged == {1, 2, 3}
+
+
+def test_a_hard_coded_fix_that_breaks_another_test_is_never_chosen(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """Candidates 1 and 2 agree (two votes) on a change that passes the target tests by
+    hard-coding their values and breaks test_multiply; the full suite leaves them out."""
+    repo = example("calculator", tmp_path)
+    with scripted("candidates_regression") as server:
+        proc, result = solve(
+            repo, server, daemon, candidates=3, test="pytest -q -k add", full_test="pytest -q"
+        )
+        assert server.steps_left == 0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert result["status"] == "fixed" and result["chosen_candidate"] == 3
+    c = by_index(result)
+    assert [c[n]["status"] for n in (1, 2, 3)] == ["green"] * 3  # the target tests pass
+    for n in (1, 2):
+        assert c[n]["full_suite"]["passed"] is False and not c[n]["chosen"]
+        assert "full suite fails" in c[n]["why"] and "test_multiply" in c[n]["why"]
+        assert c[n]["votes"] == 0
+    assert c[3]["full_suite"]["passed"] is True and c[3]["votes"] == 1
+    assert result["tests_after"]["passed"] is True
+    assert "{(2, 3): 5" not in Path(result["patch_path"]).read_text()
+    full = [e for e in events(result) if e["type"] == "tests.run" and e.get("suite") == "full"]
+    assert sorted(e["candidate"] for e in full) == [1, 2, 3]
+
+
+def test_the_budget_runs_out_in_the_middle_of_the_candidates(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """One token ledger for all: no call starts that the pool cannot hold, and what each
+    candidate spent adds up to the total, under the limit."""
+    repo = example("calculator", tmp_path)
+    max_tokens = 3000
+    with scripted("candidates_budget") as server:
+        proc, result = solve(repo, server, daemon, candidates=3, max_tokens=max_tokens)
+        calls = len(server.requests)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert result["status"] == "budget_exhausted" and result["budget"] == "tokens"
+    assert 2 <= calls < 12  # some calls were made, not every scripted one
+    c = by_index(result)
+    spent = [
+        c[n]["usage"]["writer"]["prompt_tokens"] + c[n]["usage"]["writer"]["completion_tokens"]
+        for n in (1, 2, 3)
+    ]
+    total = result["writer"]["prompt_tokens"] + result["writer"]["completion_tokens"]
+    assert sum(spent) == total <= max_tokens
+    assert sum(c[n]["usage"]["writer"]["calls"] for n in (1, 2, 3)) == calls
+    assert {c[n]["status"] for n in (1, 2, 3)} == {"budget_exhausted"}
+    assert result["coverage"] == "0 of 3 candidates green"
+
+
+def test_one_candidates_sandbox_failing_does_not_sink_the_others(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """Candidate 1's sandbox is deleted under it while its model call is in flight."""
+    repo = example("calculator", tmp_path)
+    traces = repo / ".coder" / "traces"
+    with scripted("candidates_sandbox_gone") as server, ThreadPoolExecutor(1) as pool:
+        running = pool.submit(solve, repo, server, daemon, "--quiet", candidates=2)
+        victim = None
+        deadline = time.monotonic() + 60
+        while victim is None and time.monotonic() < deadline and not running.done():
+            for path in traces.glob("*.jsonl") if traces.is_dir() else []:
+                for line in path.read_text().splitlines():
+                    e = json.loads(line)
+                    if e["type"] == "candidate.start" and e["candidate"] == 1:
+                        victim = e["sandbox_id"]
+            time.sleep(0.05)
+        assert victim is not None, "candidate 1 never started"
+        with daemon.client() as c:
+            c.delete_sandbox(victim)
+        proc, result = running.result(timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    c = by_index(result)
+    assert c[1]["status"] == "sandbox_error" and c[1]["sandbox_id"] == victim
+    assert c[2]["status"] == "green" and c[2]["chosen"]
+    assert result["status"] == "fixed" and result["coverage"] == "1 of 2 candidates green"
+    assert "+    return b + a" in Path(result["patch_path"]).read_text()

@@ -119,7 +119,7 @@ def test_model_error_after_retries(daemon: Daemon, tmp_path: Path) -> None:
     [
         ({"max_iterations": 1}, "iterations"),
         ({"max_cost_usd": 0.0001}, "cost"),
-        ({"max_tokens": 50}, "tokens"),
+        ({"max_tokens": 800}, "tokens"),  # the first prompt fits (~650), the second not
     ],
 )
 def test_budget_exhausted_fails_closed_and_keeps_the_partial_diff(
