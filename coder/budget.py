@@ -159,7 +159,20 @@ class Budget:
                 "tokens", f"a call of about {prompt_tokens} prompt tokens; {max(0, left)} left"
             )
         cap = min(default, left - prompt_tokens)
-        priced = cost(Usage(prompt_tokens, cap)) if cost is not None else 0.0
+        priced = 0.0
+        if cost is not None:
+            money = p.max_cost_usd - p.spent.cost_usd - p.reserved_cost_usd
+            if share is not None:
+                money = min(money, share * p.max_cost_usd - self.entry(role).usage.cost_usd)
+            prompt_cost = cost(Usage(prompt_tokens, 0))
+            per_token = cost(Usage(0, 1000)) / 1000
+            if per_token > 0:
+                cap = min(cap, int((money - prompt_cost) / per_token))
+            if prompt_cost > money or cap < 1:
+                raise BudgetExhausted(
+                    "cost", f"a call of about {prompt_tokens} prompt tokens; ${money:.4f} left"
+                )
+            priced = cost(Usage(prompt_tokens, cap))
         held = Reservation(prompt_tokens + cap, priced, cap)
         p.reserved_tokens += held.tokens
         p.reserved_cost_usd += held.cost_usd

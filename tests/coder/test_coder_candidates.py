@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from coder.testing.harness import example, scripted, solve
+from tests.coder.test_coder_envs import INDEX, repository
 from tests.daemon import Daemon
 
 
@@ -134,3 +135,27 @@ def test_one_candidates_sandbox_failing_does_not_sink_the_others(
     assert c[2]["status"] == "green" and c[2]["chosen"]
     assert result["status"] == "fixed" and result["coverage"] == "1 of 2 candidates green"
     assert "+    return b + a" in Path(result["patch_path"]).read_text()
+
+
+def test_candidates_fork_the_prepared_environment(daemon: Daemon, tmp_path: Path) -> None:
+    """The setup runs once, in a base sandbox kept as the environment's snapshot; each
+    candidate's sandbox is a fork of it (the repository's own test checks the setup ran once
+    in the environment it sees)."""
+    repo = repository(tmp_path)
+    with scripted("candidates_env") as server:
+        proc, result = solve(repo, server, daemon, candidates=2, **INDEX)
+        assert server.steps_left == 0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert result["status"] == "fixed" and result["coverage"] == "2 of 2 candidates green"
+    env = result["env"]
+    assert env["key"] and env["snapshot_id"] and env["reused"] is False
+    c = by_index(result)
+    assert c[1]["from_snapshot"] == c[2]["from_snapshot"] == env["snapshot_id"]
+    assert c[1]["sandbox_id"] != c[2]["sandbox_id"]
+    assert c[1]["fingerprint"] == c[2]["fingerprint"]  # a comment does not make it another
+    assert (c[1]["votes"], c[2]["votes"]) == (2, 2) and result["chosen_candidate"] == 1
+    steps = [e for e in events(result) if e["type"] == "setup.step"]
+    assert [e.get("candidate") for e in steps] == [None]  # once, in the base sandbox
+    assert "test_the_setup_ran_once" not in json.dumps(c[1]["tests_after"]["failing"])
+    with daemon.client() as client:
+        client.delete_snapshot(env["snapshot_id"])

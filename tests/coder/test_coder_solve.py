@@ -118,7 +118,7 @@ def test_model_error_after_retries(daemon: Daemon, tmp_path: Path) -> None:
     ("config", "budget"),
     [
         ({"max_iterations": 1}, "iterations"),
-        ({"max_cost_usd": 0.0001}, "cost"),
+        ({"max_cost_usd": 0.001}, "cost"),  # the first call fits ($0.00065 of prompt)
         ({"max_tokens": 800}, "tokens"),  # the first prompt fits (~650), the second not
     ],
 )
