@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from bench import (
+    coder_candidates,
     coder_overhead,
     docker_latency,
     fork_latency,
@@ -43,6 +44,7 @@ def main() -> None:
     daemon = Daemon(work, "coder-bench").start()
     try:
         sections.append(coder_overhead.report(coder_overhead.measure(daemon)))
+        sections.append(coder_candidates.report(coder_candidates.measure(daemon)))
     finally:
         daemon.stop()
     if args.realrepos:

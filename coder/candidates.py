@@ -250,6 +250,7 @@ class Candidates:
             run.report.status = "stopped"
             run.report.reason = f"{self.cfg.stop_after_green} candidates were green already"
         finally:
+            run.report.wall_time_s = round(time.monotonic() - run.started, 4)
             self._fill(run)
             trace.event(
                 "candidate.end",
@@ -263,10 +264,11 @@ class Candidates:
     def _fill(self, run: Run) -> None:
         """The candidate's report from its loop, as far as it got."""
         r, s = run.report, run.solver
-        r.wall_time_s = round(time.monotonic() - run.started, 4)
         if s is None:
             return
         res = s.result
+        r.model_time_s, r.test_time_s = round(s.model_time_s, 4), round(s.test_time_s, 4)
+        r.overhead_s = round(max(0.0, r.wall_time_s - s.model_time_s - s.test_time_s), 4)
         r.iterations = s.budget.iterations
         r.tests_before, r.tests_after = res.tests_before, res.tests_after
         r.diff = s.diff

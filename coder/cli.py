@@ -176,6 +176,11 @@ async def _run_solve(args: argparse.Namespace) -> int:
 async def _run_trace(args: argparse.Namespace, resume: bool) -> int:
     events = read_events(Path(args.trace))
     cfg = CoderConfig.model_validate(events[0]["config"])
+    if cfg.candidates > 1:
+        raise UsageError(
+            f"{args.trace} is a solve of {cfg.candidates} candidates: replay and resume take "
+            "a single writer's trace (each candidate's patch is in its result)"
+        )
     if args.base_url:  # the model endpoint may have moved since the trace was written
         cfg = cfg.model_copy(update={"base_url": args.base_url})
     _check_apply(args, cfg)

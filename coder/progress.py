@@ -28,9 +28,13 @@ class Progress:
         self.tokens = 0
         self.cost_usd = 0.0
         self.iteration = 0
+        #: The candidate the event being told is of (with --candidates), else None.
+        self.candidate: int | None = None
 
     def say(self, phase: str, text: str) -> None:
         out = self.stream or sys.stderr
+        if self.candidate is not None:
+            phase += f" #{self.candidate}"
         try:
             out.write(f"coder: [{phase}] {text}\n")
             out.flush()
@@ -40,7 +44,9 @@ class Progress:
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         handler = _HANDLERS.get(kind)
         if handler is not None:
+            self.candidate = data.get("candidate")
             handler(self, data)
+            self.candidate = None
 
     def _spent(self) -> str:
         return f"{plural(self.tokens, 'token')}, ${self.cost_usd:.4f} so far"
@@ -109,6 +115,27 @@ class Progress:
         self.say(str(data.get("agent", "reviewer")), f"iteration {n}: {data.get('verdict')}")
 
 
+def _candidates(self: Progress, data: dict[str, Any]) -> None:
+    self.say("setup", f"{data.get('candidates')} candidates, each in its own sandbox")
+
+
+def _candidate_start(self: Progress, data: dict[str, Any]) -> None:
+    fork = f", forked from {data['from_snapshot']}" if data.get("from_snapshot") else ""
+    self.say("candidate", f"sandbox {data.get('sandbox_id')}{fork}; seed {data.get('seed')}")
+
+
+def _candidate_end(self: Progress, data: dict[str, Any]) -> None:
+    self.say(
+        "candidate", f"{data.get('status')} after {plural(data.get('iterations', 0), 'iteration')}"
+    )
+
+
+def _selected(self: Progress, data: dict[str, Any]) -> None:
+    chosen = data.get("chosen")
+    which = f"candidate {chosen} chosen" if chosen else "none chosen"
+    self.say("select", f"{data.get('coverage')}; {which}")
+
+
 _HANDLERS: dict[str, Callable[[Progress, dict[str, Any]], None]] = {
     "solve.start": Progress._start,
     "sandbox.ready": Progress._ready,
@@ -121,4 +148,8 @@ _HANDLERS: dict[str, Callable[[Progress, dict[str, Any]], None]] = {
     "review.verdict": Progress._verdict,
     "env.plan": Progress._env,
     "env.kept": Progress._kept,
+    "candidates.start": _candidates,
+    "candidate.start": _candidate_start,
+    "candidate.end": _candidate_end,
+    "candidates.selected": _selected,
 }

@@ -118,6 +118,13 @@ class Candidate(BaseModel):
     votes: int = Field(0, description="Eligible candidates with the same normalised change.")
     usage: dict[str, AgentUsage] = Field(default_factory=dict)
     wall_time_s: float = 0.0
+    model_time_s: float = 0.0
+    test_time_s: float = 0.0
+    overhead_s: float = Field(
+        0.0,
+        description="Its wall time beyond its model replies and test runs: coder's own work, "
+        "its sandbox's start, and waiting for a test slot.",
+    )
     chosen: bool = False
     why: str = Field("", description="Why it was chosen, or not.")
 

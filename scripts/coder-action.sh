@@ -12,6 +12,7 @@ args=(solve "$repo" --ci --out-dir "$out" --test "${CODER_TEST:-pytest -q}")
 [ -n "${CODER_MODEL:-}" ] && args+=(--model "$CODER_MODEL")
 [ -n "${CODER_REVIEWER_MODEL:-}" ] && args+=(--reviewer-model "$CODER_REVIEWER_MODEL")
 [ -n "${CODER_BASE_URL:-}" ] && args+=(--base-url "$CODER_BASE_URL")
+[ -n "${CODER_CANDIDATES:-}" ] && args+=(--candidates "$CODER_CANDIDATES")
 [ -n "${CODER_MAX_ITERATIONS:-}" ] && args+=(--max-iterations "$CODER_MAX_ITERATIONS")
 [ -n "${CODER_MAX_COST_USD:-}" ] && args+=(--max-cost-usd "$CODER_MAX_COST_USD")
 [ -n "${CODER_SETUP:-}" ] && args+=(--setup "$CODER_SETUP")
@@ -40,6 +41,9 @@ r = json.load(open(sys.argv[1]))
 n, before, trace = r["iterations"], r["tests_before"]["summary"], r["trace_id"]
 plural = "" if n == 1 else "s"
 print(f"Fixed in {n} iteration{plural}; tests before: {before}.")
+if r.get("chosen_candidate"):
+    total = len(r.get("candidates") or [])
+    print(f"Candidate {r['chosen_candidate']} of {total} chosen; {r['coverage']}.")
 print(f"Trace id {trace}.")' "$out/result.json")"
 git -C "$repo" push -q "${CODER_REMOTE:-origin}" "$branch"
 echo "coder-action: pushed $branch"

@@ -62,8 +62,11 @@ class LoopbackServer:
 class ScriptedServer(LoopbackServer):
     """coder's scripted OpenAI-compatible server, running in a thread on loopback."""
 
-    def __init__(self, fixture: str) -> None:
-        super().__init__(make_app(load_steps(FIXTURES / f"{fixture}.json")))
+    def __init__(self, fixture: str, steps: list[dict[str, Any]] | None = None) -> None:
+        """The steps of `fixture` (tests/fixtures/coder/NAME.json), or `steps` as given."""
+        super().__init__(
+            make_app(steps if steps is not None else load_steps(FIXTURES / f"{fixture}.json"))
+        )
 
     def start(self) -> ScriptedServer:
         super().start()
@@ -80,8 +83,8 @@ class ScriptedServer(LoopbackServer):
 
 
 @contextmanager
-def scripted(fixture: str) -> Iterator[ScriptedServer]:
-    server = ScriptedServer(fixture).start()
+def scripted(fixture: str, steps: list[dict[str, Any]] | None = None) -> Iterator[ScriptedServer]:
+    server = ScriptedServer(fixture, steps).start()
     try:
         yield server
     finally:

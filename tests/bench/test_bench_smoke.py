@@ -3,7 +3,8 @@ the checks are the benches' own (right output, all HumanEval problems pass, no l
 
 from __future__ import annotations
 
-from bench import docker_latency, fork_latency, hello_latency, humaneval, soak
+from bench import coder_candidates, docker_latency, fork_latency, hello_latency, humaneval, soak
+from tests.daemon import Daemon
 
 
 def test_hello_latency_bench_runs() -> None:
@@ -54,3 +55,15 @@ def test_fork_bench_runs() -> None:
     assert data["snapshot_bytes"] >= 2_000_000
     assert data["fork_bytes"] < data["snapshot_bytes"]  # a fork copies nothing
     assert "| a fork's image, just made |" in fork_latency.report(data)
+
+
+def test_coder_candidates_bench_runs(daemon: Daemon) -> None:
+    data = coder_candidates.measure(
+        daemon, repeats=1, delays=(0.0,), ns=(1, 2), tasks=coder_candidates.TASKS[:1]
+    )
+    runs = data["runs"]
+    assert set(runs) == {"calculator|0.0|1", "calculator|0.0|2"}
+    assert runs["calculator|0.0|2"][0]["coverage"] == "2 of 2 candidates green"
+    assert len(runs["calculator|0.0|2"][0]["overheads_s"]) == 2
+    report = coder_candidates.report(data)
+    assert "| calculator | 0 s | 2 | 2 of 2 candidates green |" in report

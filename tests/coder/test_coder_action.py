@@ -116,3 +116,16 @@ def test_pr_step_is_draft_and_behind_the_flag(daemon: Daemon, tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr
     args = calls.read_text()
     assert args.startswith("pr create --draft --head coder/fix-42")
+
+
+def test_candidates_are_passed_through(daemon: Daemon, tmp_path: Path) -> None:
+    work, remote = checkout(tmp_path, "calculator")
+    with scripted("candidates_vote") as server:
+        proc = run_action(work, server.url, daemon, CODER_CANDIDATES="3")
+        assert server.steps_left == 0  # all three candidates asked
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((work.parent / "out" / "result.json").read_text())
+    assert len(result["candidates"]) == 3 and result["chosen_candidate"] == 2
+    body = git("log", "-1", "--format=%b", "coder/fix-42", cwd=remote)
+    assert "Candidate 2 of 3 chosen; 3 of 3 candidates green." in body, body
+    assert "return a + b" in git("show", "coder/fix-42:calc.py", cwd=remote)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from coder.testing.harness import example, scripted, solve
+from coder.testing.harness import coder_env, example, run_coder, scripted, solve
 from tests.coder.test_coder_envs import INDEX, repository
 from tests.daemon import Daemon
 
@@ -55,6 +55,10 @@ def test_two_equal_diffs_outvote_a_third(daemon: Daemon, tmp_path: Path) -> None
     assert "candidates.selected" in kinds
     tagged = {e.get("candidate") for e in events(result) if e["type"] == "model.request"}
     assert tagged == {1, 2, 3}
+    assert "coder: [select] 3 of 3 candidates green; candidate 2 chosen" in proc.stderr
+    assert "coder: [writer #3] iteration 1: asking writer" in proc.stderr
+    replay = run_coder("replay", result["trace_path"], env=coder_env(daemon))
+    assert replay.returncode == 2 and "a solve of 3 candidates" in replay.stderr
 
 
 def test_a_hard_coded_fix_that_breaks_another_test_is_never_chosen(

@@ -9,7 +9,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from coder.testing.harness import coder_env, example, run_coder, scripted, solve, write_config
+from coder.testing.harness import (
+    REPO,
+    coder_env,
+    example,
+    run_coder,
+    scripted,
+    solve,
+    write_config,
+)
 from tests.daemon import Daemon
 
 
@@ -139,3 +147,17 @@ def test_a_bad_roles_table_is_one_line_and_exit_2(tmp_path: Path) -> None:
                 assert len(lines) == 1 and expected in lines[0], (toml, lines)
         assert server.requests == []
     assert not (repo / ".coder").exists()  # nothing was written for a refused config
+
+
+def test_the_readme_roles_example_works_as_written(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## coder: best of N candidates, and roles from config", 1)[1]
+    toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    shown = section.split("`--json` for a document); with the file above:\n\n```\n", 1)[1]
+    shown = shown.split("```", 1)[0]
+    repo = example("calculator", tmp_path)
+    (repo / ".coder.toml").write_text(toml)
+    proc = run_coder("roles", str(repo), env=coder_env(None))
+    assert proc.returncode == 0, proc.stderr
+    expected = shown.replace("/path/to/repo", str(repo.resolve()))
+    assert proc.stdout == expected
