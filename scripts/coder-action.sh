@@ -41,9 +41,9 @@ r = json.load(open(sys.argv[1]))
 n, before, trace = r["iterations"], r["tests_before"]["summary"], r["trace_id"]
 plural = "" if n == 1 else "s"
 print(f"Fixed in {n} iteration{plural}; tests before: {before}.")
-if r.get("chosen_candidate"):
-    total = len(r.get("candidates") or [])
-    print(f"Candidate {r['chosen_candidate']} of {total} chosen; {r['coverage']}.")
+chosen, total, coverage = r.get("chosen_candidate"), len(r.get("candidates") or []), r.get("coverage")
+if chosen:
+    print(f"Candidate {chosen} of {total} chosen; {coverage}.")
 print(f"Trace id {trace}.")' "$out/result.json")"
 git -C "$repo" push -q "${CODER_REMOTE:-origin}" "$branch"
 echo "coder-action: pushed $branch"

@@ -163,3 +163,17 @@ def test_candidates_fork_the_prepared_environment(daemon: Daemon, tmp_path: Path
     assert "test_the_setup_ran_once" not in json.dumps(c[1]["tests_after"]["failing"])
     with daemon.client() as client:
         client.delete_snapshot(env["snapshot_id"])
+
+
+def test_stop_after_green_stops_the_rest(daemon: Daemon, tmp_path: Path) -> None:
+    repo = example("calculator", tmp_path)
+    with scripted("candidates_early_stop") as server:
+        started = time.monotonic()
+        proc, result = solve(repo, server, daemon, candidates=3, stop_after_green=2)
+        took = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    c = by_index(result)
+    assert [c[n]["status"] for n in (1, 2, 3)] == ["green", "green", "stopped"]
+    assert "2 candidates were green already" in c[3]["reason"]
+    assert result["coverage"] == "2 of 3 candidates green" and result["chosen_candidate"] == 1
+    assert took < 20  # candidate 3's reply (20 s away) was not waited for

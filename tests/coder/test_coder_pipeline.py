@@ -161,3 +161,37 @@ def test_the_readme_roles_example_works_as_written(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     expected = shown.replace("/path/to/repo", str(repo.resolve()))
     assert proc.stdout == expected
+
+
+def test_a_role_after_each_edit_with_its_own_prompt_file(daemon: Daemon, tmp_path: Path) -> None:
+    """`after = "edit"`: asked after each edit, before its test run (it sees the diff, no
+    results); its points reach the writer's next turn even though the tests passed."""
+    repo = example("calculator", tmp_path)
+    (repo / ".coder").mkdir()
+    (repo / ".coder" / "style.md").write_text("STYLE-RULES-MARK: comment every return.\n")
+    roles = {
+        "style": {
+            "kind": "reviewer",
+            "after": "edit",
+            "model": "reviewer",
+            "prompt_file": ".coder/style.md",
+        }
+    }
+    with scripted("role_after_edit") as server:
+        proc, result = solve(repo, server, daemon, roles=roles)
+        assert server.steps_left == 0
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert result["status"] == "fixed" and result["iterations"] == 2
+    assert result["roles"]["style"]["calls"] == 2 and result["roles"]["reviewer"]["calls"] == 2
+    order = [
+        (e["type"], e.get("agent"))
+        for e in events(result)
+        if e["type"] in ("review.verdict", "tests.run")
+    ]
+    assert order[:4] == [
+        ("tests.run", None),
+        ("review.verdict", "style"),  # before the edit's test run
+        ("tests.run", None),
+        ("review.verdict", "reviewer"),
+    ]
+    assert "# the sum" in Path(result["patch_path"]).read_text()
