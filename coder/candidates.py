@@ -21,20 +21,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
-from coder import envs
+from coder import envs, tally
 from coder.budget import Budget, Pool
 from coder.config import CoderConfig
 from coder.errors import CoderError, SandboxError, Vetoed
 from coder.loop import Solver, summary
 from coder.model import Model
-from coder.pipeline import Pipeline, Stage
+from coder.pipeline import Pipeline, Stage, writer_stages
 from coder.repo import RepoFiles
-from coder.result import AgentUsage, Candidate, SolveResult, Status
-from coder.roleconfig import CandidateConfig
+from coder.result import Candidate, SolveResult
 from coder.sandbox import SandboxSession
 from coder.select import Facts, coverage, fingerprint, rank
 from coder.setup import Setup
@@ -42,31 +40,6 @@ from coder.trace import TraceWriter
 from sandboxd.client import Client
 from sandboxd.errors import SandboxdError
 from sandboxd.models import Snapshot
-
-#: A candidate's temperature when neither it nor the writer has one above 0: identical
-#: samples would make N candidates one.
-DEFAULT_TEMPERATURE = 0.7
-
-
-def writer_stages(cfg: CoderConfig, pipeline: Pipeline) -> list[Stage]:
-    """The writer of each candidate: the pipeline's, with the candidate's settings
-    (`[[candidate]]` in order); unset, seed = the writer's seed (or 0) + the candidate's
-    number and temperature = the writer's, or DEFAULT_TEMPERATURE when that is 0."""
-    w = pipeline.writer
-    out = []
-    for n in range(1, cfg.candidates + 1):
-        c = cfg.candidate[n - 1] if n <= len(cfg.candidate) else CandidateConfig()
-        temperature = w.temperature if w.temperature > 0 else DEFAULT_TEMPERATURE
-        out.append(
-            replace(
-                w,
-                model=c.model or w.model,
-                base_url=c.base_url or w.base_url,
-                temperature=c.temperature if c.temperature is not None else temperature,
-                seed=c.seed if c.seed is not None else (w.seed or 0) + n,
-            )
-        )
-    return out
 
 
 @dataclass
@@ -85,19 +58,6 @@ class Run:
     session: SandboxSession
     solver: Solver | None = None
     started: float = field(default_factory=time.monotonic)
-
-
-def _sum(usages: list[dict[str, AgentUsage]]) -> dict[str, AgentUsage]:
-    total: dict[str, AgentUsage] = {}
-    for u in usages:
-        for name, a in u.items():
-            t = total.setdefault(name, AgentUsage())
-            t.calls += a.calls
-            t.cached_calls += a.cached_calls
-            t.prompt_tokens += a.prompt_tokens
-            t.completion_tokens += a.completion_tokens
-            t.cost_usd = round(t.cost_usd + a.cost_usd, 6)
-    return total
 
 
 @dataclass
@@ -375,45 +335,14 @@ class Candidates:
 
     def _outcome(self, chosen: Run | None) -> None:
         r = self.result
-        r.candidates = [run.report for run in self.runs]
-        r.roles = _sum([run.report.usage for run in self.runs])
-        r.writer = r.roles.get(self.pipeline.writer.name, AgentUsage())
-        r.reviewer = r.roles.get("reviewer", AgentUsage())
-        solvers = [run.solver for run in self.runs if run.solver is not None]
-        r.model_time_s = round(sum(s.model_time_s for s in solvers), 4)
-        r.test_time_s = round(sum(s.test_time_s for s in solvers), 4)
-        if r.tests_before is None and self.runs:
-            r.tests_before = self.runs[0].report.tests_before
+        tally.totals(r, [run.report for run in self.runs], self.pipeline.writer.name)
         if chosen is not None and chosen.solver is not None:
-            r.chosen_candidate = chosen.report.index
-            r.status = "fixed"
-            r.reason = f"candidate {chosen.report.index} {chosen.report.why}"
-            r.iterations = chosen.report.iterations
-            r.tests_after = chosen.report.full_suite or chosen.report.tests_after
-            r.files_changed = chosen.report.files_changed
+            tally.chosen(r, chosen.report)
             self.diff = chosen.report.diff
             self.changed = {p: chosen.solver.current[p] for p in r.files_changed}
-            return
-        if self.halted or r.status == "vetoed":
-            return  # a stop of the selection, already said
-        statuses = {run.report.status for run in self.runs}
-        greens = sum(run.report.status == "green" for run in self.runs)
-        only = self.runs[0].report.status if len(statuses) == 1 else None
-        if only is not None and only not in ("green", "stopped"):
-            r.status = cast(Status, only)
-            r.reason = f"every candidate: {self.runs[0].report.reason}"
-        elif greens == 0 and "budget_exhausted" in statuses:
-            r.status, r.reason = "budget_exhausted", f"{r.coverage}; the budget ran out"
-            r.budget = next((s.result.budget for s in solvers if s.result.budget is not None), None)
-        else:
-            r.status = "gave_up"
-            r.reason = f"{r.coverage}; none was chosen (see each candidate's why)"
-        if r.status == "budget_exhausted":
-            r.budget = next((s.result.budget for s in solvers if s.result.budget), None)
-        if self.runs:
-            best = max(self.runs, key=lambda run: run.report.status == "green")
-            r.tests_after = best.report.tests_after
-            r.iterations = max(run.report.iterations for run in self.runs)
+        elif not self.halted and r.status != "vetoed":  # else a stop already said
+            budgets = [run.solver.result.budget for run in self.runs if run.solver]
+            tally.none_chosen(r, [run.report for run in self.runs], budgets)
 
     async def run(self) -> SolveResult:
         started = time.monotonic()
@@ -463,14 +392,7 @@ class Candidates:
             coverage=self.result.coverage,
             status=self.result.status,
             candidates=[
-                {
-                    "candidate": c.index,
-                    "status": c.status,
-                    "votes": c.votes,
-                    "fingerprint": c.fingerprint,
-                    "chosen": c.chosen,
-                    "why": c.why,
-                }
+                c.model_dump(include={"index", "status", "votes", "fingerprint", "chosen", "why"})
                 for c in self.result.candidates
             ],
         )

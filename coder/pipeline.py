@@ -5,14 +5,14 @@ speaks next. `coder roles` prints it (`describe`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from coder.agents import KINDS, Role
 from coder.config import CoderConfig
 from coder.errors import UsageError
-from coder.roleconfig import BUILT_IN, DEFAULTS, RoleConfig, RoleKind
+from coder.roleconfig import BUILT_IN, DEFAULTS, CandidateConfig, RoleConfig, RoleKind
 
 When = Literal["round", "green", "edit", "every_round"]
 WHEN_TEXT: dict[str, str] = {
@@ -164,3 +164,29 @@ def build(cfg: CoderConfig, root: Path | None = None) -> Pipeline:
         )
     writer = stages[0]
     return Pipeline(writer, tuple(stages[1:]), tuple(off))
+
+
+#: A candidate's temperature when neither it nor the writer has one above 0: identical
+#: samples would make N candidates one.
+DEFAULT_TEMPERATURE = 0.7
+
+
+def writer_stages(cfg: CoderConfig, pipeline: Pipeline) -> list[Stage]:
+    """The writer of each candidate: the pipeline's, with the candidate's settings
+    (`[[candidate]]` in order); unset, seed = the writer's seed (or 0) + the candidate's
+    number and temperature = the writer's, or DEFAULT_TEMPERATURE when that is 0."""
+    w = pipeline.writer
+    out = []
+    for n in range(1, cfg.candidates + 1):
+        c = cfg.candidate[n - 1] if n <= len(cfg.candidate) else CandidateConfig()
+        temperature = w.temperature if w.temperature > 0 else DEFAULT_TEMPERATURE
+        out.append(
+            replace(
+                w,
+                model=c.model or w.model,
+                base_url=c.base_url or w.base_url,
+                temperature=c.temperature if c.temperature is not None else temperature,
+                seed=c.seed if c.seed is not None else (w.seed or 0) + n,
+            )
+        )
+    return out

@@ -8,11 +8,10 @@ import asyncio
 import pytest
 
 from coder.budget import Budget, Pool
-from coder.candidates import DEFAULT_TEMPERATURE, writer_stages
 from coder.config import CoderConfig
 from coder.errors import BudgetExhausted, UsageError
 from coder.model import Usage
-from coder.pipeline import build
+from coder.pipeline import DEFAULT_TEMPERATURE, build, writer_stages
 from coder.select import Facts, coverage, fingerprint, normalise, rank
 
 
