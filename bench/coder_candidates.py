@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.machine import describe
 from coder.testing.harness import FIXTURES, example, scripted, solve
 from sandboxd.testing import Daemon
 
@@ -136,9 +137,12 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))
     work.chmod(0o711)
+    machine = describe()  # the load average at the start
     d = Daemon(work, "coder-bench-n").start()
     try:
-        print(report(measure(d, args.repeats)))
+        text = report(measure(d, args.repeats))
+        head, _, rest = text.partition("\n\n")
+        print("\n".join([head, "", "Machine:", *machine, "", rest]))
     finally:
         d.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -70,17 +70,36 @@ def live_models(
 
 
 def replay_models(
-    cfg: CoderConfig, events: list[dict[str, Any]], trace: TraceWriter, *, resume: bool
+    cfg: CoderConfig,
+    events: list[dict[str, Any]],
+    trace: TraceWriter,
+    *,
+    resume: bool,
+    candidate: int | None = None,
+    writer: Stage | None = None,
 ) -> dict[str, Model]:
-    """Every role's recorded replies in order; then, to resume, its live model."""
+    """Every role's recorded replies in order (those of `candidate`'s loop, with candidates,
+    whose writer is `writer`); then, to resume, its live model."""
+    stages = list(build(cfg).stages)
+    if writer is not None:
+        stages[0] = writer
     return {
         s.name: ReplayModel(
             s.model,
-            replies(events, s.name),
+            replies(events, s.name, candidate),
             live_model(cfg, s, trace) if resume else None,
         )
-        for s in build(cfg).stages
+        for s in stages
     }
+
+
+def replay_candidates(
+    cfg: CoderConfig, events: list[dict[str, Any]], trace: TraceWriter, *, resume: bool
+) -> Callable[[int, Stage], dict[str, Model]]:
+    """replay_models for each candidate of a best-of-N trace."""
+    return lambda n, stage: replay_models(
+        cfg, events, trace, resume=resume, candidate=n, writer=stage
+    )
 
 
 async def connect(
@@ -182,6 +201,7 @@ async def solve(
     cfg: CoderConfig,
     *,
     models: dict[str, Model] | None = None,
+    candidate_models: Callable[[int, Stage], dict[str, Model]] | None = None,
     trace: TraceWriter | None = None,
     progress: Progress | None = None,
 ) -> Outcome:
@@ -225,7 +245,7 @@ async def solve(
                     client,
                     local is not None,
                     pipeline,
-                    _models_for(cfg, trace, pipeline, given),
+                    candidate_models or _models_for(cfg, trace, pipeline, given),
                     trace,
                 )
                 outcome.result = await many.run()
@@ -290,10 +310,10 @@ async def _connected(
 
 def _models_for(
     cfg: CoderConfig, trace: TraceWriter, pipeline: Pipeline, given: dict[str, Model] | None
-) -> Callable[[Stage], dict[str, Model]]:
+) -> Callable[[int, Stage], dict[str, Model]]:
     """The models of a candidate: its own writer's, the checking roles' shared (or `given`,
     the same for every candidate)."""
     if given is not None:
-        return lambda stage: given
+        return lambda n, stage: given
     checks = {s.name: live_model(cfg, s, trace) for s in pipeline.checks}
-    return lambda stage: {stage.name: live_model(cfg, stage, trace), **checks}
+    return lambda n, stage: {stage.name: live_model(cfg, stage, trace), **checks}

@@ -70,8 +70,8 @@ class Candidates:
     #: Whether coder started the sandboxd for this solve (it keeps no environments).
     local: bool
     pipeline: Pipeline
-    #: The models of a candidate's roles, given its writer stage.
-    models_for: Callable[[Stage], dict[str, Model]]
+    #: The models of a candidate's roles, given its number and its writer stage.
+    models_for: Callable[[int, Stage], dict[str, Model]]
     trace: TraceWriter
     result: SolveResult = field(init=False)
     pool: Pool = field(init=False)
@@ -193,7 +193,7 @@ class Candidates:
                 self.cfg.task,
                 files,
                 run.session,
-                self.models_for(run.stage),
+                self.models_for(n, run.stage),
                 self._budget(),
                 trace,
                 allow_test_edits=self.cfg.allow_test_edits,

@@ -24,7 +24,7 @@ from typing import Any
 
 from coder import envs
 from coder import repo as repo_files
-from coder.app import Outcome, check_repo, replay_models, solve
+from coder.app import Outcome, check_repo, replay_candidates, replay_models, solve
 from coder.config import CoderConfig, load_config
 from coder.errors import CoderError, SandboxError, UsageError
 from coder.pipeline import build
@@ -176,11 +176,6 @@ async def _run_solve(args: argparse.Namespace) -> int:
 async def _run_trace(args: argparse.Namespace, resume: bool) -> int:
     events = read_events(Path(args.trace))
     cfg = CoderConfig.model_validate(events[0]["config"])
-    if cfg.candidates > 1:
-        raise UsageError(
-            f"{args.trace} is a solve of {cfg.candidates} candidates: replay and resume take "
-            "a single writer's trace (each candidate's patch is in its result)"
-        )
     if args.base_url:  # the model endpoint may have moved since the trace was written
         cfg = cfg.model_copy(update={"base_url": args.base_url})
     _check_apply(args, cfg)
@@ -188,9 +183,13 @@ async def _run_trace(args: argparse.Namespace, resume: bool) -> int:
     new_id = secrets.token_hex(16)
     path = Path(args.trace).with_name(f"{new_id}.jsonl")
     trace = TraceWriter(path, new_id)
-    models = replay_models(cfg, events, trace, resume=resume)
     print(f"coder: {'resuming' if resume else 'replaying'} trace {old_id}", file=sys.stderr)
-    outcome = await solve(cfg, models=models, trace=trace, progress=_progress(args))
+    if cfg.candidates > 1:  # each candidate's loop replays its own replies
+        many = replay_candidates(cfg, events, trace, resume=resume)
+        outcome = await solve(cfg, candidate_models=many, trace=trace, progress=_progress(args))
+    else:
+        models = replay_models(cfg, events, trace, resume=resume)
+        outcome = await solve(cfg, models=models, trace=trace, progress=_progress(args))
     return _finish(args, cfg, outcome)
 
 
@@ -367,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("roles", help="print the effective pipeline of roles for a repository")
     r.add_argument("path", nargs="?", default=".", help="the repository (default: .)")
     r.add_argument(
-        "--config", help="TOML config (default the repository's .coder.toml, then ~/.config)"
+        "--config", help="TOML config (default .coder.toml, ~/.config/coder/config.toml)"
     )
     r.add_argument("--json", action="store_true", help="print the pipeline as JSON")
     return parser

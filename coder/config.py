@@ -104,19 +104,9 @@ class CoderConfig(BaseModel):
             )
 
 
-def config_files(repo: Path | None = None) -> list[Path]:
-    """The config files read when none is given: the repository's `.coder.toml` (when the
-    repository is not the current directory), then those of CONFIG_FILES, as they exist."""
-    found = list(CONFIG_FILES)
-    if repo is not None and repo.resolve() != Path.cwd().resolve():
-        found.insert(0, repo / ".coder.toml")
-    return [p for p in found if p.is_file()]
-
-
 def load_config(config_file: Path | None, flags: dict[str, Any]) -> CoderConfig:
     data: dict[str, Any] = {}
-    repo = flags.get("repo")
-    files = [config_file] if config_file else config_files(repo)
+    files = [config_file] if config_file else [p for p in CONFIG_FILES if p.is_file()]
     for path in files:
         try:
             data.update(tomllib.loads(path.read_text()))

@@ -101,6 +101,9 @@ def _prompt(root: Path, name: str, path: str | None) -> str | None:
     if path is None:
         return None
     target = root / path
+    inside = root.resolve()
+    if not target.resolve().is_relative_to(inside):  # nor through a symlink
+        raise UsageError(f"roles.{name}.prompt_file: {path} is outside the repository")
     try:
         with target.open("rb") as fh:
             data = fh.read(PROMPT_FILE_BYTES + 1)

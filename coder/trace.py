@@ -90,10 +90,11 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def replies(events: list[dict[str, Any]], agent: str) -> list[Reply]:
+def replies(events: list[dict[str, Any]], agent: str, candidate: int | None = None) -> list[Reply]:
+    """The recorded replies of `agent`, in order (of `candidate`'s loop, with candidates)."""
     out = []
     for e in events:
-        if e["type"] == "model.reply" and e["agent"] == agent and "candidate" not in e:
+        if e["type"] == "model.reply" and e["agent"] == agent and e.get("candidate") == candidate:
             usage = Usage(**e["usage"])
             out.append(Reply(e["text"], usage, e["model"], cached=e.get("cached", False)))
     return out

@@ -144,10 +144,11 @@ def coder_env(daemon: Daemon | None, **extra: str) -> dict[str, str]:
 
 
 def run_coder(
-    *args: str, env: dict[str, str], timeout_s: float = 180
+    *args: str, env: dict[str, str], timeout_s: float = 180, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "coder", *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout_s,

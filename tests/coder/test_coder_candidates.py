@@ -57,8 +57,22 @@ def test_two_equal_diffs_outvote_a_third(daemon: Daemon, tmp_path: Path) -> None
     assert tagged == {1, 2, 3}
     assert "coder: [select] 3 of 3 candidates green; candidate 2 chosen" in proc.stderr
     assert "coder: [writer #3] iteration 1: asking writer" in proc.stderr
-    replay = run_coder("replay", result["trace_path"], env=coder_env(daemon))
-    assert replay.returncode == 2 and "a solve of 3 candidates" in replay.stderr
+    out = tmp_path / "replayed.diff"
+    with scripted("none") as nobody:  # any model request would fail
+        replay = run_coder(
+            "replay",
+            result["trace_path"],
+            "--json",
+            "--patch-out",
+            str(out),
+            env=coder_env(daemon, OPENAI_BASE_URL=nobody.url),
+        )
+        assert nobody.requests == []
+    again = json.loads(replay.stdout)
+    assert replay.returncode == 0, replay.stderr[-2000:]
+    assert again["chosen_candidate"] == 2 and again["trace_id"] != result["trace_id"]
+    assert out.read_text() == patch
+    assert [c["why"] for c in again["candidates"]] == [c[n]["why"] for n in (1, 2, 3)]
 
 
 def test_a_hard_coded_fix_that_breaks_another_test_is_never_chosen(

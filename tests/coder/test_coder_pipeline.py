@@ -97,7 +97,7 @@ def test_coder_roles_prints_the_effective_pipeline(tmp_path: Path) -> None:
         '[roles.style]\nkind = "reviewer"\nprompt_file = "style.md"\non = "every_round"\n'
         "budget_share = 0.25\n"
     )
-    proc = run_coder("roles", str(repo), env=coder_env(None))
+    proc = run_coder("roles", env=coder_env(None), cwd=repo)  # its .coder.toml, as solve's
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == f"pipeline for {repo.resolve()}:"
@@ -109,7 +109,7 @@ def test_coder_roles_prints_the_effective_pipeline(tmp_path: Path) -> None:
     assert lines[4].startswith("4. style (reviewer)") and 'on = "every_round"' in lines[4]
     assert "prompt style.md" in lines[4] and "budget share 0.25" in lines[4]
     assert lines[5] == "candidates: 1"
-    as_json = run_coder("roles", str(repo), "--json", env=coder_env(None))
+    as_json = run_coder("roles", "--json", env=coder_env(None), cwd=repo)
     doc = json.loads(as_json.stdout)
     assert [r["name"] for r in doc["roles"]] == ["writer", "reviewer", "security", "style"]
     assert doc["off"] == [] and doc["roles"][3]["acts"] == "every_round"
@@ -124,6 +124,7 @@ BAD = [
     ('[roles.reviewer]\nkind = "security"\n', "a built-in role keeps its kind"),
     ('[roles.x]\nkind = "writer"\n', "there is one writer"),
     ('[roles.reviewer]\nprompt_file = "nowhere.md"\n', "roles.reviewer.prompt_file: cannot read"),
+    ('[roles.reviewer]\nprompt_file = "../../x.md"\n', "x.md is outside the repository"),
     ('[roles.reviewer]\nafter = "green"\non = "every_round"\n', "either after or on"),
     ("candidates = 0\n", "bad setting candidates"),
     ("[[candidate]]\ntemperature = 9\n", "bad setting candidate.0.temperature"),
@@ -153,11 +154,11 @@ def test_the_readme_roles_example_works_as_written(tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text()
     section = readme.split("## coder: best of N candidates, and roles from config", 1)[1]
     toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
-    shown = section.split("`--json` for a document); with the file above:\n\n```\n", 1)[1]
+    shown = section.split("document); in a repository with the file above:\n\n```\n", 1)[1]
     shown = shown.split("```", 1)[0]
     repo = example("calculator", tmp_path)
     (repo / ".coder.toml").write_text(toml)
-    proc = run_coder("roles", str(repo), env=coder_env(None))
+    proc = run_coder("roles", env=coder_env(None), cwd=repo)
     assert proc.returncode == 0, proc.stderr
     expected = shown.replace("/path/to/repo", str(repo.resolve()))
     assert proc.stdout == expected
