@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from coder.agents.base import Role
+from coder.agents.flags import flags
 from coder.agents.verdict import FORMAT, RESPONSE_FORMAT, Verdict, verdict
 from coder.digest import TestDigest, head_tail
 from coder.model import Message
@@ -53,13 +54,17 @@ class Reviewer(Role[ReviewerView, Verdict]):
     response_format: ClassVar[dict[str, Any] | None] = RESPONSE_FORMAT
     default_instructions: ClassVar[str] = SYSTEM
 
+    def notes(self, view: ReviewerView) -> str:
+        """More for the prompt, after the diff (the security reviewer's flags)."""
+        return ""
+
     def messages(self, view: ReviewerView) -> list[Message]:
         after = view.after.short() if view.after is not None else "(not run yet)"
         body = (
             f"# Task\n{view.task}\n\n# Tests before the change\n{view.before.short()}\n\n"
             f"# Tests after the change\n{after}\n\n"
             f"# Diff\n```diff\n{head_tail(view.diff, DIFF_CHARS)}\n```"
-        )
+        ) + self.notes(view)
         system = (self.instructions or self.default_instructions).strip() + "\n\n" + FORMAT
         return [{"role": "system", "content": system}, {"role": "user", "content": body}]
 
@@ -74,3 +79,11 @@ class SecurityReviewer(Reviewer):
     name = "security"
     model_setting: ClassVar[str] = "reviewer"
     default_instructions: ClassVar[str] = SECURITY
+
+    def notes(self, view: ReviewerView) -> str:
+        found = flags(view.diff).text()  # the whole diff, however much of it is shown
+        return (
+            f"\n\n# Flagged by coder in the diff (facts to weigh, not verdicts)\n{found}"
+            if found
+            else ""
+        )

@@ -79,6 +79,7 @@ def test_the_security_reviewer_vetoes_a_new_subprocess_call(daemon: Daemon, tmp_
     # It saw the task, the results and the diff, and nothing of the writer's conversation.
     prompt = "\n".join(m["content"] for m in security["messages"])
     assert "+    import subprocess" in prompt and "<<<<<<< SEARCH" not in prompt
+    assert "- added lines that touch a process: import subprocess" in prompt  # code's flag
     assert set(result["roles"]) == {"writer", "reviewer", "security"}
     assert result["roles"]["security"]["calls"] == 1
     verdicts = [(e["agent"], e["verdict"]) for e in events(result) if e["type"] == "review.verdict"]

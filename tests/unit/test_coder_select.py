@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from coder.agents.flags import flags
 from coder.budget import Budget, Pool
 from coder.config import CoderConfig
 from coder.errors import BudgetExhausted, UsageError
@@ -179,3 +180,35 @@ def test_each_candidate_gets_its_own_writer_settings() -> None:
         (0.4, 11),
         (0.4, 12),
     ]
+
+
+def test_the_security_flags_name_what_code_can_recognise() -> None:
+    diff = (
+        "diff --git a/.github/workflows/ci.yml b/.github/workflows/ci.yml\n"
+        "--- a/.github/workflows/ci.yml\n+++ b/.github/workflows/ci.yml\n"
+        "@@ -1 +1 @@\n-run: pytest\n+run: true\n"
+        "diff --git a/requirements.txt b/requirements.txt\n"
+        "--- a/requirements.txt\n+++ b/requirements.txt\n@@ -0,0 +1 @@\n+leftpad==1.0\n"
+        "diff --git a/tests/test_m.py b/tests/test_m.py\n"
+        "--- a/tests/test_m.py\n+++ b/tests/test_m.py\n@@ -1,2 +1,2 @@\n"
+        "-    assert f() == 1\n+@pytest.mark.skip\n"
+        "diff --git a/m.py b/m.py\n--- a/m.py\n+++ b/m.py\n@@ -1 +1,4 @@\n"
+        "+import subprocess, socket\n+x = eval(data)\n"
+        '+API_KEY = "sk-abcdefghijklmnopqrstuvwxyz"\n+return a + b\n'
+    )
+    found = flags(diff)
+    assert found.ci == [".github/workflows/ci.yml"]
+    assert found.dependencies == ["requirements.txt"] and found.tests == ["tests/test_m.py"]
+    assert found.removed_assertions == 1
+    assert set(found.added) == {
+        "a process",
+        "the network",
+        "code evaluation",
+        "a skipped test",
+        "a possible secret",
+    }
+    text = found.text()
+    assert "- CI files changed: .github/workflows/ci.yml" in text
+    assert "- assertions removed: 1" in text
+    assert "return a + b" not in text  # a plain line is not flagged
+    assert flags("diff --git a/m.py b/m.py\n+    return a + b\n").text() == ""
