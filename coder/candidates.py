@@ -9,12 +9,10 @@ started and that keeps nothing, or a fork the daemon refuses) a candidate gets a
 sandbox set up as a single solve's. A candidate whose sandbox fails stops alone: the others
 go on. Test runs across candidates are held to the daemon's concurrent runs.
 
-Budgets: one `Pool` (coder.budget) for the tokens, cost and wall time of all of them, failing
-closed across the concurrent loops; iterations and requests are each candidate's own. Each
-candidate's usage is reported apart, and the result's totals are their sums.
-
-The checking roles that act `after = "green"` (the reviewer) check the chosen candidate, not
-every one: ranked groups are offered in order and the first approved is chosen."""
+Budgets: one `Pool` (coder.budget) for all, failing closed across the concurrent loops;
+iterations and requests are each candidate's own; usage is reported per candidate and summed
+(coder.tally). The `after = "green"` roles check ranked groups in order, not every candidate:
+the first approved is chosen."""
 
 from __future__ import annotations
 
@@ -204,8 +202,9 @@ class Candidates:
             res = await run.solver.run()
             run.report.status = "green" if res.status == "fixed" else res.status
             run.report.reason = res.reason
-        except SandboxError as exc:
-            run.report.status, run.report.reason = "sandbox_error", str(exc)
+        except CoderError as exc:  # its sandbox refused or failed, its model not to be had
+            run.report.status = "green" if exc.status == "fixed" else exc.status
+            run.report.reason = str(exc)
         except asyncio.CancelledError:
             run.report.status = "stopped"
             run.report.reason = f"{self.cfg.stop_after_green} candidates were green already"
@@ -246,6 +245,12 @@ class Candidates:
         want = self.cfg.stop_after_green
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            crashed = [t.exception() for t in done if not t.cancelled() and t.exception()]
+            if crashed:  # a bug, not a candidate's failure: loudly, the others stopped
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                raise crashed[0]  # type: ignore[misc]
             green += sum(tasks[t].report.status == "green" for t in done)
             if want is not None and green >= want and pending:
                 for t in pending:
