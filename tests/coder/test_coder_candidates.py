@@ -191,3 +191,22 @@ def test_stop_after_green_stops_the_rest(daemon: Daemon, tmp_path: Path) -> None
     assert "2 candidates were green already" in c[3]["reason"]
     assert result["coverage"] == "2 of 3 candidates green" and result["chosen_candidate"] == 1
     assert took < 20  # candidate 3's reply (20 s away) was not waited for
+
+
+def test_each_candidate_may_have_its_own_model(daemon: Daemon, tmp_path: Path) -> None:
+    repo = example("calculator", tmp_path)
+    candidate = [{"temperature": 0.1}, {"model": "security", "seed": 99}]
+    with scripted("candidates_models") as server:
+        proc, result = solve(repo, server, daemon, candidates=2, candidate=candidate)
+        asked = sorted(
+            (r["model"], r["seed"], r["temperature"])
+            for r in server.requests
+            if r["model"] != "reviewer"
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert asked == [("security", 99, 0.7), ("writer", 1, 0.1)]
+    c = by_index(result)
+    assert (c[1]["model"], c[1]["status"]) == ("writer", "green")
+    assert (c[2]["model"], c[2]["status"]) == ("security", "gave_up")
+    assert "not green (gave_up)" in c[2]["why"] and result["chosen_candidate"] == 1
+    assert result["coverage"] == "1 of 2 candidates green"
