@@ -229,11 +229,17 @@ async def start_from(
 
 
 async def keep(
-    session: SandboxSession, env: EnvPlan, paths: list[str], trace: TraceWriter
+    session: SandboxSession,
+    env: EnvPlan,
+    paths: list[str],
+    trace: TraceWriter,
+    *,
+    ttl_s: int | None = None,
 ) -> Snapshot | None:
     """Snapshot the prepared sandbox as the environment `env`, with the list of the files
-    coder uploaded; None (traced, the solve goes on) when the daemon refuses, e.g. over its
-    snapshot-disk quota."""
+    coder uploaded, as a cache the daemon drops after `ttl_s` unused (or evicts, least
+    recently used first, for a newer one); None (traced, the solve goes on) when the daemon
+    refuses, e.g. over its snapshot-disk quota with nothing left to evict."""
     if session.sandbox_id is None:
         return None
     try:
@@ -244,7 +250,7 @@ async def keep(
         if run.status != "ok":
             trace.event("env.snapshot_failed", key=env.key, reason=f"manifest: {run.status}")
             return None
-        snap = await session.client.create_snapshot(session.sandbox_id, env.labels())
+        snap = await session.client.create_snapshot(session.sandbox_id, env.labels(), ttl_s=ttl_s)
     except SandboxdError as exc:
         trace.event("env.snapshot_failed", key=env.key, reason=exc.message)
         return None

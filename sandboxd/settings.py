@@ -128,7 +128,12 @@ class Settings(BaseSettings):
         default_factory=dict, description="Quotas of named tenants, instead of tenant_quota."
     )
     max_sandbox_ttl_s: int = Field(7 * 86400, ge=1)
-    sandbox_sweep_s: float = Field(10.0, gt=0, description="How often idle sandboxes expire.")
+    max_snapshot_ttl_s: int = Field(
+        90 * 86400, ge=1, description="The most a cache snapshot's ttl_s may be."
+    )
+    sandbox_sweep_s: float = Field(
+        10.0, gt=0, description="How often idle sandboxes and cache snapshots expire."
+    )
     max_file_bytes: int = Field(64 * 1024 * 1024, ge=1, description="File API size cap.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="Runs get this long on SIGTERM.")
     otlp_endpoint: str | None = Field(

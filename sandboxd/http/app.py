@@ -230,6 +230,14 @@ async def _sandboxes(app: web.Application) -> AsyncIterator[None]:
                         target=sandbox_id,
                         result={"state": "expired"},
                     )
+                for snapshot_id, tenant in await manager.snapshots.expire_idle():
+                    await store.record(
+                        "snapshot.expire",
+                        tenant=tenant,
+                        token_id=None,
+                        target=snapshot_id,
+                        result={"state": "expired"},
+                    )
             except Exception:
                 log.exception("sandbox expiry sweep failed")
 

@@ -33,6 +33,7 @@ from sandboxd.models import (
     Sandbox,
     SandboxCreate,
     Snapshot,
+    SnapshotCreate,
 )
 from sandboxd.service import queries
 from sandboxd.service.auth import Principal
@@ -236,7 +237,7 @@ class SandboxManager:
         return True
 
     async def snapshot(
-        self, principal: Principal, sandbox_id: str, labels: dict[str, str]
+        self, principal: Principal, sandbox_id: str, spec: SnapshotCreate
     ) -> Snapshot:
         """Snapshot a sandbox's workspace, between its runs and file calls (under its lock).
         Of a fork, the snapshot holds what the fork wrote, stacked on the fork's snapshot."""
@@ -252,7 +253,7 @@ class SandboxManager:
         async with self.lock(sandbox_id):
             row = await self._row(principal, sandbox_id)  # it may be gone meanwhile
             disk = self.disk(sandbox_id)
-            snap = await self.snapshots.take(principal, row, disk, labels, origin)
+            snap = await self.snapshots.take(principal, row, disk, spec, origin)
             await self.touch(sandbox_id)
         return snap
 

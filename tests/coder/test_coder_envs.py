@@ -148,11 +148,13 @@ def test_envs_list_and_prune(envs_daemon: Daemon, tmp_path: Path) -> None:
     listed = envs(envs_daemon, "list")
     assert listed.returncode == 0, listed.stderr
     header, *rows = listed.stdout.splitlines()
-    assert header.split() == ["KEY", "REPO", "SIZE", "CREATED", "SNAPSHOT"]
+    assert header.split() == ["KEY", "REPO", "SIZE", "CREATED", "EXPIRES", "SNAPSHOT"]
     (row,) = [r for r in rows if r.endswith(snap)]
     assert row.split()[:2] == [key, "calculator"] and "MiB" in row
     as_json = json.loads(envs(envs_daemon, "list", "--json").stdout)
-    assert snap in {s["id"] for s in as_json["snapshots"]}
+    (kept,) = [s for s in as_json["snapshots"] if s["id"] == snap]
+    # A cache on the daemon: it goes after coder's env_ttl_s (14 days) unused.
+    assert kept["ttl_s"] == 14 * 86400 and row.split()[5] == kept["expires_at"][:19] + "Z"
 
     usage = envs(envs_daemon, "prune")
     assert usage.returncode == 2 and usage.stderr.count("\n") == 1, usage.stderr
