@@ -126,7 +126,14 @@ async def prepared(cfg: CoderConfig, files: repo_files.RepoFiles) -> Setup | Non
     if not steps:
         return None
     index = await asyncio.to_thread(resolve_index, cfg.index_url)
-    return Setup(steps, index, cfg.test_limits, cfg.setup_timeout_s, list(cfg.setup_allow))
+    return Setup(
+        steps,
+        index,
+        cfg.test_limits,
+        cfg.setup_timeout_s,
+        list(cfg.setup_allow),
+        cfg.download_cache,
+    )
 
 
 async def start(

@@ -64,6 +64,9 @@ class CoderConfig(BaseModel):
     #: Start from the kept snapshot of the prepared environment when the daemon has one
     #: (coder.envs); false (`--fresh-env`): run the setup again, and keep the new one.
     reuse_env: bool = True
+    #: The setup's installs share the tenant's download cache on the daemon (wheels fetched
+    #: once per daemon); false, or a daemon that gives the tenant none: pip keeps no cache.
+    download_cache: bool = True
     #: A kept environment is a cache on the daemon: it deletes it once no solve has started
     #: from it for this long, or sooner (least recently used first) to make room for a newer
     #: one within the tenant's snapshot-disk quota.

@@ -188,6 +188,13 @@ class RunRequest(_Strict):
     env: dict[str, NulFreeStr] = Field(default_factory=dict, max_length=MAX_ENV)
     limits: Limits = Field(default_factory=Limits)
     network: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    download_cache: bool = Field(
+        False,
+        description="Mount the tenant's download cache at `/cache` (writable, capped by its "
+        "`download_cache_mib`, shared by the tenant's runs that ask for it and by no other "
+        "tenant's) with `XDG_CACHE_HOME=/cache` and `PIP_CACHE_DIR=/cache/pip` unless `env` "
+        "sets them: what one install fetched, the next finds there.",
+    )
     collect: list[str] = Field(
         default_factory=list,
         max_length=64,
@@ -354,7 +361,7 @@ class Snapshot(BaseModel):
     last_used_at: datetime | None = Field(
         None,
         description="Its creation, or the last time a sandbox started from it (or from a "
-        "snapshot above it) was made or deleted."
+        "snapshot above it) was made or deleted.",
     )
     expires_at: datetime | None = Field(
         None,

@@ -29,6 +29,8 @@ _MOVED = {
 
 #: Host uids one daemon owns: run slots, warm slots, Docker slots and persistent sandboxes.
 UID_SPAN = 100_000
+#: The owner on disk of the daemon's download caches' files: no run or sandbox runs as it.
+DOWNLOAD_CACHE_UID_OFFSET = UID_SPAN - 1
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,12 @@ class TenantQuota(BaseModel):
     max_disk_mib: int = Field(16384, ge=0, description="Sum of its sandboxes' disk_mib.")
     max_snapshot_disk_mib: int = Field(
         16384, ge=0, description="Disk its snapshots hold, in MiB (allocated, rounded up)."
+    )
+    download_cache_mib: int = Field(
+        2048,
+        ge=0,
+        description="Size of its download cache (pip's and others', shared by its runs that "
+        "ask for it with `download_cache`); 0: it has none.",
     )
 
 

@@ -211,6 +211,7 @@ async def _backend(app: web.Application) -> AsyncIterator[None]:
     finally:
         for backend in reversed(started):
             await backend.close()
+        await app[RUNS].caches.close()
 
 
 async def _sandboxes(app: web.Application) -> AsyncIterator[None]:

@@ -43,7 +43,7 @@ from sandboxd.service.sandbox_disk import CodeMain, SandboxDisk
 from sandboxd.service.snapshot_disk import ForkDisk, thaw
 from sandboxd.service.snapshots import Snapshots
 from sandboxd.service.store import Store
-from sandboxd.settings import UID_SPAN, Settings
+from sandboxd.settings import DOWNLOAD_CACHE_UID_OFFSET, Settings
 
 SANDBOX_UID_OFFSET = 50_000
 MAX_LAYERS = 16  # snapshots stacked under one fork (overlayfs takes up to 500)
@@ -86,7 +86,7 @@ class SandboxManager:
         self.store = store
         self.dir = settings.state_dir / "sandboxes"
         self.uid_base = settings.identity.uid_base + SANDBOX_UID_OFFSET
-        self.uid_end = settings.identity.uid_base + UID_SPAN
+        self.uid_end = settings.identity.uid_base + DOWNLOAD_CACHE_UID_OFFSET  # not its uid
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.snapshots = Snapshots(settings, store)
 
