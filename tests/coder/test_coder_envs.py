@@ -108,7 +108,10 @@ def test_the_next_solve_starts_from_the_kept_environment(
     (repo / "stale.txt").unlink()
     (repo / "tests" / "test_env.py").write_text(ENV_TESTS + GONE_TEST)
     second = solved(repo, envs_daemon)
+    fork_s, ready_s = second["env"].pop("fork_s"), second["env"].pop("ready_s")
     assert second["env"] == {"key": key, "reused": True, "snapshot_id": first["env"]["snapshot_id"]}
+    assert 0 < fork_s <= ready_s  # the fork's own time, then the tree brought up to date
+    assert first["env"]["fork_s"] is None  # set up, not forked
     assert second["setup_steps"] == [] and second["setup_time_s"] == 0
     assert not [e for e in events(second) if e["type"].startswith("setup.")]
     failing = second["tests_before"]["failing"]  # the calculator's bug only: the env tests pass
