@@ -228,12 +228,16 @@ class SandboxManager:
         """Mark the sandbox `state` and destroy its disk; False if it was no longer active
         (someone else removed it meanwhile), which then changes nothing."""
         row = await self.store.call(queries.active_sandbox, sandbox_id)
-        if row is None or not await self.store.call(queries.retire_sandbox, sandbox_id, state):
+        if row is None:
             return False
-        await self.disk(sandbox_id).destroy()
-        self._locks.pop(sandbox_id, None)
-        if origin := _origin(row):
-            await self.snapshots.release(origin)
+        origin = _origin(row)
+        async with self.snapshots.pinned(origin) if origin else contextlib.nullcontext():
+            if not await self.store.call(queries.retire_sandbox, sandbox_id, state):
+                return False
+            await self.disk(sandbox_id).destroy()
+            self._locks.pop(sandbox_id, None)
+            if origin:
+                await self.snapshots.release(origin)
         return True
 
     async def snapshot(

@@ -14,11 +14,13 @@ snapshot came from can.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import sqlite3
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,6 +62,9 @@ class Snapshots:
         self.store = store
         self.dir = settings.state_dir / "snapshots"
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        #: Snapshots under a fork that is being removed (its row gone, its mounts not yet):
+        #: in use until `release` is done, whatever the rows say.
+        self._pinned: Counter[str] = Counter()
 
     def image(self, snapshot_id: str, *, of_fork: bool = False) -> SnapshotImage:
         return SnapshotImage(self.dir / snapshot_id, of_fork=of_fork)
@@ -188,6 +193,8 @@ class Snapshots:
             if queries.get_snapshot(db, snapshot_id) is None:
                 return None
             users = queries.snapshot_users(db, snapshot_id)
+            if self._pinned[snapshot_id]:
+                users.append("a sandbox being deleted")
             if not users:
                 queries.delete_snapshot(db, snapshot_id)
             return users
@@ -257,6 +264,19 @@ class Snapshots:
                 await image.mount()
             layers.append((image.layer, row.uid))
         return layers
+
+    @contextlib.asynccontextmanager
+    async def pinned(self, snapshot_id: str) -> AsyncIterator[None]:
+        """Keep the snapshot and those below it from going while a fork of it is removed."""
+        chain = [r.id for r in await self.store.call(queries.snapshot_chain, snapshot_id)]
+        self._pinned.update(chain)
+        try:
+            yield
+        finally:
+            self._pinned.subtract(chain)
+            for ident in chain:
+                if self._pinned[ident] <= 0:
+                    del self._pinned[ident]
 
     async def release(self, snapshot_id: str) -> None:
         """A fork is gone: unmount each image of its layers that no other fork uses. Their
