@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -88,7 +89,7 @@ class FileIn(_Strict):
     path: str = Field(description="Relative path inside the workspace.")
     content: str = ""
     encoding: Literal["utf-8", "base64"] = "utf-8"
-    executable: bool = False
+    executable: StrictBool = False
 
     _path = field_validator("path")(normalise_relative_path)
 
@@ -188,7 +189,7 @@ class RunRequest(_Strict):
     env: dict[str, NulFreeStr] = Field(default_factory=dict, max_length=MAX_ENV)
     limits: Limits = Field(default_factory=Limits)
     network: NetworkPolicy = Field(default_factory=NetworkPolicy)
-    download_cache: bool = Field(
+    download_cache: StrictBool = Field(
         False,
         description="Mount the tenant's download cache at `/cache` (writable, capped by its "
         "`download_cache_mib`, shared by the tenant's runs that ask for it and by no other "
