@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import get_args
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -12,21 +15,26 @@ from sandboxd.http.keys import BACKEND, METRICS, OPENAPI, RUNS, SANDBOXES, SETTI
 from sandboxd.http.request import TRACE_ID, doc, model_response, note, require
 from sandboxd.http.sse import answer_run, run_doc
 from sandboxd.models import (
+    BACKEND_NAME,
     MAX_FILES,
     AuditPage,
     Health,
     Info,
+    Language,
     Limits,
     RunEvent,
+    RunList,
     RunRecord,
     RunRequest,
     RunResult,
+    RunStatus,
 )
 from sandboxd.service.auth import readable_tenant
 from sandboxd.service.policy import parse_body
 from sandboxd.service.runs import PreparedRun, run_summary
 
 routes = web.RouteTableDef()
+RUN_ID_RE = re.compile(r"^run_[0-9a-f]{16}$")
 RUN_ID = {"run_id": "A run's id (`run_...`), as its result or `start` event gave it."}
 _ = RunEvent  # streamed runs send these; `sandboxd.http.openapi` documents them
 
@@ -127,6 +135,52 @@ async def cancel_run(request: web.Request) -> web.Response:
     return model_response(result)
 
 
+RUN_STATUSES = ("running", "interrupted", *get_args(RunStatus))
+
+
+def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    raw = request.query.get(name)
+    if raw is not None and raw not in allowed:
+        raise InvalidRequest(f"{name} must be one of {', '.join(allowed)}", field=name)
+    return raw
+
+
+@routes.get("/v1/runs", name="run.list")
+@doc(
+    "Recorded runs, newest first",
+    {200: ("a page of runs", RunList)},
+    errors=(400,),
+    scope="run",
+    query={
+        "status": ("Only runs of this status.", {"type": "string", "enum": list(RUN_STATUSES)}),
+        "language": ("Only runs of this language.", {"type": "string"}),
+        "backend": ("Only runs on this backend (by name).", {"type": "string"}),
+        "tenant": ("Admin only: one tenant's runs (default: every tenant's).", {"type": "string"}),
+        "after": ("The `next_after` of the previous page.", {"type": "string"}),
+        "limit": ("Runs per page.", {"type": "integer", "minimum": 1, "maximum": 500}),
+    },
+)
+async def list_runs(request: web.Request) -> web.Response:
+    """The caller's tenant's runs (every tenant's for admin), newest first, without output."""
+    principal = require(request, "run")
+    limit = int_param(request, "limit", 50, 1, 500)
+    after = request.query.get("after")
+    if after is not None and not RUN_ID_RE.match(after):
+        raise InvalidRequest("after must be a run id (run_ and 16 hex digits)", field="after")
+    backend = request.query.get("backend")
+    if backend is not None and not re.match(BACKEND_NAME, backend):
+        raise InvalidRequest("backend is not a backend name", field="backend")
+    page = await request.app[RUNS].page(
+        readable_tenant(principal, request.query.get("tenant")),
+        after,
+        limit,
+        status=_choice(request, "status", RUN_STATUSES),
+        language=_choice(request, "language", get_args(Language)),
+        backend=backend,
+    )
+    return model_response(page)
+
+
 @routes.get("/v1/runs/{run_id}", name="run.get")
 @doc("A recorded run", {200: ("the run", RunRecord)}, errors=(404,), scope="run", params=RUN_ID)
 async def get_run(request: web.Request) -> web.Response:
@@ -136,7 +190,7 @@ async def get_run(request: web.Request) -> web.Response:
     return model_response(await request.app[RUNS].get(run_id, principal))
 
 
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
@@ -164,8 +218,8 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
 async def audit(request: web.Request) -> web.Response:
     """The caller's tenant's audit records (every tenant's for admin), oldest first."""
     principal = require(request, "audit:read")
-    after = _int_param(request, "after", 0, 0, 2**62)
-    limit = _int_param(request, "limit", 100, 1, 1000)
+    after = int_param(request, "after", 0, 0, 2**62)
+    limit = int_param(request, "limit", 100, 1, 1000)
     tenant = readable_tenant(principal, request.query.get("tenant"))
     return model_response(
         await request.app[STORE].audit_page(after=after, tenant=tenant, limit=limit)
