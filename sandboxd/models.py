@@ -365,6 +365,11 @@ class RunRecord(BaseModel):
     created_at: datetime
     finished_at: datetime | None = None
     result: RunResult | None = None
+    request: dict[str, Any] | None = Field(
+        None,
+        description="What the daemon keeps of the request (as the audit trail does): "
+        "language, limits, network, env names, file paths and hashes; never code or values.",
+    )
 
 
 class AuditRecord(BaseModel):

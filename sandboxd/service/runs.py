@@ -311,4 +311,5 @@ class RunManager:
             created_at=_time(row.created_at),
             finished_at=_time(row.finished_at) if row.finished_at else None,
             result=RunResult.model_validate_json(row.result) if row.result else None,
+            request=json.loads(row.request_digest),
         )
