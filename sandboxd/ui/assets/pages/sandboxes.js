@@ -119,7 +119,7 @@ export function SandboxPage({ id }) {
           ["language", sbx.language], ["backend", sbx.backend], sbx.image && ["image", sbx.image],
           ["network", sbx.network.mode === "none" ? "none (loopback only)" : `allowlist: ${sbx.network.allow.join(", ")}`],
           ["idle TTL", `${sbx.ttl_s} s`], ["created", when(sbx.created_at)], ["last used", when(sbx.last_used_at)], ["expires", when(sbx.expires_at)],
-          ["disk", usedKiB === null ? `${l.disk_mib} MiB quota` : html`<${Meter} value=${usedKiB} max=${l.disk_mib * 1024} label=${`${(usedKiB / 1024).toFixed(1)} of ${l.disk_mib} MiB used`} />`],
+          ["disk", usedKiB === null ? `${l.disk_mib} MiB quota` : html`<${Meter} value=${usedKiB} max=${l.disk_mib * 1024} label=${`${usedKiB < 1024 ? `${usedKiB} KiB` : `${(usedKiB / 1024).toFixed(1)} MiB`} of ${l.disk_mib} MiB used`} />`],
           ["run limits", `wall ${l.wall_time_s} s, cpu ${l.cpu_time_s} s, memory ${l.memory_mib} MiB, ${l.pids} processes, output ${l.output_bytes} bytes, files ${l.file_size_mib} MiB`],
         ]} />
         <p><button type="button" onClick=${() => download(`v1/sandboxes/${sbx.id}/archive`, `${sbx.id}.tar`).catch(setActError)}>Download archive (.tar)</button>
