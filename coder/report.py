@@ -49,6 +49,14 @@ def _count(value: object) -> int:
     return len(value) if isinstance(value, list) else int(value or 0)  # type: ignore[call-overload]
 
 
+def _points(points: object) -> list[str]:
+    """The reviewer's points: a list, or its reply's text with one point a line."""
+    if isinstance(points, list):
+        return [str(p) for p in points]
+    lines = str(points or "").splitlines()
+    return [text for line in lines if (text := line.strip().removeprefix("- ").strip())]
+
+
 def _patch(diff: str) -> str:
     if len(diff) <= MAX_PATCH:
         return diff
@@ -139,7 +147,7 @@ class SolveReporter:
                 kind="review",
                 round=max(1, int(data.get("iteration", self.round))),
                 verdict="APPROVE" if data.get("verdict") == "APPROVE" else "REVISE",
-                points=[_short(p, 65536) for p in (data.get("points") or [])][:100],
+                points=[_short(p, 65536) for p in _points(data.get("points"))][:100],
             )
         elif kind == "sandbox.ready":
             sandbox_id = _short(data.get("sandbox_id", ""), 64)

@@ -58,10 +58,12 @@ def test_trace_events_become_wire_events() -> None:
     reporter("model.reply", {"agent": "writer", "model": "w", "usage": {"prompt_tokens": 7}})
     reporter("edits.applied", {"iteration": 1, "applied": [], "failed": ["b"], "files": []})
     reporter("tests.run", {"iteration": 1, "passed": True, "failing": []})
-    reporter("review.verdict", {"iteration": 1, "verdict": "APPROVE", "points": ["ok"]})
+    reporter("review.verdict", {"iteration": 1, "verdict": "REVISE", "points": "- one\n\n- two"})
     reporter("solve.end", END)
     kinds = [e.kind for e in reporter._pending]
     assert kinds == ["tests", "model", "edits", "tests", "review", "end"]
+    review = reporter._pending[4]
+    assert review.kind == "review" and review.points == ["one", "two"]
     first, model, edits, second = reporter._pending[:4]
     assert first.kind == "tests" and first.patch is None and len(first.failing[0]) == 256
     assert model.kind == "model" and model.round == 1 and model.usage.prompt_tokens == 7

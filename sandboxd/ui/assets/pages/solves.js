@@ -21,7 +21,7 @@ export function SolvesPage() {
 function Diff({ text }) {
   if (!text) return html`<p class="empty">No change.</p>`;
   const kind = (line) => (line.startsWith("+++") || line.startsWith("---") ? "meta" : line[0] === "+" ? "add" : line[0] === "-" ? "del" : line.startsWith("@@") ? "hunk" : "ctx");
-  return html`<pre class="diff">${text.split("\n").map((line) => html`<span class=${`diff-${kind(line)}`}>${line}\n</span>`)}</pre>`;
+  return html`<pre class="diff">${text.split("\n").map((line) => html`<span class=${`diff-${kind(line)}`}>${line || " "}</span>`)}</pre>`;
 }
 
 function Tests({ t, label }) {
