@@ -50,6 +50,7 @@ def test_ui_headers_forbid_what_an_injection_needs(daemon: Daemon) -> None:
     assert status == 308 and headers["Location"] == "ui/"  # relative: works under a prefix
     _, _, deep = fetch(f"{daemon.url}/ui/runs/run_0123456789abcdef")
     assert b'<base href="./../">' in deep
+    assert f"Studio (web UI): http://127.0.0.1:{daemon.port}/ui/" in daemon.log.read_text()
 
 
 def test_file_downloads_are_attachments(daemon: Daemon) -> None:

@@ -189,6 +189,9 @@ def test_overview_draws_the_daemons_figures(studio: Studio, daemon: Daemon) -> N
         stats = json.loads(resp.read())
     assert sum(stats["runs_per_minute"]) >= 1
     studio.shot("overview")
+    studio.open("")  # by now the session's runs fill the list (README's picture)
+    page.wait_for_selector("table.runs tbody tr")
+    studio.shot("runs-list")
 
 
 def test_sandboxes_page_lists_and_creates(studio: Studio, daemon: Daemon) -> None:
