@@ -4,6 +4,9 @@ in the playground, a run by deep link, a sandbox's files, the audit chain, and s
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -207,3 +210,35 @@ def test_sandboxes_page_lists_and_creates(studio: Studio, daemon: Daemon) -> Non
     page.click("button:has-text('Delete sandbox')")
     page.wait_for_url("**/ui/sandboxes")
     assert sbx_id not in listed()
+
+
+def test_the_playgrounds_snippets_run_as_shown(
+    studio: Studio, daemon: Daemon, tmp_path: Path
+) -> None:
+    """What the playground offers to copy is a working command: curl, `sandboxd run` and the
+    Python client each run the program as the form describes it."""
+    studio.sign_in(path="playground")
+    page = studio.page
+    page.fill("textarea[name=code]", "import os\nprint('snippet', os.environ['GREETING'])\n")
+    page.fill("textarea[name=env]", "GREETING=it's here")
+    snippets = {
+        label: page.locator(f".copy:has-text('{label}') pre").inner_text()
+        for label in ("curl", "sandboxd run", "Python client")
+    }
+    assert daemon.token not in "".join(snippets.values())
+    env = {
+        **os.environ,
+        "SANDBOXD_TOKEN": daemon.token,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    runs = {
+        "curl": ["bash", "-c", snippets["curl"]],
+        "sandboxd run": ["bash", "-c", snippets["sandboxd run"]],
+        "Python client": [sys.executable, "-c", snippets["Python client"]],
+    }
+    for label, argv in runs.items():
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path
+        )
+        assert proc.returncode == 0, (label, proc.stderr)
+        assert "snippet it's here" in proc.stdout, (label, proc.stdout)
