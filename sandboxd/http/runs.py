@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import get_args
 
@@ -10,10 +11,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sandboxd import __version__
 from sandboxd.backends.base import RunControl
-from sandboxd.errors import InvalidRequest
+from sandboxd.errors import Conflict, InvalidRequest
+from sandboxd.http import sse
 from sandboxd.http.keys import BACKEND, METRICS, OPENAPI, RUNS, SANDBOXES, SETTINGS, STORE
 from sandboxd.http.request import TRACE_ID, doc, model_response, note, require
-from sandboxd.http.sse import answer_run, run_doc
+from sandboxd.http.sse import EVENT_STREAM, answer_run, run_doc
 from sandboxd.models import (
     BACKEND_NAME,
     MAX_FILES,
@@ -188,6 +190,44 @@ async def get_run(request: web.Request) -> web.Response:
     run_id = request.match_info["run_id"]
     note(request, target=run_id)
     return model_response(await request.app[RUNS].get(run_id, principal))
+
+
+@routes.get("/v1/runs/{run_id}/events", name="run.follow")
+@doc(
+    "Follow a run: its events as Server-Sent Events, live while it runs",
+    {200: ("`start`, `stdout`/`stderr`, then `exit` or `error` (see RunEvent)", EVENT_STREAM)},
+    errors=(404,),
+    scope="run",
+    params=RUN_ID,
+)
+async def follow_run(request: web.Request) -> web.StreamResponse:
+    """The same events as the stream of the request that started the run, from anyone of its
+    tenant (admin: any run): what it printed so far, then as it comes, then its result. A
+    finished run answers its recorded output and result at once. Leaving cancels nothing."""
+    principal = require(request, "run")
+    run_id = request.match_info["run_id"]
+    note(request, target=run_id)
+    runs = request.app[RUNS]
+    if (live := runs.follow(run_id, principal)) is not None:
+        output, done = live
+        earlier, queue = output.follow()
+        try:
+            return await sse.follow_run(request, run_id, earlier, queue, done, request[TRACE_ID])
+        finally:
+            output.leave(queue)
+    record = await runs.get(run_id, principal)  # 404 for another tenant's or an unknown run
+    ended: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
+    ended.put_nowait(None)
+    result = record.result
+    printed = (
+        [("stdout", result.stdout.encode()), ("stderr", result.stderr.encode())] if result else []
+    )
+    finished: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
+    if result is not None:
+        finished.set_result(result)
+    else:
+        finished.set_exception(Conflict(f"run {run_id} ended without a result ({record.status})"))
+    return await sse.follow_run(request, run_id, printed, ended, finished, request[TRACE_ID])
 
 
 def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:

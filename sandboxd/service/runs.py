@@ -34,6 +34,7 @@ from sandboxd.models import RunList, RunRecord, RunRequest, RunResult, RunSummar
 from sandboxd.observability import Metrics, Tracer
 from sandboxd.service import queries
 from sandboxd.service.auth import Principal
+from sandboxd.service.follow import OutputLog, tee
 from sandboxd.service.policy import apply_caps, check_network, request_digest
 from sandboxd.service.store import Store
 from sandboxd.settings import Settings
@@ -91,6 +92,7 @@ class _InFlight:
     tenant: str
     control: RunControl
     done: asyncio.Future[RunResult]
+    output: OutputLog
 
 
 class RunManager:
@@ -248,7 +250,9 @@ class RunManager:
     ) -> Iterator[asyncio.Future[RunResult]]:
         """The run, findable by `cancel` while it runs; its result, or why there is none."""
         done: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
-        self._inflight[run_id] = _InFlight(tenant, control, done)
+        output = OutputLog()
+        tee(control, output)  # followers (`follow`) see what the run prints
+        self._inflight[run_id] = _InFlight(tenant, control, done, output)
         try:
             yield done
         except BaseException as exc:
@@ -257,6 +261,17 @@ class RunManager:
             raise
         finally:
             del self._inflight[run_id]
+            output.close()
+
+    def follow(
+        self, run_id: str, principal: Principal
+    ) -> tuple[OutputLog, asyncio.Future[RunResult]] | None:
+        """A run in flight that the caller may see: its output log and its result to come;
+        None when it is not in flight (finished, another tenant's, or unknown)."""
+        entry = self._inflight.get(run_id)
+        if entry is None or not (entry.tenant == principal.tenant or principal.can("admin")):
+            return None
+        return entry.output, entry.done
 
     async def cancel(self, run_id: str, principal: Principal) -> RunResult:
         """Kill a run in progress and return its (partial) result."""

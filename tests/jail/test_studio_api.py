@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +234,66 @@ def test_bad_solve_creation_is_refused(studio: Daemon, body: dict[str, Any]) -> 
 def test_unknown_solve_is_404(studio: Daemon) -> None:
     assert call(studio, "GET", "/v1/solves/slv_0000000000000000")[0] == 404
     assert call(studio, "GET", "/v1/solves?after=nope")[0] == 400
+
+
+def sse_events(resp: Any) -> Iterator[dict[str, Any]]:
+    """The events of an SSE answer, as they arrive."""
+    for raw in resp:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("data: "):
+            yield json.loads(line[6:])
+
+
+def test_follow_a_run_live_from_another_request(studio: Daemon) -> None:
+    code = "import time\nprint('one', flush=True)\ntime.sleep(1.5)\nprint('two', flush=True)\n"
+    with ThreadPoolExecutor(1) as pool:
+        started = pool.submit(
+            call, studio, "POST", "/v1/runs", {"code": code, "limits": {"wall_time_s": 20}}
+        )
+        run_id = None
+        deadline = time.monotonic() + 20
+        while run_id is None and time.monotonic() < deadline:
+            _, page = call(studio, "GET", "/v1/runs?status=running")
+            run_id = page["runs"][0]["id"] if page["runs"] else None
+            time.sleep(0.05)
+        assert run_id is not None
+        other = studio.make_token("mallory", "run")
+        assert call(studio, "GET", f"/v1/runs/{run_id}/events", token=other)[0] == 404
+        seen: list[dict[str, Any]] = []
+        with urllib.request.urlopen(
+            studio.request(f"/v1/runs/{run_id}/events"), timeout=30
+        ) as resp:
+            assert resp.headers["Content-Type"] == "text/event-stream"
+            for event in sse_events(resp):
+                if event["event"] == "stdout" and "one" in event["data"]:
+                    assert not started.done()  # live: the run is still going
+                seen.append(event)
+        status, result = started.result(timeout=30)
+    assert status == 200 and result["status"] == "ok"
+    assert seen[0] == {"event": "start", "run_id": run_id}
+    printed = "".join(e["data"] for e in seen if e["event"] == "stdout")
+    assert printed == "one\ntwo\n" == result["stdout"]
+    assert seen[-1]["event"] == "exit" and seen[-1]["result"]["id"] == run_id
+    # a finished run answers its recorded output at once
+    with urllib.request.urlopen(studio.request(f"/v1/runs/{run_id}/events"), timeout=30) as resp:
+        again = list(sse_events(resp))
+    assert [e["event"] for e in again] == ["start", "stdout", "exit"]
+    assert call(studio, "GET", "/v1/runs/run_0000000000000000/events")[0] == 404
+
+
+def test_a_follower_leaving_does_not_cancel_the_run(studio: Daemon) -> None:
+    code = "import time\nprint('x', flush=True)\ntime.sleep(1)\nprint('done')\n"
+    with ThreadPoolExecutor(1) as pool:
+        started = pool.submit(call, studio, "POST", "/v1/runs", {"code": code})
+        deadline = time.monotonic() + 20
+        run_id = None
+        while run_id is None and time.monotonic() < deadline:
+            _, page = call(studio, "GET", "/v1/runs?status=running")
+            run_id = page["runs"][0]["id"] if page["runs"] else None
+            time.sleep(0.05)
+        with urllib.request.urlopen(
+            studio.request(f"/v1/runs/{run_id}/events"), timeout=30
+        ) as resp:
+            assert next(sse_events(resp))["event"] == "start"
+        status, result = started.result(timeout=30)
+    assert status == 200 and result["status"] == "ok" and result["stdout"] == "x\ndone\n"

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.daemon import Daemon
@@ -100,9 +101,11 @@ def test_a_run_opens_by_deep_link_with_its_limit_in_words(studio: Studio, daemon
     studio.shot("run")
     # the runs page lists it, and filters by status
     studio.open("")
+    with_client(daemon, lambda c: c.run(code="print('ok')"))  # a run the filter leaves out
+    page.wait_for_selector("table.runs tbody .status-ok")
     page.select_option("select >> nth=0", "timeout")
-    page.wait_for_selector(f"table.runs a:has-text('{run.id}')")
-    assert page.locator("table.runs tbody .status-ok").count() == 0
+    page.wait_for_selector("table.runs tbody .status-ok", state="detached")  # the filter applied
+    assert page.locator(f"table.runs a:has-text('{run.id}')").count() == 1
 
 
 def test_browse_a_sandbox_upload_view_download_delete(
@@ -155,9 +158,11 @@ def test_verify_the_audit_chain_and_follow_a_record(studio: Studio, daemon: Daem
         page.click("button:has-text('later')")  # the trail is oldest first: page on to it
         page.wait_for_timeout(200)
     page.fill("input[placeholder='e.g. run.create']", "run.create")
-    assert set(page.locator("table.audit tbody td:nth-child(4)").all_inner_texts()) == {
-        "run.create"
-    }
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('table.audit tbody td:nth-child(4)')]"
+        ".every((td) => td.textContent === 'run.create')"
+    )
+    assert page.locator(f"table.audit a:has-text('{run.id}')").count() == 1
     studio.shot("audit")
     page.click(f"table.audit a:has-text('{run.id}')")
     page.wait_for_selector("pre.stream-stdout:has-text('audited')")
@@ -242,3 +247,25 @@ def test_the_playgrounds_snippets_run_as_shown(
         )
         assert proc.returncode == 0, (label, proc.stderr)
         assert "snippet it's here" in proc.stdout, (label, proc.stdout)
+
+
+def test_a_running_run_streams_live_on_its_page_and_cancels(studio: Studio, daemon: Daemon) -> None:
+    """A run started elsewhere (here: the Python client) shows its output live on its page
+    (GET /v1/runs/{id}/events), and its Cancel button ends it."""
+    code = "import time\nprint('from elsewhere', flush=True)\ntime.sleep(60)\n"
+    with ThreadPoolExecutor(1) as pool:
+        started = pool.submit(
+            with_client, daemon, lambda c: c.run(code=code, limits={"wall_time_s": 90})
+        )
+        studio.sign_in()
+        page = studio.page
+        page.select_option("select >> nth=0", "running")
+        page.click("table.runs tr:has(.status-running) a")
+        page.wait_for_selector(".live pre.stream-stdout:has-text('from elsewhere')")
+        assert not started.done()
+        studio.shot("run-live")
+        page.click("button:has-text('Cancel run')")
+        result = started.result(timeout=60)
+    assert result.status == "cancelled" and result.stdout == "from elsewhere\n"
+    page.wait_for_selector(".result .status-cancelled")
+    assert page.url.endswith(f"/ui/runs/{result.id}")

@@ -80,11 +80,19 @@ export async function download(path, filename) {
 
 // POST a run with Accept: text/event-stream; onEvent gets each event ({event, run_id, data,
 // result, error}). Resolves when the stream ends. A 4xx before the stream is an ApiError.
-export async function streamRun(path, request, onEvent, signal) {
+export function streamRun(path, request, onEvent, signal) {
+  return streamEvents(path, { method: "POST", body: JSON.stringify(request) }, onEvent, signal);
+}
+
+// GET /v1/runs/{id}/events: the events of a run started elsewhere, live while it runs.
+export function followRun(id, onEvent, signal) {
+  return streamEvents(`v1/runs/${encodeURIComponent(id)}/events`, { method: "GET" }, onEvent, signal);
+}
+
+async function streamEvents(path, init, onEvent, signal) {
   const resp = await fetch(apiUrl(path), {
-    method: "POST",
+    ...init,
     headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
-    body: JSON.stringify(request),
     signal,
   });
   if (!resp.ok) throw await failure(resp);

@@ -1,7 +1,7 @@
 // Runs: the list (newest first, filters, pages) and one run (output, limits and usage, which
 // limit fired, network decisions, files, the commands that reproduce it, cancel).
-import { useState } from "../vendor/hooks.js";
-import { api, html, navigate, saveBlob } from "../api.js";
+import { useEffect, useState } from "../vendor/hooks.js";
+import { api, followRun, html, navigate, saveBlob } from "../api.js";
 import {
   Copy, ErrorBox, KV, Link, Output, Status, cliCommand, curlCommand, limitInWords, pythonSnippet,
   seconds, usePoll, when,
@@ -112,6 +112,17 @@ export function ResultView({ result }) {
 export function RunPage({ id }) {
   const [cancelError, setCancelError] = useState(null);
   const [record, error, reload] = usePoll(() => api("GET", `v1/runs/${encodeURIComponent(id)}`), 1000, [id], (r) => !r || r.status === "running");
+  const [live, setLive] = useState(null); // output of a running run, as it comes
+  const running = record && record.status === "running";
+  useEffect(() => {
+    if (!running) return undefined;
+    const abort = new AbortController();
+    const state = { stdout: "", stderr: "" };
+    followRun(id, (ev) => {
+      if (ev.event === "stdout" || ev.event === "stderr") { state[ev.event] += ev.data || ""; setLive({ ...state }); }
+    }, abort.signal).then(() => reload(), () => {});
+    return () => abort.abort();
+  }, [id, running]);
   const cancel = async () => {
     try { await api("DELETE", `v1/runs/${encodeURIComponent(id)}`); setCancelError(null); reload(); } catch (e) { setCancelError(e); }
   };
@@ -130,8 +141,9 @@ export function RunPage({ id }) {
       ["language", (record.request || {}).language],
       ["env names", ((record.request || {}).env_names || []).join(", ")],
     ]} />
-    ${record.status === "running" ? html`<p>Running… (this page follows it; output arrives with its result)
-      <button type="button" class="danger" onClick=${cancel}>Cancel run</button></p>` : null}
+    ${running ? html`<p><span class="status status-running">running</span> (its output follows live)
+      <button type="button" class="danger" onClick=${cancel}>Cancel run</button></p>
+      <div class="live"><${Output} label="stdout" text=${live ? live.stdout : ""} /><${Output} label="stderr" text=${live ? live.stderr : ""} /></div>` : null}
     <${ErrorBox} error=${cancelError} />
     <${ResultView} result=${record.result} />
     <h3>Reproduce it</h3>
