@@ -127,7 +127,14 @@ async def prepared(cfg: CoderConfig, files: repo_files.RepoFiles) -> Setup | Non
     if not steps:
         return None
     index = await asyncio.to_thread(resolve_index, cfg.index_url)
-    return Setup(steps, index, cfg.test_limits, cfg.setup_timeout_s, list(cfg.setup_allow))
+    return Setup(
+        steps,
+        index,
+        cfg.test_limits,
+        cfg.setup_timeout_s,
+        list(cfg.setup_allow),
+        cfg.download_cache,
+    )
 
 
 async def start(
@@ -164,8 +171,9 @@ async def keep(
     files: repo_files.RepoFiles,
     trace: TraceWriter,
     kept: list[Snapshot],
+    ttl_s: int,
 ) -> None:
-    snap = await envs.keep(session, env, sorted(files.all_bytes()), trace)
+    snap = await envs.keep(session, env, sorted(files.all_bytes()), trace, ttl_s=ttl_s)
     if snap is not None:
         kept.append(snap)
 
@@ -190,7 +198,9 @@ async def solve(
     trace.listeners.append(reporter)
     trace.event("solve.start", config=json.loads(cfg.model_dump_json()))
     models = models or live_models(cfg, trace)
-    budget = Budget(cfg.max_iterations, cfg.max_tokens, cfg.max_cost_usd, cfg.max_wall_s)
+    budget = Budget(
+        cfg.max_iterations, cfg.max_tokens, cfg.max_cost_usd, cfg.max_wall_s, cfg.max_requests
+    )
     files = await repo_files.load(root, cfg.include_ignored)
     setup = await prepared(cfg, files)
     local: LocalDaemon | None = None
@@ -221,7 +231,7 @@ async def solve(
             reporter.patch = lambda: solver.diff
             kept: list[Snapshot] = []
             if env is not None and not reused:
-                solver.on_prepared = lambda: keep(session, env, files, trace, kept)
+                solver.on_prepared = lambda: keep(session, env, files, trace, kept, cfg.env_ttl_s)
             outcome.result = await solver.run()
             if env is not None:
                 outcome.result.env = envs.state(env, reused, env.snapshot if reused else None)

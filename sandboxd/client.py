@@ -270,11 +270,13 @@ class Client:
         await self._raw("DELETE", f"/v1/sandboxes/{sandbox_id}")
 
     async def create_snapshot(
-        self, sandbox_id: str, labels: dict[str, str] | None = None
+        self, sandbox_id: str, labels: dict[str, str] | None = None, *, ttl_s: int | None = None
     ) -> Snapshot:
         """Freeze the sandbox's workspace as it is now; sandboxes may start from it
-        (`create_sandbox(from_snapshot=...)`)."""
-        body = _validated(SnapshotCreate, {"labels": labels or {}}).model_dump_json()
+        (`create_sandbox(from_snapshot=...)`). With `ttl_s` it is a cache the daemon deletes
+        once unused for that long, or evicts to make room for a newer one."""
+        fields = {"labels": labels or {}, "ttl_s": ttl_s}
+        body = _validated(SnapshotCreate, fields).model_dump_json()
         return await self._call(
             "POST", f"/v1/sandboxes/{sandbox_id}/snapshots", Snapshot, body=body
         )
@@ -385,8 +387,10 @@ class SyncClient:
     def delete_sandbox(self, sandbox_id: str) -> None:
         self._do(self._client.delete_sandbox(sandbox_id))
 
-    def create_snapshot(self, sandbox_id: str, labels: dict[str, str] | None = None) -> Snapshot:
-        return self._do(self._client.create_snapshot(sandbox_id, labels))
+    def create_snapshot(
+        self, sandbox_id: str, labels: dict[str, str] | None = None, *, ttl_s: int | None = None
+    ) -> Snapshot:
+        return self._do(self._client.create_snapshot(sandbox_id, labels, ttl_s=ttl_s))
 
     def list_snapshots(self) -> list[Snapshot]:
         return self._do(self._client.list_snapshots())

@@ -188,6 +188,13 @@ class RunRequest(_Strict):
     env: dict[str, NulFreeStr] = Field(default_factory=dict, max_length=MAX_ENV)
     limits: Limits = Field(default_factory=Limits)
     network: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    download_cache: bool = Field(
+        False,
+        description="Mount the tenant's download cache at `/cache` (writable, capped by its "
+        "`download_cache_mib`, shared by the tenant's runs that ask for it and by no other "
+        "tenant's) with `XDG_CACHE_HOME=/cache` and `PIP_CACHE_DIR=/cache/pip` unless `env` "
+        "sets them: what one install fetched, the next finds there.",
+    )
     collect: list[str] = Field(
         default_factory=list,
         max_length=64,
@@ -322,6 +329,14 @@ class SnapshotCreate(_Strict):
         description="Free-form tags (keys: letters, digits, `_.:/-`, up to 63; values up to "
         "256 characters), returned as given.",
     )
+    ttl_s: int | None = Field(
+        None,
+        ge=1,
+        description="Make it a cache: deleted once nothing has used it for this long (no "
+        "sandbox started from it or from a snapshot above it), and evictable, least recently "
+        "used first, when a new snapshot of its tenant would exceed `max_snapshot_disk_mib`. "
+        "Null: kept until deleted.",
+    )
 
     @field_validator("labels")
     @classmethod
@@ -342,6 +357,17 @@ class Snapshot(BaseModel):
     size_bytes: int = Field(description="Disk it holds (allocated bytes of its image).")
     created_at: datetime
     labels: dict[str, str]
+    ttl_s: int | None = Field(None, description="Set: a cache (see `SnapshotCreate.ttl_s`).")
+    last_used_at: datetime | None = Field(
+        None,
+        description="Its creation, or the last time a sandbox started from it (or from a "
+        "snapshot above it) was made or deleted.",
+    )
+    expires_at: datetime | None = Field(
+        None,
+        description="A cache's: when it goes unless used before then (one in use never "
+        "goes); null for a snapshot kept until deleted.",
+    )
 
 
 class SnapshotList(BaseModel):

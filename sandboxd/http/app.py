@@ -215,25 +215,27 @@ async def _backend(app: web.Application) -> AsyncIterator[None]:
     finally:
         for backend in reversed(started):
             await backend.close()
+        await app[RUNS].caches.close()
 
 
 async def _sandboxes(app: web.Application) -> AsyncIterator[None]:
     manager, store, settings = app[SANDBOXES], app[STORE], app[SETTINGS]
     app[METRICS].active_sandboxes.set(await manager.start())
 
+    async def expired(action: str, gone: list[tuple[str, str]]) -> None:
+        for target, tenant in gone:
+            result = {"state": "expired"}
+            await store.record(action, tenant=tenant, token_id=None, target=target, result=result)
+
     async def sweep() -> None:
         while True:
             await asyncio.sleep(settings.sandbox_sweep_s)
             try:
-                for sandbox_id, tenant in await manager.expire_idle():
-                    app[METRICS].active_sandboxes.dec()
-                    await store.record(
-                        "sandbox.expire",
-                        tenant=tenant,
-                        token_id=None,
-                        target=sandbox_id,
-                        result={"state": "expired"},
-                    )
+                sandboxes = await manager.expire_idle()
+                app[METRICS].active_sandboxes.dec(len(sandboxes))
+                await expired("sandbox.expire", sandboxes)
+                # after the sandboxes: a snapshot whose last fork just went is used now
+                await expired("snapshot.expire", await manager.snapshots.expire_idle())
             except Exception:
                 log.exception("sandbox expiry sweep failed")
 

@@ -200,6 +200,8 @@ class SnapshotRow:
     created_at: float
     state: str  # creating | ready
     parent: str | None = None  # taken of a fork of this snapshot: its layer sits above it
+    ttl_s: int | None = None  # a cache: expires this long after its last use, evictable
+    last_used_at: float | None = None  # created, or a fork of it (or above it) made or gone
 
 
 def _snapshot(row: sqlite3.Row) -> SnapshotRow:
@@ -209,7 +211,7 @@ def _snapshot(row: sqlite3.Row) -> SnapshotRow:
 def insert_snapshot(db: sqlite3.Connection, row: SnapshotRow) -> None:
     db.execute(
         "INSERT INTO snapshots (id, tenant, sandbox_id, uid, size_bytes, labels, created_at,"
-        " state, parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " state, parent, ttl_s, last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         astuple(row),  # the columns, in the dataclass's order
     )
 
@@ -274,6 +276,35 @@ def unfinished_snapshots(db: sqlite3.Connection) -> list[str]:
 
 def delete_snapshot(db: sqlite3.Connection, snapshot_id: str) -> None:
     db.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
+
+
+def touch_snapshot_chain(db: sqlite3.Connection, snapshot_id: str, now: float) -> None:
+    """A fork of the snapshot was made or is gone: it and those below it were used now."""
+    for row in snapshot_chain(db, snapshot_id):
+        db.execute("UPDATE snapshots SET last_used_at = ? WHERE id = ?", (now, row.id))
+
+
+def snapshot_users(db: sqlite3.Connection, snapshot_id: str) -> list[str]:
+    """What keeps a snapshot: the sandboxes started from it and the snapshots above it."""
+    return forks_of(db, snapshot_id) + children_of(db, snapshot_id)
+
+
+def idle_cached_snapshots(
+    db: sqlite3.Connection, tenant: str | None, expired_by: float | None
+) -> list[SnapshotRow]:
+    """Ready snapshots with a ttl_s (of `tenant`, if given) that nothing uses, least recently
+    used first; with `expired_by`, only those whose ttl_s had run out by then."""
+    rows = db.execute(
+        "SELECT * FROM snapshots s WHERE state = 'ready' AND ttl_s IS NOT NULL"
+        " AND (?1 IS NULL OR tenant = ?1)"
+        " AND (?2 IS NULL OR COALESCE(last_used_at, created_at) + ttl_s <= ?2)"
+        " AND NOT EXISTS (SELECT 1 FROM snapshots c WHERE c.parent = s.id)"
+        " AND NOT EXISTS (SELECT 1 FROM sandboxes b WHERE b.state IN ('active', 'creating')"
+        "  AND json_extract(b.spec, '$.from_snapshot') = s.id)"
+        " ORDER BY COALESCE(last_used_at, created_at), created_at",
+        (tenant, expired_by),
+    )
+    return [_snapshot(r) for r in rows]
 
 
 # -- tokens ----------------------------------------------------------------------------------

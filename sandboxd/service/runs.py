@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sandboxd.backends.base import Backend, RunControl, SandboxMount
+from sandboxd.backends.base import Backend, CacheMount, RunControl, SandboxMount
+from sandboxd.backends.host.workspace import CACHE_ENV
 from sandboxd.errors import (
     Conflict,
     InvalidRequest,
@@ -34,6 +35,7 @@ from sandboxd.models import RunList, RunRecord, RunRequest, RunResult, RunSummar
 from sandboxd.observability import Metrics, Tracer
 from sandboxd.service import queries
 from sandboxd.service.auth import Principal
+from sandboxd.service.caches import DownloadCaches
 from sandboxd.service.follow import OutputLog, tee
 from sandboxd.service.policy import apply_caps, check_network, request_digest
 from sandboxd.service.store import Store
@@ -111,6 +113,7 @@ class RunManager:
         self.store = store
         self.metrics = metrics
         self.tracer = tracer
+        self.caches = DownloadCaches(settings)
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
         self._tenant_load: Counter[str] = Counter()
         self._inflight: dict[str, _InFlight] = {}
@@ -165,6 +168,10 @@ class RunManager:
         backend = self.backend_for(request.backend, request.image)
         tenant = principal.tenant
         self._admit(tenant)
+        cache = None
+        if request.download_cache:
+            cache = await self.caches.mount_for(tenant)
+            request = request.model_copy(update={"env": {**CACHE_ENV, **request.env}})
         self._tenant_load[tenant] += 1
         try:
             self.queued += 1
@@ -177,7 +184,14 @@ class RunManager:
             self._gauges()
             try:
                 return await self._execute(
-                    backend, request, prepared, tenant, trace_id, sandbox, control or RunControl()
+                    backend,
+                    request,
+                    prepared,
+                    tenant,
+                    trace_id,
+                    sandbox,
+                    control or RunControl(),
+                    cache,
                 )
             finally:
                 self.active -= 1
@@ -195,6 +209,7 @@ class RunManager:
         trace_id: str,
         sandbox: SandboxMount | None,
         control: RunControl,
+        cache: CacheMount | None,
     ) -> RunResult:
         run_id, sandbox_id = new_run_id(), prepared.sandbox_id
         await self.store.run_started(run_id, tenant, sandbox_id, prepared.digest, trace_id)
@@ -210,7 +225,9 @@ class RunManager:
                     language=request.language,
                     backend=backend.name,
                 ):
-                    ran = await backend.run(run_id, request, sandbox=sandbox, control=control)
+                    ran = await backend.run(
+                        run_id, request, sandbox=sandbox, control=control, cache=cache
+                    )
             except BaseException as exc:
                 status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "error"
                 await asyncio.shield(self.store.run_finished(run_id, status, None))
