@@ -245,7 +245,8 @@ def sse_events(resp: Any) -> Iterator[dict[str, Any]]:
 
 
 def test_follow_a_run_live_from_another_request(studio: Daemon) -> None:
-    code = "import time\nprint('one', flush=True)\ntime.sleep(1.5)\nprint('two', flush=True)\n"
+    code = "import time\nprint('one', flush=True)\ntime.sleep(4)\nprint('two', flush=True)\n"
+    other = studio.make_token("mallory", "run")  # before the run: the CLI takes a while
     with ThreadPoolExecutor(1) as pool:
         started = pool.submit(
             call, studio, "POST", "/v1/runs", {"code": code, "limits": {"wall_time_s": 20}}
@@ -257,7 +258,6 @@ def test_follow_a_run_live_from_another_request(studio: Daemon) -> None:
             run_id = page["runs"][0]["id"] if page["runs"] else None
             time.sleep(0.05)
         assert run_id is not None
-        other = studio.make_token("mallory", "run")
         assert call(studio, "GET", f"/v1/runs/{run_id}/events", token=other)[0] == 404
         seen: list[dict[str, Any]] = []
         with urllib.request.urlopen(
