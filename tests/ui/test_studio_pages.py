@@ -269,3 +269,24 @@ def test_a_running_run_streams_live_on_its_page_and_cancels(studio: Studio, daem
     assert result.status == "cancelled" and result.stdout == "from elsewhere\n"
     page.wait_for_selector(".result .status-cancelled")
     assert page.url.endswith(f"/ui/runs/{result.id}")
+
+
+def test_a_runs_network_decisions_are_shown(studio: Studio, daemon: Daemon) -> None:
+    """The egress proxy's refusals (host, port, reason) on the run page; no network needed:
+    the proxy refuses a host no rule names before resolving anything."""
+    code = (
+        "import urllib.request, urllib.error\n"
+        "try:\n"
+        "    urllib.request.urlopen('http://unlisted.test/', timeout=10)\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print('refused', e.code)\n"
+    )
+    network = {"mode": "allowlist", "allow": ["example.org"]}
+    run = with_client(daemon, lambda c: c.run(code=code, network=network))
+    assert run.stdout == "refused 403\n" and run.network and run.network.denied
+    studio.sign_in(path=f"runs/{run.id}")
+    page = studio.page
+    page.wait_for_selector("h3:has-text('denied')")
+    row = page.locator("table.list tr:has-text('unlisted.test')").inner_text()
+    assert "80" in row and run.network.denied[0].reason in row
+    studio.shot("network")
