@@ -37,6 +37,7 @@ from sandboxd.service.runs import PreparedRun, run_summary
 
 routes = web.RouteTableDef()
 RUN_ID_RE = re.compile(r"^run_[0-9a-f]{16}$")
+TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 RUN_ID = {"run_id": "A run's id (`run_...`), as its result or `start` event gave it."}
 _ = RunEvent  # streamed runs send these; `sandboxd.http.openapi` documents them
 
@@ -157,6 +158,10 @@ def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | 
         "status": ("Only runs of this status.", {"type": "string", "enum": list(RUN_STATUSES)}),
         "language": ("Only runs of this language.", {"type": "string"}),
         "backend": ("Only runs on this backend (by name).", {"type": "string"}),
+        "trace_id": (
+            "Only runs of this trace (a coder solve's runs share its trace id).",
+            {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        ),
         "tenant": ("Admin only: one tenant's runs (default: every tenant's).", {"type": "string"}),
         "after": ("The `next_after` of the previous page.", {"type": "string"}),
         "limit": ("Runs per page.", {"type": "integer", "minimum": 1, "maximum": 500}),
@@ -172,6 +177,9 @@ async def list_runs(request: web.Request) -> web.Response:
     backend = request.query.get("backend")
     if backend is not None and not re.match(BACKEND_NAME, backend):
         raise InvalidRequest("backend is not a backend name", field="backend")
+    trace_id = request.query.get("trace_id")
+    if trace_id is not None and not TRACE_ID_RE.match(trace_id):
+        raise InvalidRequest("trace_id must be 32 lowercase hex digits", field="trace_id")
     page = await request.app[RUNS].page(
         readable_tenant(principal, request.query.get("tenant")),
         after,
@@ -179,6 +187,7 @@ async def list_runs(request: web.Request) -> web.Response:
         status=_choice(request, "status", RUN_STATUSES),
         language=_choice(request, "language", get_args(Language)),
         backend=backend,
+        trace_id=trace_id,
     )
     return model_response(page)
 

@@ -433,6 +433,7 @@ def run_page(
     status: str | None,
     language: str | None,
     backend: str | None,
+    trace_id: str | None,
     after: str | None,
     limit: int,
 ) -> list[RunRow]:
@@ -441,9 +442,10 @@ def run_page(
         "SELECT * FROM runs WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR status = ?2)"
         " AND (?3 IS NULL OR json_extract(request_digest, '$.language') = ?3)"
         " AND (?4 IS NULL OR json_extract(result, '$.backend') = ?4)"
+        " AND (?7 IS NULL OR trace_id = ?7)"
         " AND (?5 IS NULL OR (created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?5))"
         " ORDER BY created_at DESC, id DESC LIMIT ?6",
-        (tenant, status, language, backend, after, limit),
+        (tenant, status, language, backend, after, limit, trace_id),
     ).fetchall()
     return [_run(r) for r in rows]
 

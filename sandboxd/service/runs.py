@@ -305,7 +305,7 @@ class RunManager:
         self, tenant: str | None, after: str | None, limit: int, **filters: str | None
     ) -> RunList:
         """Recorded runs, newest first (of `tenant`, if given); `filters`: status, language,
-        backend. `after`: the last run of the previous page."""
+        backend, trace_id. `after`: the last run of the previous page."""
         rows = await self.store.call(
             queries.run_page, tenant=tenant, after=after, limit=limit, **filters
         )

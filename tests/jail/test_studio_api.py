@@ -64,6 +64,9 @@ def test_run_list_is_newest_first_paged_filtered_and_tenant_scoped(studio: Daemo
     assert [r["tenant"] for r in everyone["runs"]] == ["bob"]
     _, only_bob = call(studio, "GET", "/v1/runs?tenant=bob")
     assert {r["tenant"] for r in only_bob["runs"]} == {"bob"}
+    trace = page["runs"][0]["trace_id"]
+    _, traced = call(studio, "GET", f"/v1/runs?trace_id={trace}", token=alice)
+    assert [r["id"] for r in traced["runs"]] == [ids[2]]
     # admin reads any tenant's run by id; another tenant does not find it
     assert call(studio, "GET", f"/v1/runs/{ids[0]}")[0] == 200
     assert call(studio, "GET", f"/v1/runs/{ids[0]}", token=bob)[0] == 404
@@ -76,6 +79,7 @@ def test_run_list_is_newest_first_paged_filtered_and_tenant_scoped(studio: Daemo
         ("language=cobol", "language"),
         ("backend=NOT%20A%20NAME", "backend"),
         ("after=run_nothex", "after"),
+        ("trace_id=XYZ", "trace_id"),
         ("limit=0", "limit"),
         ("limit=9999", "limit"),
     ],

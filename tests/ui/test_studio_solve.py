@@ -60,6 +60,8 @@ def test_watch_a_solve_round_by_round(studio: Studio, daemon: Daemon, tmp_path: 
         usage = page.locator("table.list").first.inner_text()
         assert "writer" in usage and "reviewer" in usage
         assert result["trace_id"] in page.locator("table.kv").inner_text()
+        runs = page.locator("table.solve-runs tbody tr")
+        assert runs.count() >= 3  # the tests before, after round 1 and after round 2
         studio.shot("solve")
         with page.expect_download() as got:
             page.click("button:has-text('Download patch')")

@@ -2,7 +2,7 @@
 // as a diff, the tests before and after, the reviewer's verdict), tokens and cost per role,
 // budgets, how it stopped, and the final patch to download. Live while the solve runs.
 import { api, html, saveBlob } from "../api.js";
-import { ErrorBox, KV, Link, Status, usePoll, when } from "../components.js";
+import { ErrorBox, KV, Link, Status, seconds, usePoll, when } from "../components.js";
 
 export function SolvesPage() {
   const [list, error] = usePoll(() => api("GET", "v1/solves?limit=100"), 3000, []);
@@ -82,6 +82,16 @@ function Round({ n, events }) {
   </li>`;
 }
 
+// The sandbox runs of a solve: they carry its trace id.
+function SolveRuns({ traceId, live }) {
+  const [page, error] = usePoll(() => api("GET", `v1/runs?trace_id=${traceId}&limit=100`), live ? 3000 : 0, [traceId, live]);
+  if (error) return html`<${ErrorBox} error=${error} />`;
+  if (!page) return null;
+  return html`<table class="list solve-runs"><thead><tr><th>run</th><th>status</th><th>exit</th><th>wall time</th><th>started</th></tr></thead>
+    <tbody>${page.runs.map((r) => html`<tr><td><${Link} to=${`runs/${r.id}`}>${r.id}</${Link}></td><td><${Status} status=${r.status} /></td>
+      <td>${r.exit_code}</td><td>${seconds(r.wall_time_s)}</td><td>${when(r.created_at)}</td></tr>`)}</tbody></table>`;
+}
+
 export function SolvePage({ id }) {
   const [solve, error] = usePoll(() => api("GET", `v1/solves/${encodeURIComponent(id)}`), 1000, [id], (s) => !s || s.status === "running");
   if (error) return html`<section><h1>Solve ${id}</h1><${ErrorBox} error=${error} /></section>`;
@@ -109,6 +119,7 @@ export function SolvePage({ id }) {
     <h2>Rounds</h2>
     <ol class="timeline">${list.map(([n, events]) => html`<${Round} n=${n} events=${events} />`)}</ol>
     ${solve.status === "running" ? html`<p class="status status-running">running… (this page follows it)</p>` : null}
+    ${solve.trace_id ? html`<h2>Its sandbox runs (trace ${solve.trace_id})</h2><${SolveRuns} traceId=${solve.trace_id} live=${solve.status === "running"} />` : null}
     ${end ? html`<h2>Final patch</h2>
       <p><button type="button" class="primary" disabled=${!patch} onClick=${() => saveBlob(new TextEncoder().encode(patch), `${solve.id}.patch`)}>Download patch</button></p>
       <${Diff} text=${patch} />` : null}
