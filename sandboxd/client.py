@@ -38,6 +38,11 @@ from sandboxd.models import (
     Snapshot,
     SnapshotCreate,
     SnapshotList,
+    Solve,
+    SolveAppended,
+    SolveCreate,
+    SolveEvents,
+    SolveSummary,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -315,6 +320,17 @@ class Client:
 
     async def audit(self, after: int = 0, limit: int = 100) -> AuditPage:
         return await self._call("GET", f"/v1/audit?after={after}&limit={limit}", AuditPage)
+
+    async def create_solve(self, spec: SolveCreate) -> SolveSummary:
+        """Start recording a coder solve (`coder.report` does this)."""
+        return await self._call("POST", "/v1/solves", SolveSummary, body=spec.model_dump_json())
+
+    async def add_solve_events(self, solve_id: str, events: SolveEvents) -> SolveAppended:
+        body = events.model_dump_json()
+        return await self._call("POST", f"/v1/solves/{solve_id}/events", SolveAppended, body=body)
+
+    async def get_solve(self, solve_id: str) -> Solve:
+        return await self._call("GET", f"/v1/solves/{solve_id}", Solve)
 
     async def metrics(self) -> str:
         return (await self._raw("GET", "/metrics")).decode()

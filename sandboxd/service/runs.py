@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 from collections import Counter
@@ -30,11 +31,12 @@ from sandboxd.errors import (
     QuotaExceeded,
     SandboxdError,
 )
-from sandboxd.models import RunRecord, RunRequest, RunResult
+from sandboxd.models import RunList, RunRecord, RunRequest, RunResult, RunSummary
 from sandboxd.observability import Metrics, Tracer
 from sandboxd.service import queries
 from sandboxd.service.auth import Principal
 from sandboxd.service.caches import DownloadCaches
+from sandboxd.service.follow import OutputLog, tee
 from sandboxd.service.policy import apply_caps, check_network, request_digest
 from sandboxd.service.store import Store
 from sandboxd.settings import Settings
@@ -92,6 +94,7 @@ class _InFlight:
     tenant: str
     control: RunControl
     done: asyncio.Future[RunResult]
+    output: OutputLog
 
 
 class RunManager:
@@ -264,7 +267,9 @@ class RunManager:
     ) -> Iterator[asyncio.Future[RunResult]]:
         """The run, findable by `cancel` while it runs; its result, or why there is none."""
         done: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
-        self._inflight[run_id] = _InFlight(tenant, control, done)
+        output = OutputLog()
+        tee(control, output)  # followers (`follow`) see what the run prints
+        self._inflight[run_id] = _InFlight(tenant, control, done, output)
         try:
             yield done
         except BaseException as exc:
@@ -273,6 +278,17 @@ class RunManager:
             raise
         finally:
             del self._inflight[run_id]
+            output.close()
+
+    def follow(
+        self, run_id: str, principal: Principal
+    ) -> tuple[OutputLog, asyncio.Future[RunResult]] | None:
+        """A run in flight that the caller may see: its output log and its result to come;
+        None when it is not in flight (finished, another tenant's, or unknown)."""
+        entry = self._inflight.get(run_id)
+        if entry is None or not (entry.tenant == principal.tenant or principal.can("admin")):
+            return None
+        return entry.output, entry.done
 
     async def cancel(self, run_id: str, principal: Principal) -> RunResult:
         """Kill a run in progress and return its (partial) result."""
@@ -285,10 +301,39 @@ class RunManager:
         entry.control.cancel.set()
         return await asyncio.shield(entry.done)
 
+    async def page(
+        self, tenant: str | None, after: str | None, limit: int, **filters: str | None
+    ) -> RunList:
+        """Recorded runs, newest first (of `tenant`, if given); `filters`: status, language,
+        backend, trace_id. `after`: the last run of the previous page."""
+        rows = await self.store.call(
+            queries.run_page, tenant=tenant, after=after, limit=limit, **filters
+        )
+        runs = []
+        for row in rows:
+            digest = json.loads(row.request_digest)
+            result = RunResult.model_validate_json(row.result) if row.result else None
+            runs.append(
+                RunSummary(
+                    id=row.id,
+                    tenant=row.tenant,
+                    status=row.status,
+                    language=digest.get("language"),
+                    backend=result.backend if result else None,
+                    sandbox_id=row.sandbox_id,
+                    trace_id=row.trace_id,
+                    exit_code=result.exit_code if result else None,
+                    wall_time_s=result.usage.wall_time_s if result else None,
+                    created_at=_time(row.created_at),
+                    finished_at=_time(row.finished_at) if row.finished_at else None,
+                )
+            )
+        return RunList(runs=runs, next_after=runs[-1].id if len(runs) == limit else None)
+
     async def get(self, run_id: str, principal: Principal) -> RunRecord:
-        """A recorded run of the caller's tenant (another tenant's is not found)."""
+        """A recorded run of the caller's tenant, or any for admin (else: not found)."""
         row = await self.store.call(queries.get_run, run_id)
-        if row is None or row.tenant != principal.tenant:
+        if row is None or not (row.tenant == principal.tenant or principal.can("admin")):
             raise NotFound(f"no run {run_id!r}")
         return RunRecord(
             id=row.id,
@@ -298,4 +343,5 @@ class RunManager:
             created_at=_time(row.created_at),
             finished_at=_time(row.finished_at) if row.finished_at else None,
             result=RunResult.model_validate_json(row.result) if row.result else None,
+            request=json.loads(row.request_digest),
         )

@@ -52,6 +52,17 @@ CREATE TABLE IF NOT EXISTS runs (
     created_at REAL NOT NULL, finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at, id);
+CREATE TABLE IF NOT EXISTS solves (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, spec TEXT NOT NULL, status TEXT NOT NULL,
+    events INTEGER NOT NULL DEFAULT 0, event_bytes INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS solves_tenant ON solves (tenant, created_at);
+CREATE TABLE IF NOT EXISTS solve_events (
+    solve_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL, event TEXT NOT NULL,
+    PRIMARY KEY (solve_id, seq)
+);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY, time REAL NOT NULL, tenant TEXT, token_id TEXT,
     action TEXT NOT NULL, target TEXT, request TEXT NOT NULL, result TEXT NOT NULL,
