@@ -30,6 +30,7 @@ from coder.model import Model, OpenAIModel, ReplayModel, ResponseCache
 from coder.pipeline import Pipeline, Stage, build
 from coder.progress import Progress
 from coder.recipe import recipe
+from coder.report import SolveReporter
 from coder.result import SolveResult
 from coder.sandbox import LocalDaemon, SandboxSession
 from coder.setup import Setup, pip_options, resolve_index
@@ -154,7 +155,14 @@ async def prepared(cfg: CoderConfig, files: repo_files.RepoFiles) -> Setup | Non
     if not steps:
         return None
     index = await asyncio.to_thread(resolve_index, cfg.index_url)
-    return Setup(steps, index, cfg.test_limits, cfg.setup_timeout_s, list(cfg.setup_allow))
+    return Setup(
+        steps,
+        index,
+        cfg.test_limits,
+        cfg.setup_timeout_s,
+        list(cfg.setup_allow),
+        cfg.download_cache,
+    )
 
 
 async def start(
@@ -191,8 +199,9 @@ async def keep(
     files: repo_files.RepoFiles,
     trace: TraceWriter,
     kept: list[Snapshot],
+    ttl_s: int,
 ) -> None:
-    snap = await envs.keep(session, env, sorted(files.all_bytes()), trace)
+    snap = await envs.keep(session, env, sorted(files.all_bytes()), trace, ttl_s=ttl_s)
     if snap is not None:
         kept.append(snap)
 
@@ -215,6 +224,8 @@ async def solve(
     trace = trace or TraceWriter(root / cfg.trace_dir / f"{trace_id}.jsonl", trace_id)
     if progress is not None:
         trace.listeners.append(progress)
+    reporter = SolveReporter(cfg, trace_id)  # to the daemon's Studio, best-effort
+    trace.listeners.append(reporter)
     trace.event("solve.start", config=json.loads(cfg.model_dump_json()))
     given = models
     one: dict[str, Model] = {}
@@ -225,6 +236,7 @@ async def solve(
         cfg.max_tokens,
         cfg.max_cost_usd,
         cfg.max_wall_s,
+        cfg.max_requests,
         shares=pipeline.shares(),
     )
     files = await repo_files.load(root, cfg.include_ignored)
@@ -237,6 +249,8 @@ async def solve(
         if cfg.candidates > 1:
             client, local = await _connected(cfg, trace_id, progress, outcome)
             if client is not None:
+                if local is None:  # as below: a daemon of this solve's own shows nobody
+                    reporter.attach(client)
                 many = Candidates(
                     cfg,
                     root,
@@ -248,11 +262,14 @@ async def solve(
                     candidate_models or _models_for(cfg, trace, pipeline, given),
                     trace,
                 )
+                reporter.patch = lambda: many.diff
                 outcome.result = await many.run()
                 outcome.diff, outcome.changed = many.diff, many.changed
-            return _finished(outcome, trace)
+            return await _finished(outcome, trace, reporter)
         try:
             client, local = await connect(cfg, trace_id, progress)
+            if local is None:  # a daemon started for this solve ends with it: nobody to show
+                reporter.attach(client)
             session = SandboxSession(client, cfg.test, cfg.test_limits)
             env, reused = await start(cfg, root.name, files, setup, session, trace, local)
         except SandboxError as exc:
@@ -270,9 +287,10 @@ async def solve(
                 setup=None if reused else setup,
                 pipeline=pipeline,
             )
+            reporter.patch = lambda: solver.diff
             kept: list[Snapshot] = []
             if env is not None and not reused:
-                solver.on_prepared = lambda: keep(session, env, files, trace, kept)
+                solver.on_prepared = lambda: keep(session, env, files, trace, kept, cfg.env_ttl_s)
             outcome.result = await solver.run()
             if env is not None:
                 outcome.result.env = envs.state(env, reused, env.snapshot if reused else None)
@@ -287,13 +305,14 @@ async def solve(
             await client.close()
         if local is not None:
             await local.stop()
-    return _finished(outcome, trace)
+    return await _finished(outcome, trace, reporter)
 
 
-def _finished(outcome: Outcome, trace: TraceWriter) -> Outcome:
+async def _finished(outcome: Outcome, trace: TraceWriter, reporter: SolveReporter) -> Outcome:
     outcome.result.trace_path = str(trace.path)
     trace.event("solve.end", result=json.loads(outcome.result.model_dump_json()))
     trace.close()
+    await reporter.close()
     return outcome
 
 

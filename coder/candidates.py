@@ -101,6 +101,7 @@ class Candidates:
             cfg.max_tokens,
             cfg.max_cost_usd,
             cfg.max_wall_s,
+            cfg.max_requests,
             pool=self.pool,
             shares=self.pipeline.shares(),
         )
@@ -140,7 +141,8 @@ class Candidates:
             if before.passed:
                 self.result.status, self.result.reason = "already_passing", "the tests pass already"
                 return None
-            kept = await envs.keep(session, env, sorted(files.all_bytes()), self.trace)
+            paths = sorted(files.all_bytes())
+            kept = await envs.keep(session, env, paths, self.trace, ttl_s=cfg.env_ttl_s)
         except CoderError as exc:
             self._stopped(exc)
             return None

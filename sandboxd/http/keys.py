@@ -16,6 +16,7 @@ from sandboxd.observability import Metrics, Tracer
 from sandboxd.service.identity import StateClaim
 from sandboxd.service.runs import RunManager
 from sandboxd.service.sandboxes import SandboxManager
+from sandboxd.service.solves import SolveBook
 from sandboxd.service.store import Store
 from sandboxd.settings import Settings
 
@@ -24,6 +25,7 @@ BACKEND = web.AppKey("backend", Backend)
 STORE = web.AppKey("store", Store)
 RUNS = web.AppKey("runs", RunManager)
 SANDBOXES = web.AppKey("sandboxes", SandboxManager)
+SOLVES = web.AppKey("solves", SolveBook)
 METRICS = web.AppKey("metrics", Metrics)
 TRACER = web.AppKey("tracer", Tracer)
 CLAIM = web.AppKey("claim", StateClaim)

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from sandboxd.http import runs, sandboxes, snapshots
+from sandboxd.http import overview, runs, sandboxes, snapshots, solves
 from sandboxd.http.request import route_doc
 
-TABLES: tuple[web.RouteTableDef, ...] = (runs.routes, sandboxes.routes, snapshots.routes)
+TABLES: tuple[web.RouteTableDef, ...] = (
+    runs.routes,
+    sandboxes.routes,
+    snapshots.routes,
+    solves.routes,
+    overview.routes,
+)
 
 
 def router() -> web.UrlDispatcher:
