@@ -50,3 +50,29 @@ def test_a_solve_reports_its_rounds_verdicts_and_patch(daemon: Daemon, tmp_path:
     assert end.usage["reviewer"].calls == 2
     sandbox_notes = [e for e in events if e.kind == "note" and e.sandbox_id]
     assert len(sandbox_notes) == 1
+
+
+def test_a_best_of_n_solve_reports_each_candidate_and_the_chosen_patch(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    repo = example("calculator", tmp_path)
+    with scripted("candidates_vote") as server:
+        proc, result = solve(repo, server, daemon, candidates=3)
+    assert result["status"] == "fixed", proc.stderr
+    assert "[report]" not in proc.stderr
+    page = SolveList.model_validate_json(read(daemon, "/v1/solves?limit=200"))
+    found = [s for s in page.solves if s.trace_id == result["trace_id"]]
+    got = Solve.model_validate_json(read(daemon, f"/v1/solves/{found[0].id}"))
+    events = [e.event for e in got.timeline]
+    notes = [e.text for e in events if e.kind == "note"]
+    for n in (1, 2, 3):
+        assert f"candidate {n}: green after 1 round(s) (tests pass (a candidate))" in notes
+    assert "3 of 3 candidates green; candidate 2 chosen" in notes
+    started = [e for e in events if e.kind == "note" and e.text.endswith(" started")]
+    assert {e.sandbox_id for e in started} == {c["sandbox_id"] for c in result["candidates"]}
+    assert not [
+        e for e in events if e.kind in ("tests", "edits", "model")
+    ]  # interleaved: not shown
+    end = events[-1]
+    assert end.kind == "end" and end.status == "fixed"
+    assert end.patch == Path(result["patch_path"]).read_text()
