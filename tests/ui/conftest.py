@@ -50,8 +50,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.skip(reason=PROBLEM))
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="package")  # not session: Playwright's sync API holds an event loop
+def browser() -> Iterator[Any]:  # in this thread, which the async tests after this tier need
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
