@@ -38,6 +38,9 @@ KERNEL_ENV = {
     "JUPYTER_DATA_DIR": "/tmp/.jupyter",  # noqa: S108  # the jail's own /tmp
     "MPLCONFIGDIR": "/tmp/.matplotlib",  # noqa: S108  # the jail's own /tmp
     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    # Debian's matplotlib reads its defaults from /etc/matplotlibrc, which jails do not see;
+    # the same file is in /usr.
+    "MATPLOTLIBRC": "/usr/share/matplotlib/mpl-data/matplotlibrc",
     "PYDEVD_DISABLE_FILE_VALIDATION": "1",
 }
 
