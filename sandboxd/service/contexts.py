@@ -126,6 +126,9 @@ class ContextManager:
         except BaseException:
             self._contexts.pop(ctx.id, None)
             raise
+        if self._contexts.get(ctx.id) is not ctx:  # deleted, or its sandbox, as it started
+            await self._end(ctx, "deleted as it started")
+            raise NotFound(f"no sandbox {sandbox_id!r}")
         await self.sandboxes.touch(sandbox_id)
         return ctx.info()
 
@@ -211,15 +214,24 @@ class ContextManager:
     async def delete(self, principal: Principal, sandbox_id: str, context_id: str) -> None:
         ctx = self._find(principal, sandbox_id, context_id)
         self._contexts.pop(ctx.id, None)
-        if ctx.kernel is not None:
-            await ctx.kernel.destroy("deleted")
+        await self._end(ctx, "deleted")
 
     async def close_sandbox(self, sandbox_id: str) -> None:
         """End every context of a sandbox that goes away (before its disk is unmounted)."""
         for ctx in [c for c in self._contexts.values() if c.sandbox_id == sandbox_id]:
             self._contexts.pop(ctx.id, None)
+            await self._end(ctx, "its sandbox was deleted")
+
+    @staticmethod
+    async def _end(ctx: _Context, reason: str) -> None:
+        """Kill the context's kernel now (an execution in progress ends `killed`), then once
+        more after whatever held the context (a start, an execution) has let go."""
+        if ctx.kernel is not None:
+            await ctx.kernel.destroy(reason)
+        async with ctx.lock:
             if ctx.kernel is not None:
-                await ctx.kernel.destroy("its sandbox was deleted")
+                await ctx.kernel.destroy(reason)
+            ctx.mark_dead(reason)
 
     async def expire_idle(self) -> list[tuple[str, str]]:
         """Stop the kernels of contexts idle past their idle_timeout_s (they stay, dead, for

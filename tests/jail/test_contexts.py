@@ -9,17 +9,19 @@ import base64
 import contextlib
 import json
 import os
+import signal
 import stat
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from sandboxd.client import Client, SyncClient
-from sandboxd.errors import Conflict, NotFound
+from sandboxd.errors import Conflict, InvalidRequest, NotFound
 from sandboxd.models import ExecutionResult
 from sandboxd.testing import leftover_cgroups, sandbox_processes
 from tests.daemon import Daemon
@@ -181,7 +183,7 @@ def test_streamed_execution(daemon: Daemon, client: SyncClient, sandbox: str) ->
 
 
 def test_another_tenant_sees_nothing(daemon: Daemon) -> None:
-    alice = daemon.make_token("ctx-alice", "sandboxes")
+    alice = daemon.make_token("ctx-alice", "sandboxes", "audit:read")
     bob = daemon.make_token("ctx-bob", "sandboxes")
     with daemon.client(alice) as a, daemon.client(bob) as b:
         sandbox = a.create_sandbox(limits={"disk_mib": 16}).id
@@ -199,6 +201,11 @@ def test_another_tenant_sees_nothing(daemon: Daemon) -> None:
                 with pytest.raises(NotFound):
                     call()
             assert a.execute(sandbox, ctx.id, "1+1").results[0].data == "2"
+            # Audited: alice's trail holds her calls, with the execution's status.
+            records = a.audit(limit=1000).records
+            actions = {(r.action, r.result.get("status")) for r in records}
+            assert {("context.create", None), ("context.execute", "ok")} <= actions
+            assert all(r.tenant == "ctx-alice" for r in records)
         finally:
             a.delete_sandbox(sandbox)
 
@@ -313,3 +320,44 @@ def test_no_leftovers_after_delete(daemon: Daemon, client: SyncClient) -> None:
     assert second.id not in {g.name for g in leftover_cgroups(daemon.cgroup_parent)}
     assert not (daemon.state_dir / "runs" / second.id).exists()
     assert sandbox_processes(uid_bases={daemon.uid_base}) == []
+
+
+def test_a_kernel_that_cannot_start_is_refused(client: SyncClient) -> None:
+    sandbox = client.create_sandbox(limits={"memory_mib": 16, "disk_mib": 16}).id
+    try:
+        with pytest.raises(InvalidRequest) as refused:
+            client.create_context(sandbox)
+        assert refused.value.field == "limits.memory_mib"
+        assert client.list_contexts(sandbox) == []
+    finally:
+        client.delete_sandbox(sandbox)
+
+
+def test_idle_expiry_and_a_daemon_killed_leaves_no_kernel(workdir: Path) -> None:
+    d = Daemon(workdir, "kernels", sandbox_sweep_s=0.2).start()
+    try:
+        with d.client() as c:
+            sandbox = c.create_sandbox(limits={"disk_mib": 16}).id
+            idle = c.create_context(sandbox, idle_timeout_s=1)
+            c.execute(sandbox, idle.id, "x = 1")
+            deadline = time.monotonic() + 20
+            while c.get_context(sandbox, idle.id).status != "dead":
+                assert time.monotonic() < deadline, "the idle context never expired"
+                time.sleep(0.1)
+            assert "expired" in (c.get_context(sandbox, idle.id).message or "")
+            with pytest.raises(Conflict, match="expired"):
+                c.execute(sandbox, idle.id, "x")
+            assert idle.id not in {g.name for g in leftover_cgroups(d.cgroup_parent)}
+            busy = c.create_context(sandbox)
+            assert c.execute(sandbox, busy.id, "1").status == "ok"
+        assert sandbox_processes(uid_bases={d.uid_base}) != []
+        d.stop(sig=signal.SIGKILL)
+        d = Daemon(workdir, "kernels", sandbox_sweep_s=0.2).start()
+        assert sandbox_processes(uid_bases={d.uid_base}) == []
+        assert leftover_cgroups(d.cgroup_parent) == []
+        with d.client() as c:
+            assert c.list_contexts(sandbox) == []  # contexts do not outlive their daemon
+            again = c.create_context(sandbox)
+            assert c.execute(sandbox, again.id, "2 + 2").results[0].data == "4"
+    finally:
+        assert d.stop() == 0, d.log.read_text()[-3000:]

@@ -57,7 +57,9 @@ def test_every_route_is_documented(daemon: Daemon) -> None:
     validate(doc)
     router = app_router()
     assert missing(router, doc) == []
-    assert sum(len(ops) for ops in doc["paths"].values()) == 21  # 17 + 4 of snapshots
+    assert (
+        sum(len(ops) for ops in doc["paths"].values()) == 28
+    )  # 17 + 4 of snapshots + 7 of contexts
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert doc["security"] == [{"bearer": []}]
     ops = {(m, p): op for p, item in doc["paths"].items() for m, op in item.items()}

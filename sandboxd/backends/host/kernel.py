@@ -248,7 +248,7 @@ class KernelConnection:
 
     async def interrupt(self) -> None:
         """Ask the kernel to interrupt (it raises KeyboardInterrupt in the running code)."""
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(TimeoutError, zmq.ZMQError):
             await self._request("control", "interrupt_request", {}, 2.0)
 
     def begin(self, code: str, output_cap: int, on_event: OnEvent | None) -> _Execution:
@@ -355,6 +355,8 @@ class Kernel:
 
     def death_reason(self) -> tuple[ExecutionStatus, str]:
         oom = self.jail.oom_kills()
+        if self.death is not None and not oom:
+            return "killed", f"the kernel was stopped: {self.death}"
         if oom:
             return "memory_limit", (
                 f"the kernel was killed by the memory limit of {self.limits.memory_mib} MiB "

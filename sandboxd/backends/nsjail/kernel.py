@@ -22,7 +22,7 @@ from sandboxd.backends.host.workspace import Workspace
 from sandboxd.backends.jailside import kernel_relay
 from sandboxd.backends.nsjail.config import jail_config
 from sandboxd.backends.nsjail.jail import Jailer
-from sandboxd.errors import BackendUnavailable
+from sandboxd.errors import BackendUnavailable, InvalidRequest, SandboxdError
 from sandboxd.models import ContextSpec, Limits
 
 log = logging.getLogger("sandboxd.nsjail.kernel")
@@ -141,15 +141,14 @@ async def start_kernel(
         try:
             await conn.wait_ready(READY_TIMEOUT_S, lambda: not jail.exited.done())
         except TimeoutError:
+            died = jail.exited.done()
+            oom, refused = jail.oom_kills(), _refused(group)
             await jail.destroy()
             text = bytes(jail.tail).decode(errors="replace").strip().splitlines()
             log_text = await asyncio.to_thread(jailer.read_log, ws)
             errors = [ln for ln in log_text.splitlines() if ln.startswith(("[W]", "[E]", "[F]"))]
             detail = " | ".join((errors + text)[-4:]) or "no output"
-            raise BackendUnavailable(
-                f"the interpreter did not start: {detail} (is python3-ipykernel installed? "
-                "see scripts/setup.sh)"
-            ) from None
+            raise _start_failure(died, oom, refused, limits, detail) from None
         return kernel
     except BaseException:
         if conn is not None:
@@ -159,3 +158,35 @@ async def start_kernel(
         else:
             await asyncio.shield(jailer.cleanup(ws, group))
         raise
+
+
+def _refused(group: cgroups.RunCgroup) -> int:
+    try:
+        return group.pids_refused()
+    except OSError:
+        return 0
+
+
+def _start_failure(
+    died: bool, oom: int, refused: int, limits: Limits, detail: str
+) -> SandboxdError:
+    """Why a kernel did not start: the sandbox's limits (the caller's to change: 400), or
+    the host (503)."""
+    if oom:
+        return InvalidRequest(
+            f"the interpreter does not start within the sandbox's memory limit of "
+            f"{limits.memory_mib} MiB: create the sandbox with more `limits.memory_mib`",
+            field="limits.memory_mib",
+        )
+    if refused:
+        return InvalidRequest(
+            f"the interpreter does not start within the sandbox's limit of {limits.pids} "
+            "pids: create the sandbox with more `limits.pids`",
+            field="limits.pids",
+        )
+    if died:
+        return InvalidRequest(f"the interpreter exited as it started: {detail}", field="env")
+    return BackendUnavailable(
+        f"the interpreter did not start: {detail} (is python3-ipykernel installed? see "
+        "scripts/setup.sh)"
+    )
