@@ -37,6 +37,8 @@ from sandboxd.settings import Settings
 
 log = logging.getLogger("sandboxd.service.contexts")
 MAX_CONTEXTS_PER_SANDBOX = 8
+#: An execution counts as a use of its sandbox; noted at most this often (a write to the store).
+TOUCH_EVERY_S = 1.0
 #: Dead contexts are forgotten this long after they died (their 409 turns into a 404).
 KEEP_DEAD_S = 3600.0
 
@@ -85,6 +87,7 @@ class ContextManager:
         self.sandboxes = sandboxes
         self.runs = runs
         self._contexts: dict[str, _Context] = {}
+        self._touched: dict[str, float] = {}
         sandboxes.before_remove.append(self.close_sandbox)
 
     def _find(self, principal: Principal, sandbox_id: str, context_id: str) -> _Context:
@@ -164,7 +167,9 @@ class ContextManager:
             assert kernel is not None  # noqa: S101  # an invariant: a live context has one
             ctx.status = "busy"
             ctx.last_used_at = time.time()
-            await self.sandboxes.touch(sandbox_id)
+            if ctx.last_used_at - self._touched.get(sandbox_id, 0.0) > TOUCH_EVERY_S:
+                self._touched[sandbox_id] = ctx.last_used_at
+                await self.sandboxes.touch(sandbox_id)
             try:
                 result = await kernel.execute(request.code, request.timeout_s, on_event)
             finally:
@@ -218,6 +223,7 @@ class ContextManager:
 
     async def close_sandbox(self, sandbox_id: str) -> None:
         """End every context of a sandbox that goes away (before its disk is unmounted)."""
+        self._touched.pop(sandbox_id, None)
         for ctx in [c for c in self._contexts.values() if c.sandbox_id == sandbox_id]:
             self._contexts.pop(ctx.id, None)
             await self._end(ctx, "its sandbox was deleted")

@@ -3,7 +3,7 @@ the checks are the benches' own (right output, all HumanEval problems pass, no l
 
 from __future__ import annotations
 
-from bench import docker_latency, fork_latency, hello_latency, humaneval, soak
+from bench import context_latency, docker_latency, fork_latency, hello_latency, humaneval, soak
 
 
 def test_hello_latency_bench_runs() -> None:
@@ -54,3 +54,10 @@ def test_fork_bench_runs() -> None:
     assert data["snapshot_bytes"] >= 2_000_000
     assert data["fork_bytes"] < data["snapshot_bytes"]  # a fork copies nothing
     assert "| a fork's image, just made |" in fork_latency.report(data)
+
+
+def test_context_bench_runs() -> None:
+    data = context_latency.measure(iterations=3)
+    assert all(len(data[key]) == 3 for key in context_latency.LABELS)
+    assert len(data["inner"]) == 3 + 5  # with the warm-ups
+    assert "in a warm context |" in context_latency.report(data)

@@ -27,7 +27,7 @@ os.close(fd)
 kernel = os.fork()
 if kernel == 0:
     os.setsid()
-    argv = [python, "-m", "ipykernel_launcher", "-f", path, "--IPKernelApp.parent_handle=0"]
+    argv = [python, "-m", "ipykernel_launcher", "-f", path, "--HistoryManager.enabled=False"]
     os.execv(python, argv)
 def pipe(a, b):
     try:
