@@ -138,8 +138,8 @@ def report(data: dict[str, Any]) -> str:
     inner = statistics.median(data["inner"]) * 1e3
     note = (
         f"Of a context's execution, {inner:.2f} ms p50 is the kernel's round trip as the daemon "
-        "times it (jailside relay, ipykernel, its messages back); the rest is HTTP, the token "
-        "lookup and the audit record, as the `GET` row shows."
+        "times it (the request to the jailed ipykernel and its messages back); the rest is "
+        "HTTP, the token lookup and the audit record, as the `GET` row shows."
     )
     return "\n".join(
         [

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from sandboxd.backends.host.kernel import Kernel
 from sandboxd.backends.host.output import StreamCapture
-from sandboxd.errors import BackendUnavailable
+from sandboxd.errors import InvalidRequest
 from sandboxd.models import Capabilities, ContextSpec, Limits, PoolStats, RunRequest, RunResult
 
 
@@ -109,5 +109,10 @@ class Backend(ABC):
         self, context_id: str, sandbox: SandboxMount, limits: Limits, spec: ContextSpec
     ) -> Kernel:
         """Start an interpreter context's kernel over `sandbox`'s workspace, within `limits`
-        for the whole of it; ready to execute when returned. Not every backend has them."""
-        raise BackendUnavailable(f"the {self.name} backend has no interpreter contexts")
+        for the whole of it; ready to execute when returned. Not every backend has them: a
+        request for one where there are none is the caller's to change (400)."""
+        raise InvalidRequest(
+            f"sandboxes on the {self.name} backend have no interpreter contexts (yet): create "
+            "the sandbox with backend nsjail",
+            field="backend",
+        )

@@ -24,6 +24,7 @@ from sandboxd.client import Client, SyncClient
 from sandboxd.errors import Conflict, InvalidRequest, NotFound
 from sandboxd.models import ExecutionResult
 from sandboxd.testing import leftover_cgroups, sandbox_processes
+from tests.conftest import DOCKER_PROBLEM
 from tests.daemon import Daemon
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
@@ -361,3 +362,18 @@ def test_idle_expiry_and_a_daemon_killed_leaves_no_kernel(workdir: Path) -> None
             assert c.execute(sandbox, again.id, "2 + 2").results[0].data == "4"
     finally:
         assert d.stop() == 0, d.log.read_text()[-3000:]
+
+
+def test_docker_sandboxes_refuse_contexts_clearly(client: SyncClient) -> None:
+    if DOCKER_PROBLEM is not None:  # (CI fails on a missing engine before it gets here)
+        with pytest.raises(InvalidRequest):
+            client.create_sandbox(backend="docker")
+        return
+    sandbox = client.create_sandbox(backend="docker", limits={"disk_mib": 16}).id
+    try:
+        with pytest.raises(InvalidRequest, match="backend nsjail") as refused:
+            client.create_context(sandbox)
+        assert refused.value.field == "backend"
+        assert client.list_contexts(sandbox) == []
+    finally:
+        client.delete_sandbox(sandbox)

@@ -2,7 +2,8 @@
 
 The daemon owns the listening side. It binds one unix socket per channel (shell, iopub,
 control) in a fresh directory of its own, before the jail exists; the jail sees that directory
-read-only, and a relay inside it connects out (`sandboxd.backends.jailside.kernel_relay`). So
+read-only, and the kernel inside connects out to them
+(`sandboxd.backends.jailside.kernel_launcher`). So
 the daemon never connects to, opens or follows a path the sandbox could have made: it only
 accepts on sockets it already holds, and the sandbox can neither replace them (read-only) nor
 point the daemon anywhere else (the daemon never resolves those paths again).
@@ -32,7 +33,7 @@ import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
 
-from sandboxd.backends.jailside.kernel_relay import CHANNELS
+from sandboxd.backends.jailside.kernel_launcher import CHANNELS
 from sandboxd.models import ExecutionError, ExecutionResult, ExecutionStatus, Limits, RichOutput
 
 log = logging.getLogger("sandboxd.kernel")
@@ -119,7 +120,7 @@ class _Execution:
 
 
 class KernelConnection:
-    """ZeroMQ sockets bound in `sock_dir` (which must be new and the daemon's), one per relayed
+    """ZeroMQ sockets bound in `sock_dir` (which must be new and the daemon's), one per served
     channel, and the executions done over them, one at a time."""
 
     def __init__(self, sock_dir: Path, *, uid: int, max_message_bytes: int) -> None:

@@ -1,7 +1,7 @@
 """An interpreter context's jail under nsjail: a jail like a run's, over the sandbox's
-workspace, that lives until the context ends, with the kernel relay as its program.
+workspace, that lives until the context ends, with the kernel as its program.
 
-Its cgroup holds the whole context (relay and kernel and whatever they start): memory and
+Its cgroup holds the whole context (the kernel and whatever it starts): memory and
 pids are the sandbox's limits for all of it. Wall and cpu time are per execution (the
 `Kernel` watches them), so nsjail's own time limit and RLIMIT_CPU are off. Its directory and
 cgroup sit with the runs', so a daemon that dies leaves nothing that the next one's start does
@@ -19,7 +19,7 @@ from sandboxd.backends.host import cgroups
 from sandboxd.backends.host.jail_init import BASE_ENV, OVERHEAD_PIDS, under_init
 from sandboxd.backends.host.kernel import Kernel, KernelConnection
 from sandboxd.backends.host.workspace import Workspace
-from sandboxd.backends.jailside import kernel_relay
+from sandboxd.backends.jailside import kernel_launcher
 from sandboxd.backends.nsjail.config import jail_config
 from sandboxd.backends.nsjail.jail import Jailer
 from sandboxd.errors import BackendUnavailable, InvalidRequest, SandboxdError
@@ -29,8 +29,6 @@ log = logging.getLogger("sandboxd.nsjail.kernel")
 #: Kept of what the jail prints on its own stdout/stderr (only read when it fails to start).
 TAIL_BYTES = 8192
 READY_TIMEOUT_S = 60.0
-#: The relay, beside nsjail and the init.
-RELAY_PIDS = 1
 #: Where IPython, Jupyter and matplotlib keep their files: the jail's /tmp, not the workspace.
 KERNEL_ENV = {
     "IPYTHONDIR": "/tmp/.ipython",  # noqa: S108  # the jail's own /tmp
@@ -120,7 +118,7 @@ async def start_kernel(
             manager.create,
             context_id,
             memory_bytes=(limits.memory_mib + supervisor_memory_mib) << 20,
-            pids_max=limits.pids + OVERHEAD_PIDS + RELAY_PIDS,
+            pids_max=limits.pids + OVERHEAD_PIDS,
         )
         args = [
             *jailer.run_args(ws, sandbox.uid, limits, egress=False),
@@ -129,10 +127,10 @@ async def start_kernel(
             "--rlimit_cpu",
             "inf",
             "--bindmount_ro",
-            f"{conn.sock_dir}:{kernel_relay.JAIL_SOCKET_DIR}",
+            f"{conn.sock_dir}:{kernel_launcher.JAIL_SOCKET_DIR}",
         ]
         cwd = "/workspace/" + spec.cwd if spec.cwd else "/workspace"
-        argv = kernel_relay.relay_argv(jailer.config.python, conn.key, cwd)
+        argv = kernel_launcher.launcher_argv(jailer.config.python, conn.key, cwd)
         env = {**BASE_ENV, **KERNEL_ENV, **spec.env}
         config = jail_config(context_id, under_init(jailer.init_path, argv), env)
         proc = await jailer.spawn(args, config, group, stdin=False)
