@@ -377,3 +377,37 @@ def test_docker_sandboxes_refuse_contexts_clearly(client: SyncClient) -> None:
         assert client.list_contexts(sandbox) == []
     finally:
         client.delete_sandbox(sandbox)
+
+
+def test_output_past_the_cap_interrupts_and_keeps_the_state(client: SyncClient) -> None:
+    sandbox = client.create_sandbox(limits={"output_bytes": 4096, "disk_mib": 16}).id
+    try:
+        ctx = client.create_context(sandbox)
+        client.execute(sandbox, ctx.id, "kept = 'yes'")
+        flood = client.execute(sandbox, ctx.id, "while True:\n    print('x' * 100)", timeout_s=30)
+        assert flood.status == "output_limit", flood
+        assert flood.stdout_truncated and len(flood.stdout.encode()) <= 4096
+        assert flood.stdout.startswith("x" * 100)
+        assert client.execute(sandbox, ctx.id, "kept").results[0].data == "'yes'"
+    finally:
+        client.delete_sandbox(sandbox)
+
+
+def test_a_stream_whose_client_goes_away_interrupts_its_execution(
+    daemon: Daemon, client: SyncClient, sandbox: str
+) -> None:
+    ctx = client.create_context(sandbox)
+
+    async def leave_early() -> None:
+        async with Client(daemon.url, token=daemon.token) as c:
+            code = "import time\nprint('started', flush=True)\nwhile True: time.sleep(0.05)"
+            async for event in c.stream_execute(sandbox, ctx.id, code, timeout_s=120):
+                if event.event == "stdout":
+                    return  # closes the connection mid-execution
+
+    asyncio.run(leave_early())
+    deadline = time.monotonic() + 20
+    while client.get_context(sandbox, ctx.id).status != "idle":
+        assert time.monotonic() < deadline, "the execution went on after its client left"
+        time.sleep(0.1)
+    assert client.execute(sandbox, ctx.id, "1+1").results[0].data == "2"
