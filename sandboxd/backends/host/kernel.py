@@ -41,6 +41,18 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 #: unix socket paths are at most 107 bytes (sun_path).
 MAX_SOCKET_PATH = 107
 MAX_MIME = 255
+#: Where IPython, Jupyter and matplotlib keep their files: the jail's /tmp, not the workspace.
+KERNEL_ENV = {
+    "IPYTHONDIR": "/tmp/.ipython",  # noqa: S108  # the jail's own /tmp
+    "JUPYTER_RUNTIME_DIR": "/tmp/.jupyter",  # noqa: S108  # the jail's own /tmp
+    "JUPYTER_DATA_DIR": "/tmp/.jupyter",  # noqa: S108  # the jail's own /tmp
+    "MPLCONFIGDIR": "/tmp/.matplotlib",  # noqa: S108  # the jail's own /tmp
+    "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    # Debian's matplotlib reads its defaults from /etc/matplotlibrc, which jails do not see;
+    # the same file is in /usr.
+    "MATPLOTLIBRC": "/usr/share/matplotlib/mpl-data/matplotlibrc",
+    "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+}
 OnEvent = Callable[[str, Any], None]
 """Gets ("stdout" | "stderr", text) and ("result", RichOutput) as they arrive."""
 

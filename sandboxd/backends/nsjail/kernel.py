@@ -17,7 +17,7 @@ import logging
 from sandboxd.backends.base import SandboxMount
 from sandboxd.backends.host import cgroups
 from sandboxd.backends.host.jail_init import BASE_ENV, OVERHEAD_PIDS, under_init
-from sandboxd.backends.host.kernel import Kernel, KernelConnection
+from sandboxd.backends.host.kernel import KERNEL_ENV, Kernel, KernelConnection
 from sandboxd.backends.host.workspace import Workspace
 from sandboxd.backends.jailside import kernel_launcher
 from sandboxd.backends.nsjail.config import jail_config
@@ -29,18 +29,6 @@ log = logging.getLogger("sandboxd.nsjail.kernel")
 #: Kept of what the jail prints on its own stdout/stderr (only read when it fails to start).
 TAIL_BYTES = 8192
 READY_TIMEOUT_S = 60.0
-#: Where IPython, Jupyter and matplotlib keep their files: the jail's /tmp, not the workspace.
-KERNEL_ENV = {
-    "IPYTHONDIR": "/tmp/.ipython",  # noqa: S108  # the jail's own /tmp
-    "JUPYTER_RUNTIME_DIR": "/tmp/.jupyter",  # noqa: S108  # the jail's own /tmp
-    "JUPYTER_DATA_DIR": "/tmp/.jupyter",  # noqa: S108  # the jail's own /tmp
-    "MPLCONFIGDIR": "/tmp/.matplotlib",  # noqa: S108  # the jail's own /tmp
-    "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-    # Debian's matplotlib reads its defaults from /etc/matplotlibrc, which jails do not see;
-    # the same file is in /usr.
-    "MATPLOTLIBRC": "/usr/share/matplotlib/mpl-data/matplotlibrc",
-    "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-}
 
 
 class NsjailKernelJail:
