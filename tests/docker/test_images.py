@@ -31,6 +31,7 @@ def test_images_are_listed_up_to_date() -> None:
         "sandboxd/base:bookworm",
         "sandboxd/python:bookworm",
         "sandboxd/node:bookworm",
+        "sandboxd/jupyter:bookworm",  # interpreter contexts' kernel
     }
     assert all(ln.endswith("up to date") for ln in lines)
     again = sandboxd("images", "build", "python")
