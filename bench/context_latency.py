@@ -24,12 +24,13 @@ from typing import Any
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
-from sandboxd.testing import Daemon
+from sandboxd.testing import Daemon, docker_problem
 
 LABELS = {
     "bare": "bare ipykernel on the host, jupyter_client `execute_interactive('1+1')` "
     "(baseline: no jail, no daemon)",
     "context": "sandboxd HTTP API, nsjail, `execute('1+1')` in a warm context",
+    "docker": "sandboxd HTTP API, Docker, `execute('1+1')` in a warm context",
     "healthz": "sandboxd HTTP API, `GET /healthz` (the HTTP floor: no token, no audit)",
     "get": "sandboxd HTTP API, `GET` of the context (token lookup and audit record, no kernel)",
     "run": "sandboxd HTTP API, nsjail, a run `print(1+1)` in the same sandbox (warm pool)",
@@ -82,9 +83,11 @@ def measure(iterations: int = 200) -> dict[str, Any]:
     each execution (`wall_time_s`: from sending it to the kernel to its last message)."""
     work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))
     work.chmod(0o711)
-    daemon = Daemon(work, "context-bench").start()
+    docker = docker_problem() is None
+    daemon = Daemon(work, "context-bench", docker={"enabled": docker}).start()
     bare = BareKernel(work)
     data: dict[str, Any] = {key: [] for key in (*LABELS, "inner")}
+    data["docker_problem"] = None if docker else docker_problem()
     data["iterations"] = iterations
     try:
         with daemon.client() as c:
@@ -97,6 +100,15 @@ def measure(iterations: int = 200) -> dict[str, Any]:
                     raise RuntimeError(f"the context answered {result}")
                 data["inner"].append(result.wall_time_s)
 
+            if docker:
+                box = c.create_sandbox(backend="docker", limits={"disk_mib": 16}).id
+                in_docker = c.create_context(box).id
+
+            def docker_context() -> None:
+                result = c.execute(box, in_docker, "1+1")
+                if result.status != "ok" or result.results[0].data != "2":
+                    raise RuntimeError(f"the Docker context answered {result}")
+
             def run() -> None:
                 if c.run_in_sandbox(sandbox, code="print(1+1)").stdout != "2\n":
                     raise RuntimeError("the run did not print 2")
@@ -104,10 +116,13 @@ def measure(iterations: int = 200) -> dict[str, Any]:
             steps: dict[str, Callable[[], object]] = {
                 "bare": bare.execute,
                 "context": context,
+                "docker": docker_context,
                 "healthz": c.health,
                 "get": lambda: c.get_context(sandbox, ctx),
                 "run": run,
             }
+            if not docker:
+                del steps["docker"]
             for i in range(iterations + 5):  # the first few are warm-ups
                 for key, step in steps.items():
                     t0 = time.perf_counter()
@@ -115,6 +130,8 @@ def measure(iterations: int = 200) -> dict[str, Any]:
                     if i >= 5:
                         data[key].append(time.perf_counter() - t0)
             c.delete_sandbox(sandbox)
+            if docker:
+                c.delete_sandbox(box)
     finally:
         bare.close()
         daemon.stop()
@@ -131,6 +148,9 @@ def report(data: dict[str, Any]) -> str:
     base = statistics.median(data["bare"])
     rows = ["| what | p50 ms | p90 ms | p50 ratio vs bare kernel |", "|---|---|---|---|"]
     for key, label in LABELS.items():
+        if not data[key]:
+            rows.append(f"| {label} | not measured: {data['docker_problem']} | | |")
+            continue
         p50 = statistics.median(data[key])
         rows.append(
             f"| {label} | {p50 * 1e3:.2f} | {_p(data[key], 0.9) * 1e3:.2f} | {p50 / base:.2f}x |"
