@@ -206,6 +206,8 @@ class ContextManager:
         if ctx.kernel is not None:
             await ctx.kernel.destroy("restarted")
         async with ctx.lock:
+            if ctx.kernel is not None:  # one that a concurrent start or restart made
+                await ctx.kernel.destroy("restarted")
             ctx.status = "starting"
             mount = await self.sandboxes.mount(principal, sandbox_id)
             try:

@@ -148,6 +148,7 @@ class KernelConnection:
         self._current: _Execution | None = None
         self._readers: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Future[Any]] = set()
+        self._closed = False
         self.lock = asyncio.Lock()
 
     def bind(self) -> None:
@@ -179,6 +180,10 @@ class KernelConnection:
         ]
 
     def close(self) -> None:
+        """Close the sockets (idempotent); what waits on them is cancelled."""
+        if self._closed:
+            return
+        self._closed = True
         for task in [*self._readers, *self._sends]:
             task.cancel()
         for sock in self._sockets.values():
@@ -386,6 +391,9 @@ class Kernel:
     async def _execute(
         self, code: str, timeout_s: float, on_event: OnEvent | None
     ) -> ExecutionResult:
+        if not self.alive:  # stopped (deleted, restarted) while this waited for its turn
+            gone, reason = self.death_reason()
+            return ExecutionResult(status=gone, message=reason)
         loop = asyncio.get_running_loop()
         start = loop.time()
         cpu0 = self.jail.cpu_time_s()
