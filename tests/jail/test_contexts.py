@@ -420,3 +420,17 @@ def test_a_stream_whose_client_goes_away_interrupts_its_execution(
         assert time.monotonic() < deadline, "the execution went on after its client left"
         time.sleep(0.1)
     assert client.execute(sandbox, ctx.id, "1+1").results[0].data == "2"
+
+
+def test_cpu_time_per_execution_interrupts(backend_client: BackendClient) -> None:
+    client = backend_client
+    sandbox = client.create_sandbox(limits={"cpu_time_s": 1, "disk_mib": 16}).id
+    try:
+        ctx = client.create_context(sandbox)
+        spin = client.execute(sandbox, ctx.id, "while True: pass", timeout_s=60)
+        assert spin.status == "cpu_limit" and "cpu time of 1 s" in (spin.message or ""), spin
+        assert spin.wall_time_s < 30
+        # Each execution has its own cpu time: the next one runs.
+        assert client.execute(sandbox, ctx.id, "sum(range(1000))").results[0].data == "499500"
+    finally:
+        client.delete_sandbox(sandbox)
