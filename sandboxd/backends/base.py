@@ -62,6 +62,18 @@ class SandboxMount:
     uid: int
 
 
+@dataclass(frozen=True)
+class CacheMount:
+    """A tenant's download cache, handed to a run that asked for it: the tree to mount at
+    `/cache` and the host uid its files belong to on disk (the run sees them as its own)."""
+
+    path: Path
+    disk_uid: int
+
+    def astuple(self) -> tuple[Path, int]:
+        return (self.path, self.disk_uid)
+
+
 class Backend(ABC):
     """Runs one request in a fresh, isolated sandbox and reports what happened.
 
@@ -89,9 +101,11 @@ class Backend(ABC):
         *,
         sandbox: SandboxMount | None = None,
         control: RunControl | None = None,
+        cache: CacheMount | None = None,
     ) -> RunResult:
         """Run `request` (limits already checked against the daemon's caps), in a fresh
-        workspace, or over `sandbox`'s persistent one; `control` streams and cancels."""
+        workspace, or over `sandbox`'s persistent one; `control` streams and cancels; `cache`
+        (given exactly when the request asks for its download cache) is mounted at /cache."""
 
     @abstractmethod
     def version(self) -> str:

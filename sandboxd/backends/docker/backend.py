@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sandboxd.backends.base import Backend, RunControl, SandboxMount
+from sandboxd.backends.base import Backend, CacheMount, RunControl, SandboxMount
 from sandboxd.backends.docker import kernel
 from sandboxd.backends.docker.container import LABEL, ContainerRun, Containers
 from sandboxd.backends.docker.settings import DockerConfig
@@ -158,13 +158,14 @@ class DockerBackend(Backend):
         *,
         sandbox: SandboxMount | None = None,
         control: RunControl | None = None,
+        cache: CacheMount | None = None,
     ) -> RunResult:
         if self._client is None:
             raise BackendUnavailable("the docker backend is not started")
         if request.image is not None and not await self._has(request.image):
             raise InvalidRequest(f"image {request.image!r} is not on this host", field="image")
         profile = docker_warm_profile(request, sandbox, self.config.images)
-        if self.warm is not None and profile is not None:
+        if self.warm is not None and profile is not None and cache is None:
             warm = self.warm.take(profile)
             if warm is not None:
                 return await self.warm.run(run_id, request, profile, warm, control)
@@ -177,7 +178,13 @@ class DockerBackend(Backend):
         proxy = None
         created = datetime.now(UTC)
         try:
-            await asyncio.to_thread(prepare_workspace, ws, request, sandbox is not None)
+            await asyncio.to_thread(
+                prepare_workspace,
+                ws,
+                request,
+                sandbox is not None,
+                cache.astuple() if cache else None,
+            )
             if request.stdin is not None:
                 await asyncio.to_thread(ws.write_run_file, "stdin", request.stdin.encode())
             proxy = await self.egress.start(request, ws.root / "egress.sock")
