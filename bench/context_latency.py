@@ -48,6 +48,14 @@ class BareKernel:
             stderr=subprocess.DEVNULL,
             cwd=work,
         )
+        try:
+            self._connect(path)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def _connect(self, path: str) -> None:
         self.client = BlockingKernelClient(connection_file=path)
         self.client.load_connection_file()
         self.client.start_channels(hb=False)
@@ -84,12 +92,13 @@ def measure(iterations: int = 200) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))
     work.chmod(0o711)
     docker = docker_problem() is None
-    daemon = Daemon(work, "context-bench", docker={"enabled": docker}).start()
-    bare = BareKernel(work)
     data: dict[str, Any] = {key: [] for key in (*LABELS, "inner")}
     data["docker_problem"] = None if docker else docker_problem()
     data["iterations"] = iterations
+    daemon = Daemon(work, "context-bench", docker={"enabled": docker}).start()
+    bare: BareKernel | None = None
     try:
+        bare = BareKernel(work)  # inside: a baseline that fails still stops the daemon
         with daemon.client() as c:
             sandbox = c.create_sandbox(limits={"disk_mib": 16}).id
             ctx = c.create_context(sandbox).id
@@ -133,7 +142,8 @@ def measure(iterations: int = 200) -> dict[str, Any]:
             if docker:
                 c.delete_sandbox(box)
     finally:
-        bare.close()
+        if bare is not None:
+            bare.close()
         daemon.stop()
         shutil.rmtree(work, ignore_errors=True)
     return data
