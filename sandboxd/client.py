@@ -25,6 +25,12 @@ from sandboxd.errors import DaemonUnreachable, SandboxdError, error_from_wire, v
 from sandboxd.local_token import ADMIN_TOKEN_FILE, local_admin_token
 from sandboxd.models import (
     AuditPage,
+    ContextInfo,
+    ContextList,
+    ContextSpec,
+    ExecuteRequest,
+    ExecutionEvent,
+    ExecutionResult,
     FileInfo,
     Health,
     Info,
@@ -92,8 +98,8 @@ def _validated(model: type[M], fields: dict[str, Any]) -> M:
         raise validation_error(exc) from None
 
 
-async def _parse_events(content: aiohttp.StreamReader) -> AsyncIterator[RunEvent]:
-    """Server-Sent Events (`event:` and `data:` lines, a blank line ends one) as RunEvents."""
+async def _parse_events(content: aiohttp.StreamReader, model: type[M]) -> AsyncIterator[M]:
+    """Server-Sent Events (`event:` and `data:` lines, a blank line ends one) as `model`s."""
     data: list[str] = []
     async for raw in content:
         line = raw.decode("utf-8").rstrip("\r\n")
@@ -101,9 +107,10 @@ async def _parse_events(content: aiohttp.StreamReader) -> AsyncIterator[RunEvent
             data.append(line[5:].lstrip(" "))
         elif not line and data:
             try:
-                yield RunEvent.model_validate_json("\n".join(data))
+                yield model.model_validate_json("\n".join(data))
             except ValidationError:
-                raise DaemonUnreachable("sandboxd sent an event that is not a RunEvent") from None
+                name = model.__name__
+                raise DaemonUnreachable(f"sandboxd sent an event that is not a {name}") from None
             data = []
 
 
@@ -243,7 +250,7 @@ class Client:
                 if resp.status >= 400:
                     raw = await resp.read()
                     raise self._error(resp.status, raw, resp.headers.get("Retry-After", "1"))
-                async for event in _parse_events(resp.content):
+                async for event in _parse_events(resp.content, RunEvent):
                     yield event
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise DaemonUnreachable(f"cannot reach sandboxd at {self.url}: {exc}") from exc
@@ -299,6 +306,78 @@ class Client:
         body = req.model_dump_json(exclude_unset=True)
         path = f"/v1/sandboxes/{sandbox_id}/runs"
         return await self._call("POST", path, RunResult, body=body, timeout_s=timeout)
+
+    async def create_context(
+        self, sandbox_id: str, spec: ContextSpec | None = None, **fields: Any
+    ) -> ContextInfo:
+        """Start an interpreter (a Jupyter kernel) in the sandbox; its variables, imports and
+        open files persist between `execute` calls. Pass a `ContextSpec` or its fields."""
+        spec = spec if spec is not None else _validated(ContextSpec, fields)
+        body = spec.model_dump_json(exclude_unset=True)
+        path = f"/v1/sandboxes/{sandbox_id}/contexts"
+        return await self._call("POST", path, ContextInfo, body=body)
+
+    async def list_contexts(self, sandbox_id: str) -> list[ContextInfo]:
+        path = f"/v1/sandboxes/{sandbox_id}/contexts"
+        return (await self._call("GET", path, ContextList)).contexts
+
+    async def get_context(self, sandbox_id: str, context_id: str) -> ContextInfo:
+        path = f"/v1/sandboxes/{sandbox_id}/contexts/{context_id}"
+        return await self._call("GET", path, ContextInfo)
+
+    async def execute(
+        self, sandbox_id: str, context_id: str, code: str, *, timeout_s: float = 30.0
+    ) -> ExecutionResult:
+        """Run `code` in the context, as a notebook cell. An exception, a timeout or a killed
+        kernel is the result's `status`; a context already dead raises `Conflict`."""
+        body = _validated(ExecuteRequest, {"code": code, "timeout_s": timeout_s})
+        path = f"/v1/sandboxes/{sandbox_id}/contexts/{context_id}/execute"
+        return await self._call(
+            "POST",
+            path,
+            ExecutionResult,
+            body=body.model_dump_json(),
+            timeout_s=timeout_s + HTTP_SLACK_S,
+        )
+
+    async def stream_execute(
+        self, sandbox_id: str, context_id: str, code: str, *, timeout_s: float = 30.0
+    ) -> AsyncIterator[ExecutionEvent]:
+        """As `execute`, yielding events as they come: `start`, `stdout`/`stderr` chunks,
+        `result` (each rich output), then `done` (with the result) or `error`."""
+        body = _validated(ExecuteRequest, {"code": code, "timeout_s": timeout_s})
+        path = f"/v1/sandboxes/{sandbox_id}/contexts/{context_id}/execute"
+        timeout = aiohttp.ClientTimeout(
+            total=timeout_s + HTTP_SLACK_S, connect=self._connect_timeout_s
+        )
+        headers = self._headers({"content-type": "application/json", "Accept": EVENT_STREAM})
+        try:
+            async with self._http().post(
+                self.url + path,
+                data=_payload(body.model_dump_json()),
+                headers=headers,
+                timeout=timeout,
+            ) as resp:
+                if resp.status >= 400:
+                    raw = await resp.read()
+                    raise self._error(resp.status, raw, resp.headers.get("Retry-After", "1"))
+                async for event in _parse_events(resp.content, ExecutionEvent):
+                    yield event
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise DaemonUnreachable(f"cannot reach sandboxd at {self.url}: {exc}") from exc
+
+    async def interrupt_context(self, sandbox_id: str, context_id: str) -> ContextInfo:
+        """Interrupt the execution in progress (as Ctrl-C); its result says `interrupted`."""
+        path = f"/v1/sandboxes/{sandbox_id}/contexts/{context_id}/interrupt"
+        return await self._call("POST", path, ContextInfo)
+
+    async def restart_context(self, sandbox_id: str, context_id: str) -> ContextInfo:
+        """A fresh kernel in the same context: state is lost, the workspace's files stay."""
+        path = f"/v1/sandboxes/{sandbox_id}/contexts/{context_id}/restart"
+        return await self._call("POST", path, ContextInfo, timeout_s=HTTP_SLACK_S * 2)
+
+    async def delete_context(self, sandbox_id: str, context_id: str) -> None:
+        await self._raw("DELETE", f"/v1/sandboxes/{sandbox_id}/contexts/{context_id}")
 
     async def put_file(self, sandbox_id: str, path: str, data: bytes) -> FileInfo:
         raw = await self._raw(
@@ -405,6 +484,31 @@ class SyncClient:
         self, sandbox_id: str, request: RunRequest | None = None, **fields: Any
     ) -> RunResult:
         return self._do(self._client.run_in_sandbox(sandbox_id, request, **fields))
+
+    def create_context(
+        self, sandbox_id: str, spec: ContextSpec | None = None, **fields: Any
+    ) -> ContextInfo:
+        return self._do(self._client.create_context(sandbox_id, spec, **fields))
+
+    def list_contexts(self, sandbox_id: str) -> list[ContextInfo]:
+        return self._do(self._client.list_contexts(sandbox_id))
+
+    def get_context(self, sandbox_id: str, context_id: str) -> ContextInfo:
+        return self._do(self._client.get_context(sandbox_id, context_id))
+
+    def execute(
+        self, sandbox_id: str, context_id: str, code: str, *, timeout_s: float = 30.0
+    ) -> ExecutionResult:
+        return self._do(self._client.execute(sandbox_id, context_id, code, timeout_s=timeout_s))
+
+    def interrupt_context(self, sandbox_id: str, context_id: str) -> ContextInfo:
+        return self._do(self._client.interrupt_context(sandbox_id, context_id))
+
+    def restart_context(self, sandbox_id: str, context_id: str) -> ContextInfo:
+        return self._do(self._client.restart_context(sandbox_id, context_id))
+
+    def delete_context(self, sandbox_id: str, context_id: str) -> None:
+        self._do(self._client.delete_context(sandbox_id, context_id))
 
     def put_file(self, sandbox_id: str, path: str, data: bytes) -> FileInfo:
         return self._do(self._client.put_file(sandbox_id, path, data))

@@ -117,6 +117,14 @@ def _no_nul(value: str) -> str:
 NulFreeStr = Annotated[str, Field(max_length=65536)]
 
 
+def check_env(value: dict[str, str]) -> dict[str, str]:
+    for name, val in value.items():
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"environment variable name {name[:64]!r} is not valid")
+        _no_nul(val)
+    return value
+
+
 class NetworkPolicy(_Strict):
     """Network of a run or sandbox: `none` (loopback only, the default) or `allowlist`
     (an egress proxy that lets through only what `allow` names)."""
@@ -217,14 +225,7 @@ class RunRequest(_Strict):
                 raise ValueError("command[0] must name a program")
         return value
 
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, val in value.items():
-            if not _ENV_NAME.match(name):
-                raise ValueError(f"environment variable name {name[:64]!r} is not valid")
-            _no_nul(val)
-        return value
+    _env = field_validator("env")(check_env)
 
     @field_validator("collect")
     @classmethod
@@ -484,6 +485,137 @@ class Info(BaseModel):
         default_factory=dict, description="Warm pools by backend/profile, e.g. nsjail/python."
     )
     capabilities: Capabilities
+
+
+# Interpreter contexts: a Jupyter kernel living in a sandbox, whose state (variables, imports,
+# open files) survives between executions. Files are the sandbox's workspace.
+
+ContextLanguage = Literal["python"]
+ContextStatus = Literal["starting", "idle", "busy", "dead"]
+ExecutionStatus = Literal[
+    "ok",
+    "error",
+    "timeout",
+    "interrupted",
+    "killed",
+    "memory_limit",
+    "cpu_limit",
+    "output_limit",
+]
+#: A context's id, as the daemon makes them.
+CONTEXT_ID = r"^ctx_[0-9a-f]{16}$"
+MAX_CODE_BYTES = 1_048_576
+
+
+class ContextSpec(_Strict):
+    """`POST /v1/sandboxes/{id}/contexts`: start an interpreter (a Jupyter kernel) in the
+    sandbox. Memory, pids and cpu are the sandbox's limits, for the whole kernel."""
+
+    language: ContextLanguage = "python"
+    cwd: str | None = Field(
+        None,
+        description="Working directory, relative to the workspace (default: the workspace). "
+        "Created if missing.",
+    )
+    env: dict[str, NulFreeStr] = Field(default_factory=dict, max_length=MAX_ENV)
+    idle_timeout_s: int = Field(
+        600, ge=1, description="The kernel is stopped after this long without an execution."
+    )
+
+    @field_validator("cwd")
+    @classmethod
+    def _cwd(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_relative_path(value)
+
+    _env = field_validator("env")(check_env)
+
+
+class ContextInfo(BaseModel):
+    """An interpreter context. `dead` once its kernel is gone (killed, expired, crashed):
+    `message` says why, and executions are refused (409) until it is restarted."""
+
+    id: str
+    sandbox_id: str
+    language: ContextLanguage
+    cwd: str | None = None
+    status: ContextStatus
+    execution_count: int = Field(0, description="Executions the kernel has counted so far.")
+    idle_timeout_s: int = 600
+    message: str | None = None
+    created_at: datetime
+    last_used_at: datetime
+
+
+class ContextList(BaseModel):
+    contexts: list[ContextInfo]
+
+
+class ExecuteRequest(_Strict):
+    """`POST .../contexts/{cid}/execute`: code run in the context's kernel, as a notebook cell."""
+
+    code: str = Field(description="Python source, as one notebook cell.")
+    timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Wall time of this execution: then it is interrupted, and the kernel "
+        "killed if it does not stop.",
+    )
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: str) -> str:
+        if len(value.encode()) > MAX_CODE_BYTES:
+            raise ValueError(f"code is longer than {MAX_CODE_BYTES} bytes")
+        return _no_nul(value)
+
+
+class RichOutput(BaseModel):
+    """One representation of a displayed value, by Jupyter's mime name (`text/plain`,
+    `text/html`, `image/png`, `image/svg+xml`, `application/json`, ...). Binary data (PNG,
+    JPEG) is base64; JSON is its JSON text; the rest is text."""
+
+    mime: str
+    data: str
+    display_id: int = Field(
+        0, description="Which output it belongs to: the representations of one value share it."
+    )
+    is_result: bool = Field(False, description="The cell's value (Out[n]), not a display().")
+
+
+class ExecutionError(BaseModel):
+    name: str
+    value: str
+    traceback: list[str] = Field(default_factory=list, description="Lines, ANSI colours removed.")
+
+
+class ExecutionResult(BaseModel):
+    """The outcome of one execution. A failure of the code (an exception, a timeout, the
+    kernel killed) is a status, never an HTTP error."""
+
+    status: ExecutionStatus
+    stdout: str = ""
+    stderr: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    results: list[RichOutput] = Field(default_factory=list)
+    error: ExecutionError | None = None
+    execution_count: int | None = None
+    message: str | None = Field(None, description="Why it ended as it did, when not plain.")
+    wall_time_s: float = 0.0
+    context_id: str | None = None
+
+
+class ExecutionEvent(BaseModel):
+    """One Server-Sent Event of a streamed execution: `stdout`/`stderr` (text as it comes),
+    `result` (one rich output), then `done` (the full result) or `error` (the execution could
+    not be done: the same error body as a 4xx/5xx answer)."""
+
+    event: Literal["start", "stdout", "stderr", "result", "done", "error"]
+    context_id: str | None = None
+    data: str | None = Field(None, description="stdout/stderr: the text of this chunk.")
+    output: RichOutput | None = Field(None, description="result: one rich output.")
+    result: ExecutionResult | None = Field(None, description="done: the execution's result.")
+    error: dict[str, Any] | None = Field(None, description="error: {code, message, field}.")
 
 
 # -- Studio: the run list, the overview's figures, the audit check ----------------------------

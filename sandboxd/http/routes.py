@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from sandboxd.http import overview, runs, sandboxes, snapshots, solves
+from sandboxd.http import contexts, overview, runs, sandboxes, snapshots, solves
 from sandboxd.http.request import route_doc
 
 TABLES: tuple[web.RouteTableDef, ...] = (
     runs.routes,
     sandboxes.routes,
     snapshots.routes,
+    contexts.routes,
     solves.routes,
     overview.routes,
 )

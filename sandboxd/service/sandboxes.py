@@ -20,6 +20,7 @@ import sqlite3
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from sandboxd.backends.base import RunControl, SandboxMount
@@ -89,6 +90,8 @@ class SandboxManager:
         self.uid_end = settings.identity.uid_base + DOWNLOAD_CACHE_UID_OFFSET  # not its uid
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.snapshots = Snapshots(settings, store)
+        #: Called with a sandbox's id before its workspace goes (its contexts end there).
+        self.before_remove: list[Callable[[str], Awaitable[None]]] = []
 
     def disk(self, sandbox_id: str) -> SandboxDisk:
         return SandboxDisk(self.dir / sandbox_id)
@@ -234,6 +237,8 @@ class SandboxManager:
         async with self.snapshots.pinned(origin) if origin else contextlib.nullcontext():
             if not await self.store.call(queries.retire_sandbox, sandbox_id, state):
                 return False
+            for hook in self.before_remove:  # its contexts end before its disk goes
+                await hook(sandbox_id)
             await self.disk(sandbox_id).destroy()
             self._locks.pop(sandbox_id, None)
             if origin:
@@ -270,6 +275,11 @@ class SandboxManager:
     async def tree(self, principal: Principal, sandbox_id: str) -> WorkTree:
         row = await self._row(principal, sandbox_id)
         return WorkTree(self.disk(sandbox_id).work, uid=row.uid, gid=row.uid)
+
+    async def mount(self, principal: Principal, sandbox_id: str) -> SandboxMount:
+        """The sandbox's workspace as a jail mounts it."""
+        row = await self._row(principal, sandbox_id)
+        return SandboxMount(self.disk(sandbox_id).work, row.uid)
 
     async def expire_idle(self) -> list[tuple[str, str]]:
         """Delete sandboxes idle for longer than their ttl_s; (id, tenant) of each."""

@@ -3,7 +3,15 @@ the checks are the benches' own (right output, all HumanEval problems pass, no l
 
 from __future__ import annotations
 
-from bench import coder_candidates, docker_latency, fork_latency, hello_latency, humaneval, soak
+from bench import (
+    coder_candidates,
+    context_latency,
+    docker_latency,
+    fork_latency,
+    hello_latency,
+    humaneval,
+    soak,
+)
 from tests.daemon import Daemon
 
 
@@ -67,3 +75,11 @@ def test_coder_candidates_bench_runs(daemon: Daemon) -> None:
     assert len(runs["calculator|0.0|2"][0]["overheads_s"]) == 2
     report = coder_candidates.report(data)
     assert "| calculator | 0 s | 2 | 2 of 2 candidates green |" in report
+
+
+def test_context_bench_runs() -> None:
+    data = context_latency.measure(iterations=3)
+    # The Docker row too: CI fails on a missing engine, so here it has one.
+    assert all(len(data[key]) == 3 for key in context_latency.LABELS), data["docker_problem"]
+    assert len(data["inner"]) == 3 + 5  # with the warm-ups
+    assert "in a warm context |" in context_latency.report(data)

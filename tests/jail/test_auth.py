@@ -32,6 +32,10 @@ ENDPOINTS: list[tuple[str, str, bytes | None]] = [
     ("GET", "/v1/sandboxes/sbx_x/files/a.txt", None),
     ("DELETE", "/v1/sandboxes/sbx_x/files/a.txt", None),
     ("GET", "/v1/sandboxes/sbx_x/archive", None),
+    ("POST", "/v1/sandboxes/sbx_x/contexts", b"{}"),
+    ("GET", "/v1/sandboxes/sbx_x/contexts", None),
+    ("POST", "/v1/sandboxes/sbx_x/contexts/ctx_0000000000000000/execute", b'{"code": "1"}'),
+    ("DELETE", "/v1/sandboxes/sbx_x/contexts/ctx_0000000000000000", None),
     ("GET", "/metrics", None),
     ("GET", "/openapi.json", None),
 ]

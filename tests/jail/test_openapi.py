@@ -57,7 +57,8 @@ def test_every_route_is_documented(daemon: Daemon) -> None:
     validate(doc)
     router = app_router()
     assert missing(router, doc) == []
-    assert sum(len(ops) for ops in doc["paths"].values()) == 29  # 17 + 4 of snapshots + 8 of Studio
+    # 17 + 4 of snapshots + 8 of Studio + 7 of contexts
+    assert sum(len(ops) for ops in doc["paths"].values()) == 36
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert doc["security"] == [{"bearer": []}]
     ops = {(m, p): op for p, item in doc["paths"].items() for m, op in item.items()}

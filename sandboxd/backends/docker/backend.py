@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sandboxd.backends.base import Backend, CacheMount, RunControl, SandboxMount
+from sandboxd.backends.docker import kernel
 from sandboxd.backends.docker.container import LABEL, ContainerRun, Containers
 from sandboxd.backends.docker.settings import DockerConfig
 from sandboxd.backends.docker.warm import DOCKER_PROFILES, DockerWarmPool, docker_warm_profile
 from sandboxd.backends.host import seccomp
 from sandboxd.backends.host.egress import EgressGuard
+from sandboxd.backends.host.kernel import Kernel
 from sandboxd.backends.host.reporting import capabilities
 from sandboxd.backends.host.slots import Slots
 from sandboxd.backends.host.supervise import supervise
@@ -34,7 +36,7 @@ from sandboxd.backends.host.workspace import (
     reap_run_dirs,
 )
 from sandboxd.errors import BackendUnavailable, InvalidRequest
-from sandboxd.models import Capabilities, PoolStats, RunRequest, RunResult
+from sandboxd.models import Capabilities, ContextSpec, Limits, PoolStats, RunRequest, RunResult
 from sandboxd.settings import Settings
 
 log = logging.getLogger("sandboxd.docker")
@@ -128,6 +130,24 @@ class DockerBackend(Backend):
     def capabilities(self) -> Capabilities:
         cgroup_version = 1 if (Path("/sys/fs/cgroup/memory")).is_dir() else 2
         return capabilities(self.settings, cgroup_version)
+
+    async def start_kernel(
+        self, context_id: str, sandbox: SandboxMount, limits: Limits, spec: ContextSpec
+    ) -> Kernel:
+        if self._client is None:
+            raise BackendUnavailable("the docker backend is not started")
+        ws = Workspace(
+            self.runs_dir / context_id, uid=sandbox.uid, gid=sandbox.uid, work_dir=sandbox.work_dir
+        )
+        return await kernel.start_kernel(
+            self.containers,
+            ws,
+            context_id,
+            sandbox,
+            limits,
+            spec,
+            max_message_bytes=self.settings.max_limits.output_bytes + (1 << 20),
+        )
 
     # -- one run -----------------------------------------------------------------------------
 
