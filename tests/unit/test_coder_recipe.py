@@ -143,3 +143,32 @@ def test_setuptools_is_built_with_its_own_dependencies() -> None:
     assert kept.build_requires == ["setuptools[core]>=80"]
     bare = declared({"pyproject.toml": '[build-system]\nrequires = ["setuptools", "wheel"]\n'})
     assert bare.build_requires == ["setuptools", "wheel"]
+
+
+def test_only_the_requirements_files_the_tests_need() -> None:
+    """wcwidth 0.9.5: tox installs `requirements-tests39.txt`; its release tooling's files pin
+    another `packaging`, and installing them all together is a conflict pip refuses."""
+    files = {
+        "setup.py": "from setuptools import setup\nsetup()\n",
+        "requirements-tests39.txt": "packaging==25.0\npytest==8.4.2\n",
+        "requirements-develop.txt": "blessed\n",
+        "requirements-update.txt": "python-dateutil==3.0.0\n",
+        "requirements-wheels.txt": "packaging==26.3\n",
+        "requirements-docs.in": "sphinx\n",
+        "tox.ini": "[testenv]\ndeps = -r {toxinidir}/requirements-tests39.txt\n  setuptools\n",
+    }
+    found = declared(files)
+    assert found.requirement_files == ["requirements-develop.txt", "requirements-tests39.txt"]
+    assert found.requirements == ["setuptools"]
+    # tox's word counts whatever the file is called; a type checker's pins are not the tests'
+    named = {**files, "tox.ini": "[testenv]\ndeps = --requirement=requirements-wheels.txt\n"}
+    assert declared(named).requirement_files == [
+        "requirements-develop.txt",
+        "requirements-tests39.txt",
+        "requirements-wheels.txt",
+    ]
+    mypy = {"pyproject.toml": PYPROJECT, "requirements-mypy.txt": "mypy==2.4.0\n"}
+    assert declared(mypy).requirement_files == []
+    # nothing named for tests: every file but the docs', as before
+    other = {"setup.py": "", "requirements/base.txt": "x\n", "requirements/docs.txt": "y\n"}
+    assert declared(other).requirement_files == ["requirements/base.txt"]
