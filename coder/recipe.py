@@ -46,6 +46,35 @@ VENV_COMMAND = (
     f'printf \'#!/bin/sh\\nexec "$(dirname "$0")/python" -m pytest "$@"\\n\' '
     f"> {VENV}/bin/pytest && chmod +x {VENV}/bin/pytest"
 )
+#: Asks the repository's build backend what else it needs to build it editable (PEP 517's
+#: `get_requires_for_build_editable`, else `..._wheel`), and writes one requirement a line to
+#: the file its first argument names. pip does this itself with build isolation; the install
+#: runs without (so a build needs no download of what the system has), so it must be asked:
+#: hatchling's editable build needs `editables`, and says so only here.
+BACKEND_REQUIRES = """
+import contextlib, importlib, os, sys, tomllib
+out = sys.argv[1]
+try:
+    with open("pyproject.toml", "rb") as f:
+        system = tomllib.load(f).get("build-system", {})
+except FileNotFoundError:
+    system = {}
+name = system.get("build-backend", "setuptools.build_meta:__legacy__")
+sys.path[:0] = [os.path.abspath(p) for p in system.get("backend-path", [])]
+module, _, attrs = name.partition(":")
+with contextlib.redirect_stdout(sys.stderr):
+    backend = importlib.import_module(module)
+    for attr in filter(None, attrs.split(".")):
+        backend = getattr(backend, attr)
+    hook = getattr(backend, "get_requires_for_build_editable", None) or getattr(
+        backend, "get_requires_for_build_wheel", None
+    )
+    found = hook({}) if hook else []
+with open(out, "w") as f:
+    f.write("".join(r + "\\n" for r in found))
+print("the build backend", name, "needs:", *found or ["nothing more"], file=sys.stderr)
+"""
+BACKEND_REQUIRES_FILE = f"{VENV}/backend-requires.txt"
 _REQUIREMENTS = re.compile(r"^(?:[\w.-]*requirements[\w.-]*\.txt|requirements/[\w.-]+\.txt)$")
 _NOT_FOR_TESTS = re.compile(r"doc|lint|release|publish|mypy|typing|wheel|update", re.IGNORECASE)
 _FOR_TESTS = re.compile(r"test|dev", re.IGNORECASE)
@@ -233,9 +262,10 @@ def derived(files: dict[str, str], pip_options: list[str]) -> list[Step]:
     pip = f"{VENV}/bin/python -m pip install " + " ".join(map(shlex.quote, pip_options))
     steps = [Step("venv", VENV_COMMAND)]
     if found.build_requires:  # mostly met by the system's setuptools and wheel already
-        steps.append(
-            Step("build deps", f"{pip} " + " ".join(map(shlex.quote, found.build_requires)), True)
-        )
+        build = f"{pip} " + " ".join(map(shlex.quote, found.build_requires))
+        ask = f"{VENV}/bin/python -c {shlex.quote(BACKEND_REQUIRES)} {BACKEND_REQUIRES_FILE}"
+        more = f"{{ [ ! -s {BACKEND_REQUIRES_FILE} ] || {pip} -r {BACKEND_REQUIRES_FILE}; }}"
+        steps.append(Step("build deps", f"{build} && {ask} 1>&2 && {more}", True))
     args: list[str] = []
     if found.installable:
         extras = f"[{','.join(found.extras)}]" if found.extras else ""
