@@ -213,7 +213,10 @@ def measure(
     projects: tuple[Project, ...] = PROJECTS,
     only: str | None = None,
     patched: bool = False,
+    keep_work: bool = False,
 ) -> list[Outcome]:
+    """Every task of `projects` (or the one named `only`); `keep_work`: leave each project's
+    work dir (its trees and coder's traces) under /var/tmp, to read why a task failed."""
     out: list[Outcome] = []
     for project in projects:
         sdist = fetch(project)
@@ -233,7 +236,10 @@ def measure(
                     out.append(solve_task(daemon, project, task, sdist, work, patched))
                 print(json.dumps(asdict(out[-1])), flush=True)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if keep_work:
+                print(f"kept {work}", flush=True)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
     return out
 
 
@@ -323,19 +329,24 @@ def start_daemon(name: str = "realrepos") -> Daemon:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--project", default=None)
+    parser.add_argument("--project", action="append", help="only this project (repeatable)")
     parser.add_argument("--task", default=None)
     parser.add_argument(
         "--patched-recipe",
         action="store_true",
         help="give coder its own derived recipe with the build-deps fix, as `setup`",
     )
+    parser.add_argument(
+        "--keep-work", action="store_true", help="keep the trees and traces under /var/tmp"
+    )
     parser.add_argument("--out", type=Path, default=None, help="results file to update")
     args = parser.parse_args()
-    projects = tuple(p for p in PROJECTS if args.project in (None, p.name))
+    projects = tuple(p for p in PROJECTS if not args.project or p.name in args.project)
     daemon = start_daemon()
     try:
-        text = report(measure(daemon, projects, args.task, args.patched_recipe), machine=True)
+        text = report(
+            measure(daemon, projects, args.task, args.patched_recipe, args.keep_work), machine=True
+        )
         print(text)
         if args.out:
             write_section(args.out, text)
