@@ -153,6 +153,8 @@ def solve_task(
     """One task: unpack, inject, `coder solve --json` with the scripted model."""
     tree = unpack(sdist, work / task.name)
     bug = inject(tree, task)
+    for path in project.generated:
+        (tree / path).unlink()
     extra: dict[str, Any] = {}
     if patched and (setup := patched_setup(tree)):
         extra["setup"] = setup
