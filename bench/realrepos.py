@@ -19,9 +19,7 @@ egress allowlist). Opt-in from `bench/run.py` with `--realrepos`, as it download
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import shlex
 import shutil
 import statistics
 import tempfile
@@ -44,9 +42,7 @@ from bench.realrepos_tasks import (
     inject,
     unpack,
 )
-from coder.recipe import derived
-from coder.repo import load
-from coder.setup import pip_options, resolve_index
+from coder.setup import resolve_index
 from coder.testing.harness import LoopbackServer, coder_env, run_coder, write_config
 from sandboxd.testing import Daemon
 
@@ -130,35 +126,14 @@ class Outcome:
     detail: str = ""  # the failed setup step's output tail, for the log
 
 
-#: What `--patched-recipe` adds to the build-deps step of coder's derived recipe: setuptools
-#: >= 77 needs packaging >= 24.2, and with `--system-site-packages` and `--no-build-isolation`
-#: the system's older packaging shadows it (coder's recipe bug, see the report).
-PATCH_BUILD_DEPS = ("packaging>=24.2",)
-
-
-def patched_setup(tree: Path) -> str | None:
-    """coder's own derived recipe for `tree` as one `setup` command, its build-deps step given
-    `PATCH_BUILD_DEPS`: how the figures look once coder's recipe has that fix."""
-    steps = derived(asyncio.run(load(tree)).text, pip_options())
-    if not steps:
-        return None
-    more = " " + " ".join(map(shlex.quote, PATCH_BUILD_DEPS))
-    commands = [s.command + more if s.name == "build deps" else s.command for s in steps]
-    return " && ".join(f"( {c} )" for c in commands)
-
-
-def solve_task(
-    daemon: Daemon, project: Project, task: Task, sdist: Path, work: Path, patched: bool = False
-) -> Outcome:
+def solve_task(daemon: Daemon, project: Project, task: Task, sdist: Path, work: Path) -> Outcome:
     """One task: unpack, inject, `coder solve --json` with the scripted model."""
     tree = unpack(sdist, work / task.name)
     bug = inject(tree, task)
-    extra: dict[str, Any] = {}
-    if patched and (setup := patched_setup(tree)):
-        extra["setup"] = setup
+    for path in project.generated:
+        (tree / path).unlink()
     cfg = write_config(
         work / f"{task.name}.toml",
-        **extra,
         test=project.test,
         max_iterations=4,
         max_wall_s=SOLVE_TIMEOUT_S - 60,
@@ -212,8 +187,10 @@ def measure(
     daemon: Daemon,
     projects: tuple[Project, ...] = PROJECTS,
     only: str | None = None,
-    patched: bool = False,
+    keep_work: bool = False,
 ) -> list[Outcome]:
+    """Every task of `projects` (or the one named `only`); `keep_work`: leave each project's
+    work dir (its trees and coder's traces) under /var/tmp, to read why a task failed."""
     out: list[Outcome] = []
     for project in projects:
         sdist = fetch(project)
@@ -230,10 +207,13 @@ def measure(
                 if why:
                     out.append(Outcome(project.key, task.name, "dropped", why))
                 else:
-                    out.append(solve_task(daemon, project, task, sdist, work, patched))
+                    out.append(solve_task(daemon, project, task, sdist, work))
                 print(json.dumps(asdict(out[-1])), flush=True)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if keep_work:
+                print(f"kept {work}", flush=True)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
     return out
 
 
@@ -322,20 +302,18 @@ def start_daemon(name: str = "realrepos") -> Daemon:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--project", default=None)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser.add_argument("--project", action="append", help="only this project (repeatable)")
     parser.add_argument("--task", default=None)
     parser.add_argument(
-        "--patched-recipe",
-        action="store_true",
-        help="give coder its own derived recipe with the build-deps fix, as `setup`",
+        "--keep-work", action="store_true", help="keep the trees and traces under /var/tmp"
     )
     parser.add_argument("--out", type=Path, default=None, help="results file to update")
     args = parser.parse_args()
-    projects = tuple(p for p in PROJECTS if args.project in (None, p.name))
+    projects = tuple(p for p in PROJECTS if not args.project or p.name in args.project)
     daemon = start_daemon()
     try:
-        text = report(measure(daemon, projects, args.task, args.patched_recipe), machine=True)
+        text = report(measure(daemon, projects, args.task, args.keep_work), machine=True)
         print(text)
         if args.out:
             write_section(args.out, text)

@@ -8,9 +8,9 @@ The recipe is, in order of authority:
 3. else one derived from what the repository declares: a virtual environment inside the
    workspace (`--system-site-packages`, so Debian's pytest, setuptools and wheel stay
    available and need no download), then one pip install of the project itself with its test
-   extras (`-e .[test]`, so setuptools-scm and friends write their generated files), its
-   `requirements*.txt`, its test dependency groups, its `tox.ini` test deps and the pytest
-   plugins its configuration names (`--cov` needs pytest-cov).
+   extras (`-e .[test]`, so setuptools-scm and friends write their generated files), the
+   `requirements*.txt` its tests need, its test dependency groups, its `tox.ini` test deps
+   and the pytest plugins its configuration names (`--cov` needs pytest-cov).
 A repository that declares nothing gets no recipe: its tests run as they are.
 """
 
@@ -46,8 +46,40 @@ VENV_COMMAND = (
     f'printf \'#!/bin/sh\\nexec "$(dirname "$0")/python" -m pytest "$@"\\n\' '
     f"> {VENV}/bin/pytest && chmod +x {VENV}/bin/pytest"
 )
+#: Asks the repository's build backend what else it needs to build it editable (PEP 517's
+#: `get_requires_for_build_editable`, else `..._wheel`), and writes one requirement a line to
+#: the file its first argument names. pip does this itself with build isolation; the install
+#: runs without (so a build needs no download of what the system has), so it must be asked:
+#: hatchling's editable build needs `editables`, and says so only here.
+BACKEND_REQUIRES = """
+import contextlib, importlib, os, sys, tomllib
+out = sys.argv[1]
+try:
+    with open("pyproject.toml", "rb") as f:
+        system = tomllib.load(f).get("build-system", {})
+except FileNotFoundError:
+    system = {}
+name = system.get("build-backend", "setuptools.build_meta:__legacy__")
+sys.path[:0] = [os.path.abspath(p) for p in system.get("backend-path", [])]
+module, _, attrs = name.partition(":")
+with contextlib.redirect_stdout(sys.stderr):
+    backend = importlib.import_module(module)
+    for attr in filter(None, attrs.split(".")):
+        backend = getattr(backend, attr)
+    hook = getattr(backend, "get_requires_for_build_editable", None) or getattr(
+        backend, "get_requires_for_build_wheel", None
+    )
+    found = hook({}) if hook else []
+with open(out, "w") as f:
+    f.write("".join(r + "\\n" for r in found))
+print("the build backend", name, "needs:", *found or ["nothing more"], file=sys.stderr)
+"""
+BACKEND_REQUIRES_FILE = f"{VENV}/backend-requires.txt"
 _REQUIREMENTS = re.compile(r"^(?:[\w.-]*requirements[\w.-]*\.txt|requirements/[\w.-]+\.txt)$")
-_NOT_FOR_TESTS = re.compile(r"doc|lint|release|publish", re.IGNORECASE)
+_NOT_FOR_TESTS = re.compile(r"doc|lint|release|publish|mypy|typing|wheel|update", re.IGNORECASE)
+_FOR_TESTS = re.compile(r"test|dev", re.IGNORECASE)
+#: A requirements file in tox's deps: `-rfile`, `-r file`, `--requirement=file`.
+_TOX_REQUIREMENT = re.compile(r"^(?:-r|--requirement)[\s=]*(?:\{toxinidir\}/)?(\S+)$")
 
 
 @dataclass
@@ -173,6 +205,25 @@ def _plugins(opts: list[str]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def _requirement_files(files: dict[str, str], tox_deps: list[str]) -> list[str]:
+    """The requirements files the tests need. Those tox's test environment names, the plain
+    `requirements.txt` and those named for tests or development, when there are any: a
+    repository's other files pin what its release or table-update tooling needs, often in
+    versions that conflict with its test pins (wcwidth's `requirements-wheels.txt` and
+    `requirements-tests39.txt` pin two `packaging`s). Else every requirements file but those
+    for docs, linters, type checkers or releases."""
+    found = sorted(p for p in files if _REQUIREMENTS.match(p))
+    named = {m.group(1) for d in tox_deps if (m := _TOX_REQUIREMENT.match(d.strip()))}
+    chosen = [
+        p
+        for p in found
+        if p in named
+        or p == "requirements.txt"
+        or (_FOR_TESTS.search(p) and not _NOT_FOR_TESTS.search(p))
+    ]
+    return chosen or [p for p in found if not _NOT_FOR_TESTS.search(p)]
+
+
 def declared(files: dict[str, str]) -> Declared:
     """Read what `files` (the repository's text files by path) declare."""
     out = Declared()
@@ -193,13 +244,11 @@ def declared(files: dict[str, str]) -> Declared:
     build = pyproject.get("build-system", {}).get("requires", ["setuptools", "wheel"])
     build_requires = [r for r in map(_requirement, build) if r] if out.installable else []
     out.build_requires = [_with_its_dependencies(r) for r in build_requires]
-    out.requirement_files = sorted(
-        p for p in files if _REQUIREMENTS.match(p) and not _NOT_FOR_TESTS.search(p)
-    )
     tox = _ini(files.get("tox.ini"))
     tox_deps = (
         tox.get("testenv", "deps", fallback="").splitlines() if tox.has_section("testenv") else []
     )
+    out.requirement_files = _requirement_files(files, tox_deps)
     wanted = _groups(pyproject) + tox_deps + _plugins(_addopts(files, pyproject))
     out.requirements = list(dict.fromkeys(r for r in map(_requirement, wanted) if r))
     return out
@@ -213,9 +262,10 @@ def derived(files: dict[str, str], pip_options: list[str]) -> list[Step]:
     pip = f"{VENV}/bin/python -m pip install " + " ".join(map(shlex.quote, pip_options))
     steps = [Step("venv", VENV_COMMAND)]
     if found.build_requires:  # mostly met by the system's setuptools and wheel already
-        steps.append(
-            Step("build deps", f"{pip} " + " ".join(map(shlex.quote, found.build_requires)), True)
-        )
+        build = f"{pip} " + " ".join(map(shlex.quote, found.build_requires))
+        ask = f"{VENV}/bin/python -c {shlex.quote(BACKEND_REQUIRES)} {BACKEND_REQUIRES_FILE}"
+        more = f"{{ [ ! -s {BACKEND_REQUIRES_FILE} ] || {pip} -r {BACKEND_REQUIRES_FILE}; }}"
+        steps.append(Step("build deps", f"{build} && {ask} 1>&2 && {more}", True))
     args: list[str] = []
     if found.installable:
         extras = f"[{','.join(found.extras)}]" if found.extras else ""

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from coder.recipe import VENV_COMMAND, declared, derived, recipe
+from coder.recipe import (
+    BACKEND_REQUIRES,
+    BACKEND_REQUIRES_FILE,
+    VENV_COMMAND,
+    declared,
+    derived,
+    recipe,
+)
 from coder.repo import SETUP_SCRIPT
 from coder.setup import Index, pip_options, resolve_index
 
@@ -143,3 +152,68 @@ def test_setuptools_is_built_with_its_own_dependencies() -> None:
     assert kept.build_requires == ["setuptools[core]>=80"]
     bare = declared({"pyproject.toml": '[build-system]\nrequires = ["setuptools", "wheel"]\n'})
     assert bare.build_requires == ["setuptools", "wheel"]
+
+
+def test_only_the_requirements_files_the_tests_need() -> None:
+    """wcwidth 0.9.5: tox installs `requirements-tests39.txt`; its release tooling's files pin
+    another `packaging`, and installing them all together is a conflict pip refuses."""
+    files = {
+        "setup.py": "from setuptools import setup\nsetup()\n",
+        "requirements-tests39.txt": "packaging==25.0\npytest==8.4.2\n",
+        "requirements-develop.txt": "blessed\n",
+        "requirements-update.txt": "python-dateutil==3.0.0\n",
+        "requirements-wheels.txt": "packaging==26.3\n",
+        "requirements-docs.in": "sphinx\n",
+        "tox.ini": "[testenv]\ndeps = -r {toxinidir}/requirements-tests39.txt\n  setuptools\n",
+    }
+    found = declared(files)
+    assert found.requirement_files == ["requirements-develop.txt", "requirements-tests39.txt"]
+    assert found.requirements == ["setuptools"]
+    # tox's word counts whatever the file is called; a type checker's pins are not the tests'
+    named = {**files, "tox.ini": "[testenv]\ndeps = --requirement=requirements-wheels.txt\n"}
+    assert declared(named).requirement_files == [
+        "requirements-develop.txt",
+        "requirements-tests39.txt",
+        "requirements-wheels.txt",
+    ]
+    mypy = {"pyproject.toml": PYPROJECT, "requirements-mypy.txt": "mypy==2.4.0\n"}
+    assert declared(mypy).requirement_files == []
+    # nothing named for tests: every file but the docs', as before
+    other = {"setup.py": "", "requirements/base.txt": "x\n", "requirements/docs.txt": "y\n"}
+    assert declared(other).requirement_files == ["requirements/base.txt"]
+
+
+BACKEND = """
+print("noise a backend prints while it works")
+def get_requires_for_build_wheel(config_settings=None):
+    return ["wheel-only"]
+"""
+
+
+def test_the_build_backend_is_asked_what_else_it_needs(tmp_path: Path) -> None:
+    """attrs 26.1: hatchling builds it editable only with `editables`, which it names only
+    when asked (PEP 517); pip asks only under build isolation, which the install runs without."""
+    steps = derived({"pyproject.toml": PYPROJECT}, [])
+    build = steps[1].command
+    assert steps[1].name == "build deps" and shlex.quote(BACKEND_REQUIRES) in build
+    assert build.endswith(f"-r {BACKEND_REQUIRES_FILE}; }}")
+    # the snippet itself, on a backend in the tree (backend-path), printing as it works
+    (tmp_path / "pyproject.toml").write_text(
+        '[build-system]\nrequires = []\nbuild-backend = "inner:api"\nbackend-path = ["b"]\n'
+    )
+    (tmp_path / "b").mkdir()
+    editable = "\n    def get_requires_for_build_editable(c=None):\n        return ['x>=1', 'y']\n"
+    (tmp_path / "b" / "inner.py").write_text(BACKEND + "class api:" + editable)
+    out = tmp_path / "needs.txt"
+    run = [sys.executable, "-c", BACKEND_REQUIRES, str(out)]
+    proc = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == "x>=1\ny\n" and "noise" not in proc.stdout
+    # a backend without the editable hook: the wheel's requirements
+    (tmp_path / "b" / "inner.py").write_text(BACKEND + "class api:\n    pass\n")
+    (tmp_path / "pyproject.toml").write_text(
+        '[build-system]\nbuild-backend = "inner"\nbackend-path = ["b"]\n'
+    )
+    proc = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == "wheel-only\n"
