@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sandboxd.client import Client, SyncClient
+from sandboxd.models import AuditRecord
 
 if TYPE_CHECKING:
     import psutil
@@ -373,3 +374,16 @@ def leftover_containers(state_dir: Path, *, include_warm: bool = False) -> list[
         for line in out.splitlines()
         if include_warm or f"sandboxd.run={WARM_PREFIX}" not in line
     ]
+
+
+def audit_trail(client: SyncClient, max_pages: int = 1000) -> list[AuditRecord]:
+    """Every audit record the client may read, all pages (a shared daemon holds thousands)."""
+    records: list[AuditRecord] = []
+    after = 0
+    for _ in range(max_pages):  # bounded
+        page = client.audit(after=after, limit=1000)
+        records += page.records
+        if page.next_after is None:
+            break
+        after = page.next_after
+    return records

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from coder.testing.harness import REPO, example, scripted, solve
+from sandboxd.testing import audit_trail
 from tests.daemon import Daemon
 
 
@@ -48,7 +49,7 @@ def test_sandboxd_audit_carries_the_trace_id(daemon: Daemon, tmp_path: Path) -> 
     with scripted("fixed_first_try") as server:
         _, result = solve(repo, server, daemon)
     with daemon.client() as c:
-        records = [r for r in c.audit(limit=1000).records if r.trace_id == result["trace_id"]]
+        records = [r for r in audit_trail(c) if r.trace_id == result["trace_id"]]
     assert {"sandbox.create", "sandbox.run", "file.put", "sandbox.delete"} <= {
         r.action for r in records
     }

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from sandboxd.client import SyncClient
 from sandboxd.errors import Unauthorized
+from sandboxd.testing import audit_trail
 from tests.daemon import Daemon, free_port
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -38,7 +39,7 @@ def test_traceparent_reaches_result_header_audit_and_logs(daemon: Daemon) -> Non
         assert resp.headers["traceparent"].startswith(f"00-{TRACE}-")
     assert result["trace_id"] == TRACE
     with daemon.client() as c:
-        records = [r for r in c.audit(limit=1000).records if r.trace_id == TRACE]
+        records = [r for r in audit_trail(c) if r.trace_id == TRACE]
         assert [r.action for r in records] == ["run.create"]
         assert records[0].target == result["id"]
     lines = [json.loads(ln) for ln in daemon.log.read_text().splitlines() if ln.startswith("{")]
