@@ -27,7 +27,7 @@ from sandboxd.errors import (
     SandboxdError,
     Unauthorized,
 )
-from sandboxd.http import openapi, routes
+from sandboxd.http import mcp, openapi, routes
 from sandboxd.http.keys import (
     BACKEND,
     CLAIM,
@@ -297,4 +297,5 @@ def make_app(
     for table in routes.TABLES:
         app.router.add_routes(table)
     app[OPENAPI] = openapi.build_openapi(app.router)
+    mcp.add_routes(app)  # JSON-RPC (MCP), not in the OpenAPI document
     return app
