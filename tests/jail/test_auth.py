@@ -34,6 +34,7 @@ ENDPOINTS: list[tuple[str, str, bytes | None]] = [
     ("GET", "/v1/sandboxes/sbx_x/archive", None),
     ("GET", "/metrics", None),
     ("GET", "/openapi.json", None),
+    ("POST", "/mcp", b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}'),
 ]
 
 
