@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from bench import (
+    autogen_executors,
     coder_overhead,
     docker_latency,
     fork_latency,
@@ -35,6 +36,7 @@ def main() -> None:
     header = ["# sandboxd benchmarks", "", "## Machine", *describe(), ""]
     sections = [hello_latency.report(hello_latency.measure(args.iterations))]
     sections.append(humaneval.report(humaneval.measure()))
+    sections.append(autogen_executors.report(autogen_executors.measure()))
     sections.append(docker_latency.report(docker_latency.measure()))
     sections.append(soak.report(soak.measure(args.soak_runs)))
     sections.append(fork_latency.report(fork_latency.measure()))

@@ -10,7 +10,9 @@ container with memory, pids, CPU, disk and network limits (constructor arguments
 that is not root, and nothing runs on the caller's machine.
 
 The executor holds one sandbox from `start()` to `stop()`, so files persist between blocks and
-calls as in AutoGen's `work_dir` (processes do not). With `keep_state=True`, python blocks run
+calls as in AutoGen's `work_dir` (processes do not). With `keep_files=False` each block is a
+run of its own in a fresh sandbox instead, served from the daemon's warm pools (faster; nothing
+is kept between blocks). With `keep_state=True`, python blocks run
 in an interpreter context of that sandbox instead (variables and imports persist between
 blocks, as with AutoGen's Jupyter executor); `restart()` then clears them.
 """
@@ -132,7 +134,8 @@ class SandboxdCodeExecutor(CodeExecutor):
     AutoGen. `limits` (`sandboxd.models.Limits` or its fields: memory_mib, pids, cpu_time_s,
     disk_mib, ...) and `network` (`{"mode": "allowlist", "allow": ["pypi.example.com"]}`;
     default none) apply to every block. `backend`/`image`: which isolation runs them.
-    `keep_state`: python blocks run in an interpreter context whose variables persist.
+    `keep_files=False`: every block in a fresh sandbox (warm pools; nothing kept between
+    blocks). `keep_state`: python blocks run in an interpreter context whose variables persist.
     """
 
     SUPPORTED_LANGUAGES = sorted(LANGUAGES)
@@ -148,6 +151,7 @@ class SandboxdCodeExecutor(CodeExecutor):
         env: dict[str, str] | None = None,
         backend: str | None = None,
         image: str | None = None,
+        keep_files: bool = True,
         keep_state: bool = False,
     ) -> None:
         if timeout < 1:
@@ -161,7 +165,10 @@ class SandboxdCodeExecutor(CodeExecutor):
         )
         self._network: NetworkPolicy = _model(NetworkPolicy, network)
         self._env = dict(env or {})
-        self._backend, self._image, self._keep_state = backend, image, keep_state
+        self._backend, self._image = backend, image
+        if keep_state and not keep_files:
+            raise ValueError("keep_state needs keep_files: the interpreter lives in the sandbox")
+        self._keep_files, self._keep_state = keep_files, keep_state
         self._client: Client | None = None
         self._sandbox_id: str | None = None
         self._context_id: str | None = None
@@ -172,13 +179,17 @@ class SandboxdCodeExecutor(CodeExecutor):
 
     @property
     def sandbox_id(self) -> str | None:
-        """The sandbox the blocks run in (its files: `sandboxd.client.Client.get_file`)."""
+        """The sandbox the blocks run in (its files: `sandboxd.client.Client.get_file`); None
+        with `keep_files=False`."""
         return self._sandbox_id
 
     async def start(self) -> None:
         if self._client is not None:
             return
         client = Client(self._url, token=self._token)
+        if not self._keep_files:
+            self._client = client
+            return
         try:
             spec: dict[str, Any] = {"limits": self._limits, "network": self._network}
             if self._backend:
@@ -207,8 +218,8 @@ class SandboxdCodeExecutor(CodeExecutor):
         if self._client is not None and self._sandbox_id and self._context_id:
             await self._client.restart_context(self._sandbox_id, self._context_id)
 
-    def _started(self) -> tuple[Client, str]:
-        if self._client is None or self._sandbox_id is None:
+    def _started(self) -> tuple[Client, str | None]:
+        if self._client is None or (self._keep_files and self._sandbox_id is None):
             raise ValueError(
                 "SandboxdCodeExecutor is not started: call start(), or use it as an async "
                 "context manager"
@@ -226,7 +237,7 @@ class SandboxdCodeExecutor(CodeExecutor):
                 output += f"\nunknown language {lang}"
                 exit_code, status = 1, "failed"
                 break
-            if self._keep_state and LANGUAGES[lang][1] == "python3":
+            if self._keep_state and sandbox_id and LANGUAGES[lang][1] == "python3":
                 exit_code, text, status = await self._in_context(
                     client, sandbox_id, block.code, cancellation_token
                 )
@@ -244,6 +255,7 @@ class SandboxdCodeExecutor(CodeExecutor):
                     limits=self._limits,
                     network=self._network,
                     env=self._env,
+                    **({} if self._keep_files else self._isolation()),
                 )
                 result = await self._run(client, sandbox_id, request, cancellation_token)
                 exit_code, status = _exit_code(result), result.status
@@ -252,8 +264,13 @@ class SandboxdCodeExecutor(CodeExecutor):
                 break
         return SandboxdCodeResult(exit_code, output, files[0] if files else None, status)
 
+    def _isolation(self) -> dict[str, str]:
+        """A fresh run's backend and image (a sandbox has its own)."""
+        chosen = {"backend": self._backend, "image": self._image}
+        return {key: value for key, value in chosen.items() if value}
+
     async def _run(
-        self, client: Client, sandbox_id: str, request: RunRequest, token: CancellationToken
+        self, client: Client, sandbox_id: str | None, request: RunRequest, token: CancellationToken
     ) -> RunResult:
         """The run, streamed: cancelling the token closes the stream, which cancels the run."""
 

@@ -3,7 +3,7 @@ the checks are the benches' own (right output, all HumanEval problems pass, no l
 
 from __future__ import annotations
 
-from bench import docker_latency, fork_latency, hello_latency, humaneval, soak
+from bench import autogen_executors, docker_latency, fork_latency, hello_latency, humaneval, soak
 
 
 def test_hello_latency_bench_runs() -> None:
@@ -54,3 +54,10 @@ def test_fork_bench_runs() -> None:
     assert data["snapshot_bytes"] >= 2_000_000
     assert data["fork_bytes"] < data["snapshot_bytes"]  # a fork copies nothing
     assert "| a fork's image, just made |" in fork_latency.report(data)
+
+
+def test_autogen_executors_bench_runs() -> None:
+    data = autogen_executors.measure(limit=3)  # raises if any executor fails a problem
+    docker = {"docker", "sandboxd_docker"} if data["docker"] else set()
+    assert set(data["times"]) == {"local", "sandboxd", "sandboxd_fresh"} | docker
+    assert "| 3/3 |" in autogen_executors.report(data)

@@ -143,6 +143,23 @@ async def test_files_persist_between_blocks_and_calls(
     assert code.decode() == write.code
 
 
+async def test_without_keep_files_each_block_is_a_fresh_sandbox(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    blocks = CASES["stops at the first failure"]
+    async with SandboxdCodeExecutor(daemon.url, token=daemon.token, keep_files=False) as ex:
+        assert ex.sandbox_id is None
+        wrote = await ex.execute_code_blocks(
+            [CodeBlock("open('kept.txt', 'w').write('x')", "python")], CancellationToken()
+        )
+        looked = await ex.execute_code_blocks([CodeBlock("ls", "sh")], CancellationToken())
+        failed = await ex.execute_code_blocks(blocks, CancellationToken())
+    assert wrote.exit_code == 0
+    assert looked.exit_code == 0 and "kept.txt" not in looked.output
+    theirs = await local_result(blocks, tmp_path)
+    assert (failed.exit_code, failed.output) == (theirs.exit_code, theirs.output)
+
+
 async def test_limits_and_network_are_the_sandboxes(daemon: Daemon) -> None:
     hog = CodeBlock("b = bytearray(400 * 1024 * 1024)\nprint('allocated')", "python")
     net = CodeBlock(
