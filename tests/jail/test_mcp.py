@@ -25,7 +25,9 @@ from mcp.shared.exceptions import MCPError
 from sandboxd.integrations.mcp_tools import MAX_OUTPUT_CHARS
 from tests.daemon import Daemon
 
-TRANSPORTS = ["http", "stdio"]
+#: Each transport in both protocol eras the SDK speaks: the 2026-07-28 one (its default,
+#: negotiated by `server/discover`) and the initialize handshake older clients use.
+TRANSPORTS = ["http", "stdio", "http-legacy", "stdio-legacy"]
 TOOLS = {
     "run_code",
     "create_sandbox",
@@ -43,14 +45,18 @@ async def connect(
     daemon: Daemon, transport: str, token: str | None = None
 ) -> AsyncIterator[Client]:
     token = token or daemon.token
-    if transport == "http":
+    kind, _, era = transport.partition("-")
+    mode = era or "auto"
+    if kind == "http":
         http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=120)
-        async with http, Client(streamable_http_client(f"{daemon.url}/mcp", http_client=http)) as c:
+        server = streamable_http_client(f"{daemon.url}/mcp", http_client=http)
+        async with http, Client(server, mode=mode) as c:
             yield c
     else:
         env = {"PATH": os.environ["PATH"], "SANDBOXD_TOKEN": token}
         argv = ["-m", "sandboxd", "mcp", "--url", daemon.url]
-        async with Client(StdioServerParameters(command=sys.executable, args=argv, env=env)) as c:
+        params = StdioServerParameters(command=sys.executable, args=argv, env=env)
+        async with Client(params, mode=mode) as c:
             yield c
 
 
