@@ -69,7 +69,8 @@ def _scope(request: web.Request, token: str) -> dict[str, Any]:
         "query_string": request.query_string.encode("latin-1"),
         "root_path": "",
         "headers": [
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()
+            (k.lower().encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
+            for k, v in request.headers.items()
         ],
         "client": host[:2] if isinstance(host, tuple) else None,
         "server": None,
@@ -144,13 +145,14 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 def add_routes(app: web.Application) -> None:
-    """`/mcp` for every method (the transport answers those it does not serve) and its
-    manager's lifecycle."""
+    """`POST /mcp` and its manager's lifecycle. POST only: a stateless server has nothing to
+    push on a GET stream, nor a session to DELETE; both are 405 (as the specification allows),
+    so no idle stream is held open."""
     app[MANAGER] = StreamableHTTPSessionManager(
         app=build_server(_loopback_client),
         stateless=True,
         json_response=True,
         max_request_body_size=app[SETTINGS].max_request_bytes,
     )
-    app.router.add_route("*", PATH, handle, name="mcp")
+    app.router.add_post(PATH, handle, name="mcp")
     app.cleanup_ctx.append(lifecycle)

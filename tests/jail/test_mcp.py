@@ -265,3 +265,27 @@ async def test_http_tool_calls_are_audited_as_v1_calls(daemon: Daemon) -> None:
     mine = [r for r in records if r.target == run_id]
     assert [r.action for r in mine] == ["run.create"]
     assert mine[0].tenant == "mcp-audit" and mine[0].trace_id == structured(result)["trace_id"]
+
+
+def test_http_garbage_is_a_4xx_never_a_5xx(daemon: Daemon) -> None:
+    """The transport's own JSON-RPC errors for what is not MCP; POST only (stateless: no
+    stream to GET, no session to DELETE), like any other route's 405."""
+    json_only = {"Content-Type": "application/json"}  # no Accept: the transport wants one
+    accept = {"Accept": "application/json, text/event-stream", **json_only}
+    cases = [
+        ("POST", b"{not json", accept, 400),
+        ("POST", b"[1, 2, 3]", accept, 400),
+        ("POST", b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}', json_only, 406),
+        ("GET", None, accept, 405),
+        ("DELETE", None, accept, 405),
+    ]
+    for method, body, headers, status in cases:
+        req = daemon.request("/mcp", data=body, method=method)
+        for key, value in headers.items():
+            req.add_header(key, value)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib_open(req)
+        assert caught.value.code == status, (method, body)
+        answer = json.loads(caught.value.read())
+        assert "error" in answer, answer
+    assert caught.value.headers["Allow"] == "POST"
