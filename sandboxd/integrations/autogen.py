@@ -23,11 +23,11 @@ import asyncio
 import hashlib
 import signal
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
-from autogen_core import CancellationToken
+from autogen_core import CancellationToken, Component
 from autogen_core.code_executor import CodeBlock, CodeExecutor, CodeResult
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from sandboxd.client import Client
 from sandboxd.errors import DaemonUnreachable
@@ -126,7 +126,22 @@ def _model(kind: type[BaseModel], value: BaseModel | dict[str, Any] | None) -> A
     return kind.model_validate(value.model_dump() if isinstance(value, BaseModel) else value or {})
 
 
-class SandboxdCodeExecutor(CodeExecutor):
+class SandboxdCodeExecutorConfig(BaseModel):
+    """What `dump_component()` keeps of an executor (never its token: a loaded one finds its
+    own, as the CLI does)."""
+
+    url: str | None = None
+    timeout: int = 60
+    limits: Limits = Field(default_factory=Limits)
+    network: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    env: dict[str, str] = Field(default_factory=dict)
+    backend: str | None = None
+    image: str | None = None
+    keep_files: bool = True
+    keep_state: bool = False
+
+
+class SandboxdCodeExecutor(CodeExecutor, Component[SandboxdCodeExecutorConfig]):
     """Runs AutoGen code blocks (python, bash/sh, node) in a sandboxd sandbox.
 
     `url`/`token`: the daemon (default: `SANDBOXD_URL`, `SANDBOXD_TOKEN`, else the local
@@ -139,6 +154,8 @@ class SandboxdCodeExecutor(CodeExecutor):
     """
 
     SUPPORTED_LANGUAGES = sorted(LANGUAGES)
+    component_config_schema = SandboxdCodeExecutorConfig
+    component_provider_override = "sandboxd.integrations.autogen.SandboxdCodeExecutor"
 
     def __init__(
         self,
@@ -172,6 +189,33 @@ class SandboxdCodeExecutor(CodeExecutor):
         self._client: Client | None = None
         self._sandbox_id: str | None = None
         self._context_id: str | None = None
+
+    def _to_config(self) -> SandboxdCodeExecutorConfig:
+        return SandboxdCodeExecutorConfig(
+            url=self._url,
+            timeout=self._timeout,
+            limits=self._limits,
+            network=self._network,
+            env=self._env,
+            backend=self._backend,
+            image=self._image,
+            keep_files=self._keep_files,
+            keep_state=self._keep_state,
+        )
+
+    @classmethod
+    def _from_config(cls, config: SandboxdCodeExecutorConfig) -> Self:
+        return cls(
+            config.url,
+            timeout=config.timeout,
+            limits=config.limits,
+            network=config.network,
+            env=config.env,
+            backend=config.backend,
+            image=config.image,
+            keep_files=config.keep_files,
+            keep_state=config.keep_state,
+        )
 
     @property
     def timeout(self) -> int:
@@ -312,4 +356,4 @@ class SandboxdCodeExecutor(CodeExecutor):
         return code_, out, result.status
 
 
-__all__ = ["SandboxdCodeExecutor", "SandboxdCodeResult"]
+__all__ = ["SandboxdCodeExecutor", "SandboxdCodeExecutorConfig", "SandboxdCodeResult"]

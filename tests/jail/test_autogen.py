@@ -193,3 +193,23 @@ async def test_an_executor_not_started_says_so(daemon: Daemon) -> None:
         await ex.execute_code_blocks([CodeBlock("print(1)", "python")], CancellationToken())
     with pytest.raises(ValueError, match="Timeout must be"):
         SandboxdCodeExecutor(daemon.url, timeout=0)
+
+
+async def test_the_executor_is_an_autogen_component(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AutoGen serialises teams with their executors: ours round-trips, without its token (a
+    loaded one finds its own, as the CLI does)."""
+    ex = SandboxdCodeExecutor(
+        daemon.url, token=daemon.token, timeout=7, limits={"memory_mib": 96}, keep_files=False
+    )
+    dumped = ex.dump_component()
+    assert dumped.provider == "sandboxd.integrations.autogen.SandboxdCodeExecutor"
+    assert daemon.token not in dumped.model_dump_json()
+    monkeypatch.setenv("SANDBOXD_TOKEN", daemon.token)
+    loaded = SandboxdCodeExecutor.load_component(dumped)
+    assert loaded.timeout == 7 and loaded.dump_component() == dumped
+    async with loaded:
+        block = CodeBlock("b = bytearray(200 * 1024 * 1024)", "python")
+        result = await loaded.execute_code_blocks([block], CancellationToken())
+    assert result.exit_code == 122  # the memory limit came with it
