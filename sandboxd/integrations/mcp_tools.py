@@ -38,6 +38,7 @@ MAX_OUTPUT_CHARS = 20_000
 MAX_LISTED_FILES = 1000
 SANDBOX_ID = r"^sbx_[0-9a-f]{1,32}$"
 IMAGE_MIMES = ("image/png", "image/jpeg", "image/gif")
+KINDS = {"f": "file", "d": "dir", "l": "link"}  # find's %y
 
 
 def cap(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
@@ -269,9 +270,7 @@ async def list_files(client: Client, args: ListFilesArgs) -> types.CallToolResul
         size, _, name = rest.partition(" ")
         if name:
             rel = f"{args.path}/{name}" if args.path else name
-            entries.append(
-                {"path": rel, "type": "dir" if kind == "d" else "file", "size": int(size)}
-            )
+            entries.append({"path": rel, "type": KINDS.get(kind, "other"), "size": int(size)})
     entries.sort(key=lambda e: str(e["path"]))
     shown = entries[:MAX_LISTED_FILES]
     lines = [f"{e['path']}{'/' if e['type'] == 'dir' else ''}  {e['size']}" for e in shown]
