@@ -21,6 +21,7 @@ from autogen_ext.code_executors.local import LocalCommandLineCodeExecutor
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from sandboxd.integrations.autogen import SandboxdCodeExecutor
+from tests.conftest import BACKENDS
 from tests.daemon import Daemon
 
 
@@ -28,9 +29,15 @@ def approve(request: ApprovalRequest) -> ApprovalResponse:
     return ApprovalResponse(approved=True, reason="the sandbox holds it")
 
 
-@pytest.fixture
-async def executor(daemon: Daemon) -> AsyncIterator[SandboxdCodeExecutor]:
-    async with SandboxdCodeExecutor(daemon.url, token=daemon.token, timeout=2) as ex:
+@pytest.fixture(params=BACKENDS)
+async def executor(
+    daemon: Daemon, request: pytest.FixtureRequest
+) -> AsyncIterator[SandboxdCodeExecutor]:
+    """An executor on each backend (a test that takes it runs on both)."""
+    backend = request.param
+    async with SandboxdCodeExecutor(
+        daemon.url, token=daemon.token, timeout=2, backend=backend
+    ) as ex:
         yield ex
 
 

@@ -23,6 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from sandboxd.integrations.mcp_tools import MAX_OUTPUT_CHARS
+from tests.conftest import BACKENDS
 from tests.daemon import Daemon
 
 #: Each transport in both protocol eras the SDK speaks: the 2026-07-28 one (its default,
@@ -135,11 +136,18 @@ async def test_output_is_capped_for_the_model(daemon: Daemon, transport: str) ->
     assert len(text(result)) < MAX_OUTPUT_CHARS + 500
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_a_sandbox_round_trip_with_files(daemon: Daemon, transport: str) -> None:
+ROUND_TRIPS = [(t, "nsjail") for t in TRANSPORTS] + [("http", b) for b in BACKENDS[1:]]
+
+
+@pytest.mark.parametrize(("transport", "backend"), ROUND_TRIPS)
+async def test_a_sandbox_round_trip_with_files(
+    daemon: Daemon, transport: str, backend: str
+) -> None:
     blob = bytes(range(256))
     async with connect(daemon, transport) as client:
-        created = await client.call_tool("create_sandbox", {"limits": {"wall_time_s": 20}})
+        spec = {"backend": backend, "limits": {"wall_time_s": 20}}
+        created = await client.call_tool("create_sandbox", spec)
+        assert structured(created)["backend"] == backend
         sbx = structured(created)["id"]
         assert text(created).startswith(f"sandbox {sbx} created")
         try:
