@@ -467,6 +467,7 @@ ExecutionStatus = Literal[
     "interrupted",
     "killed",
     "memory_limit",
+    "cpu_limit",
     "output_limit",
 ]
 #: A context's id, as the daemon makes them.

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from sandboxd.backends.host.kernel import Kernel
 from sandboxd.backends.host.output import StreamCapture
-from sandboxd.models import Capabilities, PoolStats, RunRequest, RunResult
+from sandboxd.errors import BackendUnavailable
+from sandboxd.models import Capabilities, ContextSpec, Limits, PoolStats, RunRequest, RunResult
 
 
 @dataclass
@@ -102,3 +104,10 @@ class Backend(ABC):
     def pool_stats(self) -> dict[str, PoolStats]:
         """Warm pools by profile (none unless the backend keeps any)."""
         return {}
+
+    async def start_kernel(
+        self, context_id: str, sandbox: SandboxMount, limits: Limits, spec: ContextSpec
+    ) -> Kernel:
+        """Start an interpreter context's kernel over `sandbox`'s workspace, within `limits`
+        for the whole of it; ready to execute when returned. Not every backend has them."""
+        raise BackendUnavailable(f"the {self.name} backend has no interpreter contexts")

@@ -31,6 +31,7 @@ from sandboxd.http import mcp, openapi, routes
 from sandboxd.http.keys import (
     BACKEND,
     CLAIM,
+    CONTEXTS,
     METRICS,
     OPENAPI,
     RUNS,
@@ -50,6 +51,7 @@ from sandboxd.http.request import (
 from sandboxd.observability import Metrics, Tracer, new_trace_id, parse_traceparent, trace_id_var
 from sandboxd.observability import traceparent as make_traceparent
 from sandboxd.service import auth, identity
+from sandboxd.service.contexts import ContextManager
 from sandboxd.service.runs import RunManager
 from sandboxd.service.sandboxes import SandboxManager
 from sandboxd.service.store import Store
@@ -241,6 +243,34 @@ async def _sandboxes(app: web.Application) -> AsyncIterator[None]:
     await manager.close()
 
 
+async def _contexts(app: web.Application) -> AsyncIterator[None]:
+    """Interpreter contexts: idle ones expire (swept with the sandboxes); all stop first when
+    the daemon stops, before the sandboxes' disks are unmounted."""
+    manager, store, settings = app[CONTEXTS], app[STORE], app[SETTINGS]
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(settings.sandbox_sweep_s)
+            try:
+                for context_id, tenant in await manager.expire_idle():
+                    await store.record(
+                        "context.expire",
+                        tenant=tenant,
+                        token_id=None,
+                        target=context_id,
+                        result={"status": "dead"},
+                    )
+            except Exception:
+                log.exception("context expiry sweep failed")
+
+    task = asyncio.create_task(sweep())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await manager.close()
+
+
 async def _tracer(app: web.Application) -> AsyncIterator[None]:
     yield
     await asyncio.to_thread(app[TRACER].shutdown)
@@ -292,7 +322,8 @@ def make_app(
     app[BACKEND] = backends[settings.default_backend]
     app[RUNS] = RunManager(settings, backends, app[STORE], app[METRICS], app[TRACER])
     app[SANDBOXES] = SandboxManager(settings, app[STORE])
-    app.cleanup_ctx.extend([_claim, _tracer, _state, _backend, _sandboxes])
+    app[CONTEXTS] = ContextManager(settings, app[SANDBOXES], app[RUNS])
+    app.cleanup_ctx.extend([_claim, _tracer, _state, _backend, _sandboxes, _contexts])
 
     for table in routes.TABLES:
         app.router.add_routes(table)

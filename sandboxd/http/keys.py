@@ -13,6 +13,7 @@ from aiohttp import web
 
 from sandboxd.backends.base import Backend
 from sandboxd.observability import Metrics, Tracer
+from sandboxd.service.contexts import ContextManager
 from sandboxd.service.identity import StateClaim
 from sandboxd.service.runs import RunManager
 from sandboxd.service.sandboxes import SandboxManager
@@ -24,6 +25,7 @@ BACKEND = web.AppKey("backend", Backend)
 STORE = web.AppKey("store", Store)
 RUNS = web.AppKey("runs", RunManager)
 SANDBOXES = web.AppKey("sandboxes", SandboxManager)
+CONTEXTS = web.AppKey("contexts", ContextManager)
 METRICS = web.AppKey("metrics", Metrics)
 TRACER = web.AppKey("tracer", Tracer)
 CLAIM = web.AppKey("claim", StateClaim)

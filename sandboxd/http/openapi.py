@@ -57,6 +57,8 @@ def _models(docs: list[RouteDoc]) -> list[tuple[type[BaseModel], JsonSchemaMode]
     for meta in docs:
         if isinstance(meta.body, type):
             wanted.append((meta.body, "validation"))
+        if isinstance(meta.sse, type):
+            wanted.append((meta.sse, "serialization"))
         for _, content in meta.responses.values():
             if isinstance(content, type):
                 wanted.append((content, "serialization"))
@@ -82,11 +84,16 @@ def _operation(
         if content is not None:
             answer["content"] = _content(content, refs, "serialization")
             if meta.sse:
+                events = (
+                    f"a {meta.sse.__name__} as JSON (see its schema)"
+                    if isinstance(meta.sse, type)
+                    else "a RunEvent as JSON (start, stdout, stderr, exit or error)"
+                )
                 answer["content"][SSE] = {
                     "schema": {
                         "type": "string",
                         "description": "With `Accept: text/event-stream`: Server-Sent Events, "
-                        "each `data` a RunEvent as JSON (start, stdout, stderr, exit or error).",
+                        f"each `data` {events}.",
                     }
                 }
         responses[str(status)] = answer

@@ -77,7 +77,7 @@ class RouteDoc:
     scope: str | None = None
     public: bool = False
     body: Content = None
-    sse: bool = False
+    sse: bool | type[BaseModel] = False  # True: RunEvents; a model: events of that model
     params: dict[str, str] = field(default_factory=dict)
     query: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from sandboxd.http import runs, sandboxes, snapshots
+from sandboxd.http import contexts, runs, sandboxes, snapshots
 from sandboxd.http.request import route_doc
 
-TABLES: tuple[web.RouteTableDef, ...] = (runs.routes, sandboxes.routes, snapshots.routes)
+TABLES: tuple[web.RouteTableDef, ...] = (
+    runs.routes,
+    sandboxes.routes,
+    snapshots.routes,
+    contexts.routes,
+)
 
 
 def router() -> web.UrlDispatcher:

@@ -20,6 +20,7 @@ import sqlite3
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from sandboxd.backends.base import RunControl, SandboxMount
@@ -88,6 +89,8 @@ class SandboxManager:
         self.uid_end = settings.identity.uid_base + UID_SPAN
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.snapshots = Snapshots(settings, store)
+        #: Called with a sandbox's id before its workspace goes (its contexts end there).
+        self.before_remove: list[Callable[[str], Awaitable[None]]] = []
 
     def disk(self, sandbox_id: str) -> SandboxDisk:
         return SandboxDisk(self.dir / sandbox_id)
@@ -229,6 +232,8 @@ class SandboxManager:
         row = await self.store.call(queries.active_sandbox, sandbox_id)
         if row is None or not await self.store.call(queries.retire_sandbox, sandbox_id, state):
             return False
+        for hook in self.before_remove:
+            await hook(sandbox_id)
         await self.disk(sandbox_id).destroy()
         self._locks.pop(sandbox_id, None)
         if origin := _origin(row):
@@ -265,6 +270,11 @@ class SandboxManager:
     async def tree(self, principal: Principal, sandbox_id: str) -> WorkTree:
         row = await self._row(principal, sandbox_id)
         return WorkTree(self.disk(sandbox_id).work, uid=row.uid, gid=row.uid)
+
+    async def mount(self, principal: Principal, sandbox_id: str) -> SandboxMount:
+        """The sandbox's workspace as a jail mounts it."""
+        row = await self._row(principal, sandbox_id)
+        return SandboxMount(self.disk(sandbox_id).work, row.uid)
 
     async def expire_idle(self) -> list[tuple[str, str]]:
         """Delete sandboxes idle for longer than their ttl_s; (id, tenant) of each."""

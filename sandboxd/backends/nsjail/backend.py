@@ -20,6 +20,7 @@ from sandboxd.backends.host import cgroups, seccomp
 from sandboxd.backends.host.cgroup_moves import favor_cgroup_moves
 from sandboxd.backends.host.egress import EgressGuard
 from sandboxd.backends.host.jail_init import OVERHEAD_PIDS
+from sandboxd.backends.host.kernel import Kernel
 from sandboxd.backends.host.reporting import capabilities
 from sandboxd.backends.host.slots import Slots
 from sandboxd.backends.host.supervise import ProcessRun, Supervised, supervise
@@ -30,11 +31,12 @@ from sandboxd.backends.host.workspace import (
     prepare_workspace,
     reap_run_dirs,
 )
+from sandboxd.backends.nsjail import kernel
 from sandboxd.backends.nsjail.jail import EGRESS_SOCKET, ETC_FILES, Jailer
 from sandboxd.backends.nsjail.settings import NsjailConfig
 from sandboxd.backends.nsjail.warm import PROFILES, NsjailWarmPool, warm_profile
 from sandboxd.errors import BackendUnavailable
-from sandboxd.models import Capabilities, PoolStats, RunRequest, RunResult
+from sandboxd.models import Capabilities, ContextSpec, Limits, PoolStats, RunRequest, RunResult
 from sandboxd.settings import Settings
 
 log = logging.getLogger("sandboxd.nsjail")
@@ -159,6 +161,26 @@ class NsjailBackend(Backend):
 
     def pool_stats(self) -> dict[str, PoolStats]:
         return self.warm.stats() if self.warm is not None else {}
+
+    async def start_kernel(
+        self, context_id: str, sandbox: SandboxMount, limits: Limits, spec: ContextSpec
+    ) -> Kernel:
+        if self.cgroups is None:
+            raise BackendUnavailable("the nsjail backend is not started")
+        ws = Workspace(
+            self.runs_dir / context_id, uid=sandbox.uid, gid=sandbox.uid, work_dir=sandbox.work_dir
+        )
+        return await kernel.start_kernel(
+            self.jailer,
+            self.cgroups,
+            ws,
+            context_id,
+            sandbox,
+            limits,
+            spec,
+            supervisor_memory_mib=self.config.supervisor_memory_mib,
+            max_message_bytes=self.settings.max_limits.output_bytes + (1 << 20),
+        )
 
     # -- one run -----------------------------------------------------------------------------
 
