@@ -288,6 +288,7 @@ def execution_status_words(result: ExecutionResult, timeout_s: float) -> str:
         "interrupted": "interrupted",
         "killed": "killed: the interpreter is gone (its variables with it)",
         "memory_limit": "memory_limit: the interpreter went over the sandbox's memory limit",
+        "cpu_limit": "cpu_limit: the interpreter used up the sandbox's CPU time limit",
         "output_limit": "output_limit: it printed more than the output cap",
     }[result.status]
     return f"{words} ({result.message})" if result.message else words
