@@ -3,6 +3,9 @@ tool (the SDK's client, both transports) and `SandboxdCodeExecutor(keep_state=Tr
 
 from __future__ import annotations
 
+import base64
+
+import mcp_types as types
 import pytest
 from autogen_core import CancellationToken
 from autogen_core.code_executor import CodeBlock
@@ -10,6 +13,15 @@ from autogen_core.code_executor import CodeBlock
 from sandboxd.integrations.autogen import SandboxdCodeExecutor
 from tests.daemon import Daemon
 from tests.jail.test_mcp import connect, structured, text
+
+#: The smallest PNG (1x1), shown with IPython's display(): an image result, no matplotlib needed.
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+SHOW_PNG = (
+    "import base64\nfrom IPython.display import Image, display\n"
+    f"display(Image(data=base64.b64decode({base64.b64encode(PNG).decode()!r})))"
+)
 
 
 @pytest.mark.parametrize("transport", ["http", "stdio"])
@@ -25,6 +37,7 @@ async def test_execute_keeps_state_in_the_sandboxes_context(daemon: Daemon, tran
             raised = await client.call_tool(
                 "execute", {"sandbox_id": sbx, "context_id": context_id, "code": "1 / 0"}
             )
+            shown = await client.call_tool("execute", {"sandbox_id": sbx, "code": SHOW_PNG})
             slow = await client.call_tool(
                 "execute",
                 {"sandbox_id": sbx, "code": "import time\ntime.sleep(30)", "timeout_s": 1},
@@ -40,6 +53,8 @@ async def test_execute_keeps_state_in_the_sandboxes_context(daemon: Daemon, tran
     assert "--- traceback ---" in text(raised)
     assert structured(raised)["error"]["name"] == "ZeroDivisionError"
     assert text(slow).splitlines()[0].startswith("status: timeout: interrupted after 1 s")
+    images = [c for c in shown.content if isinstance(c, types.ImageContent)]
+    assert [(i.mime_type, base64.b64decode(i.data)) for i in images] == [("image/png", PNG)]
 
 
 async def test_keep_state_keeps_variables_between_blocks(daemon: Daemon) -> None:
