@@ -96,6 +96,9 @@ def measure(limit: int | None = None) -> dict[str, Any]:
             "sandboxd_fresh": SandboxdCodeExecutor(
                 daemon.url, token=daemon.token, timeout=TIMEOUT_S, keep_files=False
             ),
+            "sandboxd_state": SandboxdCodeExecutor(
+                daemon.url, token=daemon.token, timeout=TIMEOUT_S, keep_state=True
+            ),
         }
         if docker:
             executors["docker"] = _docker(work)
@@ -113,6 +116,8 @@ LABELS = {
     "sandboxd": "`SandboxdCodeExecutor`, nsjail (a sandbox per executor, a jail per block)",
     "sandboxd_fresh": "`SandboxdCodeExecutor(keep_files=False)`, nsjail (a fresh jail per block, "
     "from the warm pool)",
+    "sandboxd_state": "`SandboxdCodeExecutor(keep_state=True)`, nsjail (every block a cell of "
+    "one interpreter context, kept warm)",
     "docker": f"AutoGen `DockerCommandLineCodeExecutor`, `{DOCKER_IMAGE}` (root in the container, "
     "no memory/pids/network limits)",
     "sandboxd_docker": "`SandboxdCodeExecutor`, Docker backend (a container per block)",

@@ -59,5 +59,5 @@ def test_fork_bench_runs() -> None:
 def test_autogen_executors_bench_runs() -> None:
     data = autogen_executors.measure(limit=3)  # raises if any executor fails a problem
     docker = {"docker", "sandboxd_docker"} if data["docker"] else set()
-    assert set(data["times"]) == {"local", "sandboxd", "sandboxd_fresh"} | docker
+    assert set(data["times"]) == {"local", "sandboxd", "sandboxd_fresh", "sandboxd_state"} | docker
     assert "| 3/3 |" in autogen_executors.report(data)
