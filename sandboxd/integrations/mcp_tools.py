@@ -297,7 +297,8 @@ def execution_status_words(result: ExecutionResult, timeout_s: float) -> str:
 async def execute(client: Client, args: ExecuteArgs) -> types.CallToolResult:
     context_id = args.context_id
     if context_id is None:
-        live = [c for c in await client.list_contexts(args.sandbox_id) if c.status != "dead"]
+        contexts = await client.list_contexts(args.sandbox_id)
+        live = sorted((c for c in contexts if c.status != "dead"), key=lambda c: c.status != "idle")
         context = live[0] if live else await client.create_context(args.sandbox_id)
         context_id = context.id
     result = await client.execute(args.sandbox_id, context_id, args.code, timeout_s=args.timeout_s)
