@@ -58,11 +58,13 @@ def mcp_error(exc: SandboxdError) -> MCPError:
 
 def build_server(connect: Connect) -> Server[Any]:
     by_name = {tool.name: tool for tool in TOOLS}
+    specs = [tool.spec() for tool in TOOLS]  # once: generating the schemas takes milliseconds
+    schemas = {spec.name: spec.input_schema for spec in specs}
 
     async def list_tools(
         ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[tool.spec() for tool in TOOLS])
+        return types.ListToolsResult(tools=specs)
 
     async def call_tool(ctx: Context, params: types.CallToolRequestParams) -> types.CallToolResult:
         tool = by_name.get(params.name)
@@ -83,6 +85,7 @@ def build_server(connect: Connect) -> Server[Any]:
         "sandboxd",
         version=_version(),
         instructions=INSTRUCTIONS,
+        get_tool_input_schema=schemas.get,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )

@@ -3,7 +3,15 @@ the checks are the benches' own (right output, all HumanEval problems pass, no l
 
 from __future__ import annotations
 
-from bench import autogen_executors, docker_latency, fork_latency, hello_latency, humaneval, soak
+from bench import (
+    autogen_executors,
+    docker_latency,
+    fork_latency,
+    hello_latency,
+    humaneval,
+    mcp_latency,
+    soak,
+)
 
 
 def test_hello_latency_bench_runs() -> None:
@@ -61,3 +69,9 @@ def test_autogen_executors_bench_runs() -> None:
     docker = {"docker", "sandboxd_docker"} if data["docker"] else set()
     assert set(data["times"]) == {"local", "sandboxd", "sandboxd_fresh", "sandboxd_state"} | docker
     assert "| 3/3 |" in autogen_executors.report(data)
+
+
+def test_mcp_latency_bench_runs() -> None:
+    samples = mcp_latency.measure(iterations=2, warmup=1)  # raises unless every run is ok
+    assert {k: len(v) for k, v in samples.items()} == {"api": 2, "http": 2, "stdio": 2}
+    assert "| MCP `run_code` over stdio" in mcp_latency.report(samples)
