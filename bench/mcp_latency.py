@@ -1,6 +1,8 @@
 """What MCP adds to a run: `run_code` of `print("hello")` through the SDK's own client, over
 streamable HTTP (`/mcp`) and over stdio (`sandboxd mcp`), vs the same run through the Python
-client (`POST /v1/runs`, the baseline), interleaved, one connection each kept open.
+client (`POST /v1/runs`, the baseline), interleaved, one connection each kept open. Before
+each call the bench waits until the warm pool is refilled and idle, then 50 ms, as
+bench/hello_latency.py does: every contender gets a ready jail.
     python -m bench.mcp_latency [--iterations N] [--out FILE]
 """
 
@@ -25,6 +27,20 @@ from sandboxd.client import Client
 from sandboxd.testing import Daemon
 
 CODE = 'print("hello")'
+SETTLE_S = 0.05
+IDLE_WAIT_S = 10.0
+
+
+async def wait_idle(client: Client, name: str = "nsjail/python") -> None:
+    """Until the pool has a ready jail and prepares nothing (bounded)."""
+    deadline = time.monotonic() + IDLE_WAIT_S
+    while time.monotonic() < deadline:
+        stats = (await client.info()).warm_pools[name]
+        if stats.ready >= 1 and stats.preparing == 0:
+            await asyncio.sleep(SETTLE_S)
+            return
+        await asyncio.sleep(0.002)
+    raise RuntimeError(f"the warm pool {name} did not refill")
 
 
 async def _measure(daemon: Daemon, iterations: int, warmup: int) -> dict[str, list[float]]:
@@ -51,6 +67,7 @@ async def _measure(daemon: Daemon, iterations: int, warmup: int) -> dict[str, li
         calls = {"api": via_api, "http": lambda: via(over_http), "stdio": lambda: via(over_stdio)}
         for i in range(warmup + iterations):
             for name, call in calls.items():
+                await wait_idle(api)
                 t0 = time.perf_counter()
                 status = await call()
                 elapsed = time.perf_counter() - t0

@@ -20,6 +20,7 @@ import contextlib
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
@@ -31,6 +32,16 @@ from sandboxd.observability import traceparent
 
 PATH = "/mcp"
 MANAGER = web.AppKey("mcp_manager", StreamableHTTPSessionManager)
+
+
+class Loopback:
+    """The app's HTTP session to its own /v1, opened when the app starts (a session is made
+    on the loop), closed when it stops; shared by every tool call, whatever its token."""
+
+    session: aiohttp.ClientSession | None = None
+
+
+LOOPBACK = web.AppKey("mcp_loopback", Loopback)
 SCOPE_KEY = "sandboxd"  # in the ASGI scope: how tool calls reach this daemon's /v1
 Message = MutableMapping[str, Any]
 
@@ -48,12 +59,19 @@ def _self_url(request: web.Request) -> str:
 
 @contextlib.asynccontextmanager
 async def _loopback_client(ctx: Context) -> AsyncIterator[Client]:
-    """A client of this daemon's /v1 for one tool call, as the MCP request's caller."""
+    """A client of this daemon's /v1 for one tool call, as the MCP request's caller (over the
+    app's one loopback session, whose connections are kept: ~5 ms less than a new one)."""
     where = ctx.request.scope[SCOPE_KEY] if ctx.request is not None else None
     if not isinstance(where, dict):
         raise RuntimeError("an /mcp tool call without its request")
-    async with Client(where["url"], token=where["token"], traceparent=where["traceparent"]) as c:
-        yield c
+    client = Client(
+        where["url"],
+        token=where["token"],
+        traceparent=where["traceparent"],
+        session=where["session"],
+    )
+    async with client:
+        yield client
 
 
 def _scope(request: web.Request, token: str) -> dict[str, Any]:
@@ -78,6 +96,7 @@ def _scope(request: web.Request, token: str) -> dict[str, Any]:
             "url": _self_url(request),
             "token": token,
             "traceparent": traceparent(request[TRACE_ID]),
+            "session": request.app[LOOPBACK].session,
         },
     }
 
@@ -124,8 +143,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     """The SDK's session manager runs in a task of its own (its cancel scopes stay in one
-    task), from the app's start to its cleanup."""
+    task), from the app's start to its cleanup; the loopback session lives as long."""
     manager = app[MANAGER]
+    # total=None: each call sets its own timeout (a run's wall time and slack); no cookie jar:
+    # nothing of one caller's answers may ride along with another's calls
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar()
+    )
+    app[LOOPBACK].session = session
     started, stop = asyncio.Event(), asyncio.Event()
 
     async def hold() -> None:
@@ -133,15 +158,19 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
             started.set()
             await stop.wait()
 
-    task = asyncio.create_task(hold())
-    waiter = asyncio.create_task(started.wait())
-    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    if not started.is_set():
-        waiter.cancel()
-        await task  # raises what stopped it from starting
-    yield
-    stop.set()
-    await task
+    try:
+        task = asyncio.create_task(hold())
+        waiter = asyncio.create_task(started.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if not started.is_set():
+            waiter.cancel()
+            await task  # raises what stopped it from starting
+        yield
+        stop.set()
+        await task
+    finally:
+        app[LOOPBACK].session = None
+        await session.close()
 
 
 def add_routes(app: web.Application) -> None:
@@ -154,5 +183,6 @@ def add_routes(app: web.Application) -> None:
         json_response=True,
         max_request_body_size=app[SETTINGS].max_request_bytes,
     )
+    app[LOOPBACK] = Loopback()
     app.router.add_post(PATH, handle, name="mcp")
     app.cleanup_ctx.append(lifecycle)
