@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import typing
 
+import aiohttp
 import httpx2
 import mcp_types as types
 import pytest
@@ -13,6 +14,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from sandboxd.client import Client as SandboxdClient
 from sandboxd.errors import Forbidden, LimitTooHigh, NotFound
 from sandboxd.integrations.mcp import SERVER_ERROR, mcp_error
 from sandboxd.integrations.mcp_tools import (
@@ -83,3 +85,14 @@ async def test_http_mcp_in_process_over_the_fake_backend(app: App) -> None:
     assert result.structured_content["backend"] == "fake"
     assert refused.value.data["field"] == "ttl_s"
     assert [c.request.code for c in app.backend.calls] == ["print('hi')\nexit 3"]
+
+
+async def test_a_client_leaves_a_shared_session_open() -> None:
+    """/mcp's tool calls share the app's loopback session: a call's client must not close it."""
+    session = aiohttp.ClientSession()
+    try:
+        async with SandboxdClient("http://127.0.0.1:9", token="t", session=session) as client:
+            assert client._http() is session
+        assert not session.closed
+    finally:
+        await session.close()
