@@ -25,8 +25,13 @@ import signal
 from dataclasses import dataclass
 from typing import Any, Self
 
-from autogen_core import CancellationToken, Component
-from autogen_core.code_executor import CodeBlock, CodeExecutor, CodeResult
+try:
+    from autogen_core import CancellationToken, Component
+    from autogen_core.code_executor import CodeBlock, CodeExecutor, CodeResult
+except ImportError as missing:  # an optional extra
+    raise ImportError(
+        f"{missing}: SandboxdCodeExecutor needs AutoGen: pip install 'sandboxd[autogen]'"
+    ) from missing
 from pydantic import BaseModel, Field
 
 from sandboxd.client import Client
