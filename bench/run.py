@@ -15,6 +15,7 @@ from pathlib import Path
 from bench import (
     autogen_executors,
     coder_overhead,
+    context_latency,
     docker_latency,
     fork_latency,
     hello_latency,
@@ -42,6 +43,7 @@ def main() -> None:
     sections.append(docker_latency.report(docker_latency.measure()))
     sections.append(soak.report(soak.measure(args.soak_runs)))
     sections.append(fork_latency.report(fork_latency.measure()))
+    sections.append(context_latency.report(context_latency.measure(args.iterations)))
     work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))
     work.chmod(0o711)
     daemon = Daemon(work, "coder-bench").start()

@@ -27,6 +27,7 @@ from coder.loop import Solver
 from coder.model import Model, OpenAIModel, ReplayModel, ResponseCache
 from coder.progress import Progress
 from coder.recipe import recipe
+from coder.report import SolveReporter
 from coder.result import SolveResult
 from coder.sandbox import LocalDaemon, SandboxSession
 from coder.setup import Setup, pip_options, resolve_index
@@ -126,7 +127,14 @@ async def prepared(cfg: CoderConfig, files: repo_files.RepoFiles) -> Setup | Non
     if not steps:
         return None
     index = await asyncio.to_thread(resolve_index, cfg.index_url)
-    return Setup(steps, index, cfg.test_limits, cfg.setup_timeout_s, list(cfg.setup_allow))
+    return Setup(
+        steps,
+        index,
+        cfg.test_limits,
+        cfg.setup_timeout_s,
+        list(cfg.setup_allow),
+        cfg.download_cache,
+    )
 
 
 async def start(
@@ -163,8 +171,9 @@ async def keep(
     files: repo_files.RepoFiles,
     trace: TraceWriter,
     kept: list[Snapshot],
+    ttl_s: int,
 ) -> None:
-    snap = await envs.keep(session, env, sorted(files.all_bytes()), trace)
+    snap = await envs.keep(session, env, sorted(files.all_bytes()), trace, ttl_s=ttl_s)
     if snap is not None:
         kept.append(snap)
 
@@ -185,9 +194,13 @@ async def solve(
     trace = trace or TraceWriter(root / cfg.trace_dir / f"{trace_id}.jsonl", trace_id)
     if progress is not None:
         trace.listeners.append(progress)
+    reporter = SolveReporter(cfg, trace_id)  # to the daemon's Studio, best-effort
+    trace.listeners.append(reporter)
     trace.event("solve.start", config=json.loads(cfg.model_dump_json()))
     models = models or live_models(cfg, trace)
-    budget = Budget(cfg.max_iterations, cfg.max_tokens, cfg.max_cost_usd, cfg.max_wall_s)
+    budget = Budget(
+        cfg.max_iterations, cfg.max_tokens, cfg.max_cost_usd, cfg.max_wall_s, cfg.max_requests
+    )
     files = await repo_files.load(root, cfg.include_ignored)
     setup = await prepared(cfg, files)
     local: LocalDaemon | None = None
@@ -197,6 +210,8 @@ async def solve(
     try:
         try:
             client, local = await connect(cfg, trace_id, progress)
+            if local is None:  # a daemon started for this solve ends with it: nobody to show
+                reporter.attach(client)
             session = SandboxSession(client, cfg.test, cfg.test_limits)
             env, reused = await start(cfg, root.name, files, setup, session, trace, local)
         except SandboxError as exc:
@@ -213,9 +228,10 @@ async def solve(
                 allow_test_edits=cfg.allow_test_edits,
                 setup=None if reused else setup,
             )
+            reporter.patch = lambda: solver.diff
             kept: list[Snapshot] = []
             if env is not None and not reused:
-                solver.on_prepared = lambda: keep(session, env, files, trace, kept)
+                solver.on_prepared = lambda: keep(session, env, files, trace, kept, cfg.env_ttl_s)
             outcome.result = await solver.run()
             if env is not None:
                 outcome.result.env = envs.state(env, reused, env.snapshot if reused else None)
@@ -233,4 +249,5 @@ async def solve(
     outcome.result.trace_path = str(trace.path)
     trace.event("solve.end", result=json.loads(outcome.result.model_dump_json()))
     trace.close()
+    await reporter.close()
     return outcome

@@ -165,9 +165,12 @@ async def _envs_client(args: argparse.Namespace) -> Client:
 
 def _env_line(s: Snapshot) -> str:
     created = s.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    expires = s.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if s.expires_at else "never"
     repo = s.labels.get(envs.LABEL_REPO, "?")
     size = envs.size_text(s.size_bytes)
-    return f"{s.labels[envs.LABEL_ENV]:<32}  {repo:<20}  {size:>10}  {created}  {s.id}"
+    return (
+        f"{s.labels[envs.LABEL_ENV]:<32}  {repo:<20}  {size:>10}  {created}  {expires:<20}  {s.id}"
+    )
 
 
 async def _run_envs(args: argparse.Namespace) -> int:
@@ -184,7 +187,10 @@ async def _run_envs(args: argparse.Namespace) -> int:
             elif not kept:
                 print(f"coder: sandboxd at {client.url} keeps no environments", file=sys.stderr)
             else:
-                print(f"{'KEY':<32}  {'REPO':<20}  {'SIZE':>10}  {'CREATED':<20}  SNAPSHOT")
+                print(
+                    f"{'KEY':<32}  {'REPO':<20}  {'SIZE':>10}  {'CREATED':<20}  "
+                    f"{'EXPIRES':<20}  SNAPSHOT"
+                )
                 for s in kept:
                     print(_env_line(s))
             return 0
@@ -209,7 +215,9 @@ async def _run_envs(args: argparse.Namespace) -> int:
 def _envs_parser(sub: Any) -> None:
     e = sub.add_parser("envs", help="the prepared environments sandboxd keeps for coder")
     actions = e.add_subparsers(dest="envs_command", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="key, repository, size, created, snapshot id")
+    listing = actions.add_parser(
+        "list", help="key, repository, size, created, expires (unless used), snapshot id"
+    )
     listing.add_argument("--json", action="store_true", help="print the snapshots as JSON")
     prune = actions.add_parser("prune", help="delete coder's snapshots (one line per deleted)")
     prune.add_argument(

@@ -31,6 +31,8 @@ class CoderConfig(BaseModel):
     max_tokens: int = Field(400_000, ge=1)
     max_cost_usd: float = Field(2.0, gt=0)
     max_wall_s: float = Field(900.0, gt=0)
+    #: The writer's READ/GREP/DEFINITION requests answered in one solve (0: none).
+    max_requests: int = Field(16, ge=0)
     allow_test_edits: bool = False
     prices: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     cache_dir: Path | None = Path.home() / ".cache" / "coder" / "responses"
@@ -62,6 +64,13 @@ class CoderConfig(BaseModel):
     #: Start from the kept snapshot of the prepared environment when the daemon has one
     #: (coder.envs); false (`--fresh-env`): run the setup again, and keep the new one.
     reuse_env: bool = True
+    #: The setup's installs share the tenant's download cache on the daemon (wheels fetched
+    #: once per daemon); false, or a daemon that gives the tenant none: pip keeps no cache.
+    download_cache: bool = True
+    #: A kept environment is a cache on the daemon: it deletes it once no solve has started
+    #: from it for this long, or sooner (least recently used first) to make room for a newer
+    #: one within the tenant's snapshot-disk quota.
+    env_ttl_s: int = Field(14 * 86400, ge=60)
 
     @property
     def reviewer(self) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -165,6 +166,10 @@ class EnvPlan:
     key: str
     repo: str
     snapshot: Snapshot | None = None
+    #: Started from the snapshot: seconds the daemon took to fork it, and to the sandbox
+    #: holding the current tree (fork, stale files removed, tree uploaded).
+    fork_s: float | None = None
+    ready_s: float | None = None
 
     def labels(self) -> dict[str, str]:
         return {LABEL_ENV: self.key, LABEL_REPO: repo_label(self.repo)}
@@ -208,10 +213,12 @@ async def start_from(
     solve prepares the environment as without a snapshot."""
     if env.snapshot is None:
         return False
+    started = time.monotonic()
     try:
         await session.create(files, extra_disk_mib=extra_disk_mib, from_snapshot=env.snapshot.id)
         if session.sandbox_id is None:
             return False
+        env.fork_s = round(time.monotonic() - started, 4)
         current = FileIn(path=CURRENT, content=manifest(list(files)).decode())
         run = await session.client.run_in_sandbox(
             session.sandbox_id, command=["python3", "-c", PRUNE_STALE], files=[current]
@@ -225,15 +232,22 @@ async def start_from(
         session.sandbox_id = None
         return False
     await session.upload(files, executable)
+    env.ready_s = round(time.monotonic() - started, 4)
     return True
 
 
 async def keep(
-    session: SandboxSession, env: EnvPlan, paths: list[str], trace: TraceWriter
+    session: SandboxSession,
+    env: EnvPlan,
+    paths: list[str],
+    trace: TraceWriter,
+    *,
+    ttl_s: int | None = None,
 ) -> Snapshot | None:
     """Snapshot the prepared sandbox as the environment `env`, with the list of the files
-    coder uploaded; None (traced, the solve goes on) when the daemon refuses, e.g. over its
-    snapshot-disk quota."""
+    coder uploaded, as a cache the daemon drops after `ttl_s` unused (or evicts, least
+    recently used first, for a newer one); None (traced, the solve goes on) when the daemon
+    refuses, e.g. over its snapshot-disk quota with nothing left to evict."""
     if session.sandbox_id is None:
         return None
     try:
@@ -244,7 +258,7 @@ async def keep(
         if run.status != "ok":
             trace.event("env.snapshot_failed", key=env.key, reason=f"manifest: {run.status}")
             return None
-        snap = await session.client.create_snapshot(session.sandbox_id, env.labels())
+        snap = await session.client.create_snapshot(session.sandbox_id, env.labels(), ttl_s=ttl_s)
     except SandboxdError as exc:
         trace.event("env.snapshot_failed", key=env.key, reason=exc.message)
         return None
@@ -253,7 +267,13 @@ async def keep(
 
 
 def state(env: EnvPlan, reused: bool, snapshot: Snapshot | None) -> EnvState:
-    return EnvState(key=env.key, reused=reused, snapshot_id=snapshot.id if snapshot else None)
+    return EnvState(
+        key=env.key,
+        reused=reused,
+        snapshot_id=snapshot.id if snapshot else None,
+        fork_s=env.fork_s if reused else None,
+        ready_s=env.ready_s if reused else None,
+    )
 
 
 def age_s(snapshot: Snapshot, now: datetime | None = None) -> float:

@@ -72,6 +72,9 @@ class EnvState(BaseModel):
     key: str
     reused: bool = False
     snapshot_id: str | None = None
+    #: Reused: seconds to fork the snapshot, and until the sandbox held the current tree.
+    fork_s: float | None = None
+    ready_s: float | None = None
 
 
 class SolveResult(BaseModel):

@@ -24,7 +24,7 @@ from pathlib import Path
 from coder.digest import TestDigest, digest
 from coder.errors import SandboxError
 from sandboxd.client import Client
-from sandboxd.errors import SandboxdError
+from sandboxd.errors import InvalidRequest, SandboxdError
 from sandboxd.local_token import local_admin_token
 from sandboxd.models import (
     MAX_FILES,
@@ -133,6 +133,8 @@ class SandboxSession:
         self.test_command = test_command
         self.limits = limits
         self.sandbox_id: str | None = None
+        #: False once the daemon refused this tenant a download cache: asked no more.
+        self.download_cache = True
 
     async def start(
         self,
@@ -220,9 +222,11 @@ class SandboxSession:
         limits: Limits,
         env: dict[str, str],
         network: NetworkPolicy | None = None,
+        download_cache: bool = False,
     ) -> StepRun:
         """One setup step: `command` under bash in the workspace, with `network` for this run
-        only (the sandbox itself, and so every test run, keeps the network off)."""
+        only (the sandbox itself, and so every test run, keeps the network off), and the
+        tenant's download cache if asked and the daemon gives it one (else without)."""
         assert self.sandbox_id
         started = time.monotonic()
         request = RunRequest(
@@ -230,8 +234,19 @@ class SandboxSession:
         )
         if network is not None:
             request.network = network  # set: the sandbox's own policy would apply otherwise
+        if download_cache and self.download_cache:
+            request.download_cache = True
         try:
-            result = await self.client.run_in_sandbox(self.sandbox_id, request)
+            try:
+                result = await self.client.run_in_sandbox(self.sandbox_id, request)
+            except InvalidRequest as exc:
+                if not request.download_cache or exc.field != "download_cache":
+                    raise
+                # This tenant has no cache there (or the daemon predates it): go without.
+                self.download_cache = False
+                request.download_cache = False
+                request.env = {**request.env, "PIP_NO_CACHE_DIR": "1"}
+                result = await self.client.run_in_sandbox(self.sandbox_id, request)
         except SandboxdError as exc:
             raise SandboxError(f"sandboxd: {exc.message}") from exc
         output = result.stdout + ("\n" + result.stderr if result.stderr.strip() else "")

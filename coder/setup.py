@@ -52,8 +52,12 @@ class Index:
                 out.append(f"{parts.hostname}:{port}")
         return list(dict.fromkeys(out))
 
-    def env(self) -> dict[str, str]:
-        env = {"PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_CACHE_DIR": "1"}
+    def env(self, *, cached: bool = False) -> dict[str, str]:
+        """pip's settings for an install; `cached`: the daemon's download cache is mounted
+        (and names itself in PIP_CACHE_DIR), else pip keeps no cache in the workspace."""
+        env = {"PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+        if not cached:
+            env["PIP_NO_CACHE_DIR"] = "1"
         if self.urls:
             env["PIP_INDEX_URL"] = self.urls[0]
         if self.urls[1:]:
@@ -137,6 +141,8 @@ class Setup:
     limits: Limits
     timeout_s: float
     allow: list[str] = field(default_factory=list)
+    #: Installs use the tenant's download cache on the daemon (when it gives the tenant one).
+    download_cache: bool = True
 
     def network(self) -> NetworkPolicy | None:
         rules = self.index.rules() + self.allow
@@ -153,10 +159,15 @@ class Setup:
         )
         for step in self.steps:
             network = self.network() if step.network else None
+            cached = self.download_cache and network is not None
             trace.event("setup.step", step=step.name, command=step.command)
             started = time.monotonic()
             run = await session.run_step(
-                step.command, limits=limits, env=self.index.env(), network=network
+                step.command,
+                limits=limits,
+                env=self.index.env(cached=cached),
+                network=network,
+                download_cache=cached,
             )
             record = SetupStep(
                 step=step.name,

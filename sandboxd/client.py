@@ -44,6 +44,11 @@ from sandboxd.models import (
     Snapshot,
     SnapshotCreate,
     SnapshotList,
+    Solve,
+    SolveAppended,
+    SolveCreate,
+    SolveEvents,
+    SolveSummary,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -276,11 +281,13 @@ class Client:
         await self._raw("DELETE", f"/v1/sandboxes/{sandbox_id}")
 
     async def create_snapshot(
-        self, sandbox_id: str, labels: dict[str, str] | None = None
+        self, sandbox_id: str, labels: dict[str, str] | None = None, *, ttl_s: int | None = None
     ) -> Snapshot:
         """Freeze the sandbox's workspace as it is now; sandboxes may start from it
-        (`create_sandbox(from_snapshot=...)`)."""
-        body = _validated(SnapshotCreate, {"labels": labels or {}}).model_dump_json()
+        (`create_sandbox(from_snapshot=...)`). With `ttl_s` it is a cache the daemon deletes
+        once unused for that long, or evicts to make room for a newer one."""
+        fields = {"labels": labels or {}, "ttl_s": ttl_s}
+        body = _validated(SnapshotCreate, fields).model_dump_json()
         return await self._call(
             "POST", f"/v1/sandboxes/{sandbox_id}/snapshots", Snapshot, body=body
         )
@@ -397,6 +404,17 @@ class Client:
     async def audit(self, after: int = 0, limit: int = 100) -> AuditPage:
         return await self._call("GET", f"/v1/audit?after={after}&limit={limit}", AuditPage)
 
+    async def create_solve(self, spec: SolveCreate) -> SolveSummary:
+        """Start recording a coder solve (`coder.report` does this)."""
+        return await self._call("POST", "/v1/solves", SolveSummary, body=spec.model_dump_json())
+
+    async def add_solve_events(self, solve_id: str, events: SolveEvents) -> SolveAppended:
+        body = events.model_dump_json()
+        return await self._call("POST", f"/v1/solves/{solve_id}/events", SolveAppended, body=body)
+
+    async def get_solve(self, solve_id: str) -> Solve:
+        return await self._call("GET", f"/v1/solves/{solve_id}", Solve)
+
     async def metrics(self) -> str:
         return (await self._raw("GET", "/metrics")).decode()
 
@@ -452,8 +470,10 @@ class SyncClient:
     def delete_sandbox(self, sandbox_id: str) -> None:
         self._do(self._client.delete_sandbox(sandbox_id))
 
-    def create_snapshot(self, sandbox_id: str, labels: dict[str, str] | None = None) -> Snapshot:
-        return self._do(self._client.create_snapshot(sandbox_id, labels))
+    def create_snapshot(
+        self, sandbox_id: str, labels: dict[str, str] | None = None, *, ttl_s: int | None = None
+    ) -> Snapshot:
+        return self._do(self._client.create_snapshot(sandbox_id, labels, ttl_s=ttl_s))
 
     def list_snapshots(self) -> list[Snapshot]:
         return self._do(self._client.list_snapshots())

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -88,7 +89,7 @@ class FileIn(_Strict):
     path: str = Field(description="Relative path inside the workspace.")
     content: str = ""
     encoding: Literal["utf-8", "base64"] = "utf-8"
-    executable: bool = False
+    executable: StrictBool = False
 
     _path = field_validator("path")(normalise_relative_path)
 
@@ -196,6 +197,13 @@ class RunRequest(_Strict):
     env: dict[str, NulFreeStr] = Field(default_factory=dict, max_length=MAX_ENV)
     limits: Limits = Field(default_factory=Limits)
     network: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    download_cache: StrictBool = Field(
+        False,
+        description="Mount the tenant's download cache at `/cache` (writable, capped by its "
+        "`download_cache_mib`, shared by the tenant's runs that ask for it and by no other "
+        "tenant's) with `XDG_CACHE_HOME=/cache` and `PIP_CACHE_DIR=/cache/pip` unless `env` "
+        "sets them: what one install fetched, the next finds there.",
+    )
     collect: list[str] = Field(
         default_factory=list,
         max_length=64,
@@ -323,6 +331,14 @@ class SnapshotCreate(_Strict):
         description="Free-form tags (keys: letters, digits, `_.:/-`, up to 63; values up to "
         "256 characters), returned as given.",
     )
+    ttl_s: int | None = Field(
+        None,
+        ge=1,
+        description="Make it a cache: deleted once nothing has used it for this long (no "
+        "sandbox started from it or from a snapshot above it), and evictable, least recently "
+        "used first, when a new snapshot of its tenant would exceed `max_snapshot_disk_mib`. "
+        "Null: kept until deleted.",
+    )
 
     @field_validator("labels")
     @classmethod
@@ -343,6 +359,17 @@ class Snapshot(BaseModel):
     size_bytes: int = Field(description="Disk it holds (allocated bytes of its image).")
     created_at: datetime
     labels: dict[str, str]
+    ttl_s: int | None = Field(None, description="Set: a cache (see `SnapshotCreate.ttl_s`).")
+    last_used_at: datetime | None = Field(
+        None,
+        description="Its creation, or the last time a sandbox started from it (or from a "
+        "snapshot above it) was made or deleted.",
+    )
+    expires_at: datetime | None = Field(
+        None,
+        description="A cache's: when it goes unless used before then (one in use never "
+        "goes); null for a snapshot kept until deleted.",
+    )
 
 
 class SnapshotList(BaseModel):
@@ -366,6 +393,11 @@ class RunRecord(BaseModel):
     created_at: datetime
     finished_at: datetime | None = None
     result: RunResult | None = None
+    request: dict[str, Any] | None = Field(
+        None,
+        description="What the daemon keeps of the request (as the audit trail does): "
+        "language, limits, network, env names, file paths and hashes; never code or values.",
+    )
 
 
 class AuditRecord(BaseModel):
@@ -584,3 +616,191 @@ class ExecutionEvent(BaseModel):
     output: RichOutput | None = Field(None, description="result: one rich output.")
     result: ExecutionResult | None = Field(None, description="done: the execution's result.")
     error: dict[str, Any] | None = Field(None, description="error: {code, message, field}.")
+
+
+# -- Studio: the run list, the overview's figures, the audit check ----------------------------
+
+
+class RunSummary(BaseModel):
+    """One line of the run list: what a run was and how it ended, without its output."""
+
+    id: str
+    tenant: str
+    status: Literal["running", "interrupted"] | RunStatus
+    language: str | None = None
+    backend: str | None = None
+    sandbox_id: str | None = None
+    trace_id: str
+    exit_code: int | None = None
+    wall_time_s: float | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class RunList(BaseModel):
+    runs: list[RunSummary]
+    next_after: str | None = Field(None, description="Pass as `after` for the next (older) page.")
+
+
+class Stats(BaseModel):
+    """The Studio overview's figures: now, and over the last hour."""
+
+    active_runs: int
+    queued_runs: int
+    warm_pools: dict[str, PoolStats]
+    runs_last_hour: dict[str, int] = Field(description="Runs started in the last hour, by status.")
+    latency_p50_s: float | None = Field(None, description="Median run time, last hour.")
+    latency_p90_s: float | None = None
+    rejected: dict[str, int] = Field(description="Requests refused since start, by error code.")
+    runs_per_minute: list[int] = Field(
+        description="Runs started in each of the last 60 minutes, oldest first."
+    )
+
+
+class AuditVerdict(BaseModel):
+    """What `sandboxd audit verify` says of the chain."""
+
+    ok: bool
+    records: int
+    problem: str | None = None
+    seq: int | None = Field(None, description="The first record found wrong.")
+
+
+# -- solves: coder's rounds, reported to the daemon it uses -----------------------------------
+
+SOLVE_ID = r"^slv_[0-9a-f]{16}$"
+Text = Annotated[str, Field(max_length=65536)]
+Name = Annotated[str, Field(max_length=256)]
+Diff = Annotated[str, Field(max_length=1_048_576)]
+
+
+class _Exact(_Strict):
+    """Solve models take JSON types as they are: `false` is no number, `"1"` no count."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SolveCreate(_Exact):
+    """`POST /v1/solves`: a coder solve starts (coder sends it; the Studio shows it)."""
+
+    task: Text
+    repo: Name = Field(description="The repository's name (its folder), not a path.")
+    test_command: Text
+    models: dict[Name, Name] = Field(default_factory=dict, max_length=16, description="By role.")
+    budgets: dict[Name, float] = Field(default_factory=dict, max_length=16)
+    trace_id: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
+
+
+class RoleUsage(_Exact):
+    calls: int = Field(0, ge=0)
+    prompt_tokens: int = Field(0, ge=0)
+    completion_tokens: int = Field(0, ge=0)
+    cost_usd: float = Field(0.0, ge=0)
+
+
+class TestsEvent(_Exact):
+    """A test run: before any edit (round 0) or after round N's edits (`patch`: the whole
+    change being tested)."""
+
+    kind: Literal["tests"]
+    round: int = Field(ge=0)
+    passed: bool
+    exit_code: int | None = None
+    summary: Text = ""
+    failing: list[Name] = Field(default_factory=list, max_length=1000)
+    seconds: float = Field(0.0, ge=0)
+    patch: Diff | None = None
+
+
+class EditsEvent(_Exact):
+    """The writer's edits of one round: the files changed and the blocks not applied."""
+
+    kind: Literal["edits"]
+    round: int = Field(ge=1)
+    files: list[Name] = Field(default_factory=list, max_length=1000)
+    applied: int = Field(0, ge=0)
+    not_applied: int = Field(0, ge=0)
+
+
+class ModelEvent(_Exact):
+    """One model call: which role, which model, what it cost."""
+
+    kind: Literal["model"]
+    round: int = Field(ge=0)
+    role: Name
+    model: Name
+    usage: RoleUsage = Field(default_factory=RoleUsage)
+    cached: bool = False
+
+
+class ReviewEvent(_Exact):
+    kind: Literal["review"]
+    round: int = Field(ge=1)
+    verdict: Literal["APPROVE", "REVISE"]
+    points: list[Text] = Field(default_factory=list, max_length=100)
+
+
+class NoteEvent(_Exact):
+    """Anything else worth a line on the timeline (setup steps, the sandbox it uses)."""
+
+    kind: Literal["note"]
+    text: Text
+    sandbox_id: str | None = Field(None, max_length=64)
+
+
+class EndEvent(_Exact):
+    """The last event: how the solve stopped, the final patch and what each role spent."""
+
+    kind: Literal["end"]
+    status: Name
+    reason: Text = ""
+    rounds: int = Field(0, ge=0)
+    patch: Diff = ""
+    usage: dict[Name, RoleUsage] = Field(default_factory=dict, max_length=16)
+    wall_time_s: float = Field(0.0, ge=0)
+
+
+SolveEvent = Annotated[
+    TestsEvent | EditsEvent | ModelEvent | ReviewEvent | NoteEvent | EndEvent,
+    Field(discriminator="kind"),
+]
+
+
+class SolveEvents(_Exact):
+    """`POST /v1/solves/{id}/events`: events appended in order (after `end`: refused)."""
+
+    events: list[SolveEvent] = Field(min_length=1, max_length=500)
+
+
+class RecordedEvent(BaseModel):
+    seq: int
+    time: float
+    event: SolveEvent
+
+
+class SolveSummary(BaseModel):
+    id: str
+    tenant: str
+    status: str = Field(description="`running`, or the status its `end` event gave.")
+    task: str
+    repo: str
+    test_command: str
+    models: dict[str, str]
+    budgets: dict[str, float]
+    trace_id: str | None = None
+    events: int = 0
+    created_at: datetime
+    updated_at: datetime
+
+
+class Solve(SolveSummary):
+    timeline: list[RecordedEvent] = Field(default_factory=list)
+
+
+class SolveList(BaseModel):
+    solves: list[SolveSummary]
+    next_after: str | None = None
+
+
+class SolveAppended(BaseModel):
+    events: int = Field(description="Events the solve now holds.")

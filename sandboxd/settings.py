@@ -29,6 +29,8 @@ _MOVED = {
 
 #: Host uids one daemon owns: run slots, warm slots, Docker slots and persistent sandboxes.
 UID_SPAN = 100_000
+#: The owner on disk of the daemon's download caches' files: no run or sandbox runs as it.
+DOWNLOAD_CACHE_UID_OFFSET = UID_SPAN - 1
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,12 @@ class TenantQuota(BaseModel):
     max_disk_mib: int = Field(16384, ge=0, description="Sum of its sandboxes' disk_mib.")
     max_snapshot_disk_mib: int = Field(
         16384, ge=0, description="Disk its snapshots hold, in MiB (allocated, rounded up)."
+    )
+    download_cache_mib: int = Field(
+        2048,
+        ge=0,
+        description="Size of its download cache (pip's and others', shared by its runs that "
+        "ask for it with `download_cache`); 0: it has none.",
     )
 
 
@@ -128,7 +136,12 @@ class Settings(BaseSettings):
         default_factory=dict, description="Quotas of named tenants, instead of tenant_quota."
     )
     max_sandbox_ttl_s: int = Field(7 * 86400, ge=1)
-    sandbox_sweep_s: float = Field(10.0, gt=0, description="How often idle sandboxes expire.")
+    max_snapshot_ttl_s: int = Field(
+        90 * 86400, ge=1, description="The most a cache snapshot's ttl_s may be."
+    )
+    sandbox_sweep_s: float = Field(
+        10.0, gt=0, description="How often idle sandboxes and cache snapshots expire."
+    )
     max_file_bytes: int = Field(64 * 1024 * 1024, ge=1, description="File API size cap.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="Runs get this long on SIGTERM.")
     otlp_endpoint: str | None = Field(

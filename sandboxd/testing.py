@@ -309,11 +309,15 @@ def sandbox_processes(
 
 
 def leftover_mounts(state_dir: Path, *, include_warm: bool = False) -> list[str]:
+    """Mounts under the state dir but the daemon's own while it runs: the warm pool's (unless
+    `include_warm`) and the tenants' download caches (mounted from first use to shutdown)."""
     with open("/proc/self/mountinfo") as fh:
         return [
             ln
             for ln in fh
-            if f" {state_dir}/" in ln and (include_warm or f"runs/{WARM_PREFIX}" not in ln)
+            if f" {state_dir}/" in ln
+            and (include_warm or f"runs/{WARM_PREFIX}" not in ln)
+            and f" {state_dir}/caches/" not in ln
         ]
 
 

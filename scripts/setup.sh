@@ -24,6 +24,9 @@ command -v losetup >/dev/null || missing+=(mount)         # loop mounts
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 [ -x /usr/bin/tini-static ] || missing+=(tini)            # every jail's init (pid 1)
 command -v capsh >/dev/null || missing+=(libcap2-bin)     # tests: a daemon without a capability
+/usr/bin/python3 -c 'import ipykernel' 2>/dev/null || missing+=(python3-ipykernel)  # contexts' kernel
+/usr/bin/python3 -c 'import matplotlib' 2>/dev/null || missing+=(python3-matplotlib)  # figures in contexts
+[ -x /usr/bin/chromium ] || missing+=(chromium)           # tests/ui: the Studio in a real browser
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   apt-get update -qq

@@ -49,7 +49,7 @@ def backend_problem() -> str | None:
 TESTS = Path(__file__).parent
 UNIT_TIER = TESTS / "unit"
 #: The tiers, one folder each; every test gets its folder's marker (`pytest -m docker`).
-TIERS = ("unit", "jail", "docker", "network", "security", "coder", "bench")
+TIERS = ("unit", "jail", "docker", "network", "security", "coder", "bench", "ui")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from sandboxd.backends.host.kernel import Kernel
 from sandboxd.backends.host.output import StreamCapture
-from sandboxd.errors import BackendUnavailable
+from sandboxd.errors import InvalidRequest
 from sandboxd.models import Capabilities, ContextSpec, Limits, PoolStats, RunRequest, RunResult
 
 
@@ -62,6 +62,18 @@ class SandboxMount:
     uid: int
 
 
+@dataclass(frozen=True)
+class CacheMount:
+    """A tenant's download cache, handed to a run that asked for it: the tree to mount at
+    `/cache` and the host uid its files belong to on disk (the run sees them as its own)."""
+
+    path: Path
+    disk_uid: int
+
+    def astuple(self) -> tuple[Path, int]:
+        return (self.path, self.disk_uid)
+
+
 class Backend(ABC):
     """Runs one request in a fresh, isolated sandbox and reports what happened.
 
@@ -89,9 +101,11 @@ class Backend(ABC):
         *,
         sandbox: SandboxMount | None = None,
         control: RunControl | None = None,
+        cache: CacheMount | None = None,
     ) -> RunResult:
         """Run `request` (limits already checked against the daemon's caps), in a fresh
-        workspace, or over `sandbox`'s persistent one; `control` streams and cancels."""
+        workspace, or over `sandbox`'s persistent one; `control` streams and cancels; `cache`
+        (given exactly when the request asks for its download cache) is mounted at /cache."""
 
     @abstractmethod
     def version(self) -> str:
@@ -109,5 +123,10 @@ class Backend(ABC):
         self, context_id: str, sandbox: SandboxMount, limits: Limits, spec: ContextSpec
     ) -> Kernel:
         """Start an interpreter context's kernel over `sandbox`'s workspace, within `limits`
-        for the whole of it; ready to execute when returned. Not every backend has them."""
-        raise BackendUnavailable(f"the {self.name} backend has no interpreter contexts")
+        for the whole of it; ready to execute when returned. Not every backend has them: a
+        request for one where there are none is the caller's to change (400)."""
+        raise InvalidRequest(
+            f"sandboxes on the {self.name} backend have no interpreter contexts (yet): create "
+            "the sandbox with backend nsjail",
+            field="backend",
+        )

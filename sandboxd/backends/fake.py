@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, get_args
 
-from sandboxd.backends.base import Backend, RunControl, SandboxMount
+from sandboxd.backends.base import Backend, CacheMount, RunControl, SandboxMount
 from sandboxd.backends.host.output import StreamCapture
 from sandboxd.errors import WIRE_CODES, error_from_wire
 from sandboxd.models import (
@@ -113,6 +113,7 @@ class FakeBackend(Backend):
         *,
         sandbox: SandboxMount | None = None,
         control: RunControl | None = None,
+        cache: CacheMount | None = None,
     ) -> RunResult:
         self.calls.append(FakeCall(run_id, request, sandbox))
         control = control or RunControl()

@@ -134,7 +134,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         web.run_app(
             app,
             sock=sock,
-            print=lambda _msg: print(f"sandboxd listening on http://{host}:{port}", flush=True),
+            print=lambda _msg: print(
+                f"sandboxd listening on http://{host}:{port}\n"
+                f"Studio (web UI): http://{host}:{port}/ui/ (sign in with a token)",
+                flush=True,
+            ),
             access_log=None,
             shutdown_timeout=settings.shutdown_grace_s,
         )

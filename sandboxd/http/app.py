@@ -27,7 +27,7 @@ from sandboxd.errors import (
     SandboxdError,
     Unauthorized,
 )
-from sandboxd.http import mcp, openapi, routes
+from sandboxd.http import mcp, openapi, routes, ui
 from sandboxd.http.keys import (
     BACKEND,
     CLAIM,
@@ -37,6 +37,7 @@ from sandboxd.http.keys import (
     RUNS,
     SANDBOXES,
     SETTINGS,
+    SOLVES,
     STORE,
     TRACER,
 )
@@ -54,6 +55,7 @@ from sandboxd.service import auth, identity
 from sandboxd.service.contexts import ContextManager
 from sandboxd.service.runs import RunManager
 from sandboxd.service.sandboxes import SandboxManager
+from sandboxd.service.solves import SolveBook
 from sandboxd.service.store import Store
 from sandboxd.settings import Settings
 
@@ -152,8 +154,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
-        return await handler(request)
+    if request.path in PUBLIC_PATHS or ui.is_ui(request.path):
+        return await handler(
+            request
+        )  # the UI's files hold nothing secret; its calls carry the token
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -213,25 +217,27 @@ async def _backend(app: web.Application) -> AsyncIterator[None]:
     finally:
         for backend in reversed(started):
             await backend.close()
+        await app[RUNS].caches.close()
 
 
 async def _sandboxes(app: web.Application) -> AsyncIterator[None]:
     manager, store, settings = app[SANDBOXES], app[STORE], app[SETTINGS]
     app[METRICS].active_sandboxes.set(await manager.start())
 
+    async def expired(action: str, gone: list[tuple[str, str]]) -> None:
+        for target, tenant in gone:
+            result = {"state": "expired"}
+            await store.record(action, tenant=tenant, token_id=None, target=target, result=result)
+
     async def sweep() -> None:
         while True:
             await asyncio.sleep(settings.sandbox_sweep_s)
             try:
-                for sandbox_id, tenant in await manager.expire_idle():
-                    app[METRICS].active_sandboxes.dec()
-                    await store.record(
-                        "sandbox.expire",
-                        tenant=tenant,
-                        token_id=None,
-                        target=sandbox_id,
-                        result={"state": "expired"},
-                    )
+                sandboxes = await manager.expire_idle()
+                app[METRICS].active_sandboxes.dec(len(sandboxes))
+                await expired("sandbox.expire", sandboxes)
+                # after the sandboxes: a snapshot whose last fork just went is used now
+                await expired("snapshot.expire", await manager.snapshots.expire_idle())
             except Exception:
                 log.exception("sandbox expiry sweep failed")
 
@@ -323,10 +329,12 @@ def make_app(
     app[RUNS] = RunManager(settings, backends, app[STORE], app[METRICS], app[TRACER])
     app[SANDBOXES] = SandboxManager(settings, app[STORE])
     app[CONTEXTS] = ContextManager(settings, app[SANDBOXES], app[RUNS])
+    app[SOLVES] = SolveBook(app[STORE])
     app.cleanup_ctx.extend([_claim, _tracer, _state, _backend, _sandboxes, _contexts])
 
     for table in routes.TABLES:
         app.router.add_routes(table)
     app[OPENAPI] = openapi.build_openapi(app.router)
+    app.router.add_routes(ui.make_routes(ui.load_assets()))  # not the API: not in the document
     mcp.add_routes(app)  # JSON-RPC (MCP), not in the OpenAPI document
     return app

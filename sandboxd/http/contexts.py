@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from typing import Any
 
@@ -35,6 +36,7 @@ SBX = {"sandbox_id": "A sandbox's id (`sbx_...`)."}
 CTX = {**SBX, "context_id": "A context's id (`ctx_...`)."}
 _CONTEXT_ID = re.compile(CONTEXT_ID)
 GONE_POLL_S = 0.25
+log = logging.getLogger("sandboxd.http.contexts")
 
 
 def _ids(request: web.Request) -> tuple[str, str]:
@@ -183,6 +185,10 @@ async def execute(request: web.Request) -> web.StreamResponse:
             result = task.result()
         except SandboxdError as exc:
             await response.write(_sse(ExecutionEvent(event="error", error=exc.to_wire()["error"])))
+        except Exception:
+            log.exception("streamed execution failed")
+            internal = SandboxdError("internal error; see the daemon's log").to_wire()["error"]
+            await response.write(_sse(ExecutionEvent(event="error", error=internal)))
         else:
             _noted(request, result)
             await response.write(_sse(ExecutionEvent(event="done", result=result)))

@@ -17,6 +17,7 @@ from sandboxd.service.contexts import ContextManager
 from sandboxd.service.identity import StateClaim
 from sandboxd.service.runs import RunManager
 from sandboxd.service.sandboxes import SandboxManager
+from sandboxd.service.solves import SolveBook
 from sandboxd.service.store import Store
 from sandboxd.settings import Settings
 
@@ -26,6 +27,7 @@ STORE = web.AppKey("store", Store)
 RUNS = web.AppKey("runs", RunManager)
 SANDBOXES = web.AppKey("sandboxes", SandboxManager)
 CONTEXTS = web.AppKey("contexts", ContextManager)
+SOLVES = web.AppKey("solves", SolveBook)
 METRICS = web.AppKey("metrics", Metrics)
 TRACER = web.AppKey("tracer", Tracer)
 CLAIM = web.AppKey("claim", StateClaim)

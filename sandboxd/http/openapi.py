@@ -70,6 +70,11 @@ def _content(content: Content, refs: dict[Any, Any], mode: JsonSchemaMode) -> di
         return {"application/json": {"schema": refs[(content, mode)]}}
     if content == "application/json":
         return {content: {"schema": {"type": "object"}}}
+    if content == SSE:  # a stream of events, each {event, data}: data is a RunEvent as JSON
+        event = {"type": "string", "enum": ["start", "stdout", "stderr", "exit", "error"]}
+        data = {"type": "string", "contentMediaType": "application/json"}
+        schema = {"type": "object", "properties": {"event": event, "data": data}}
+        return {content: {"schema": schema}}
     if content and content.startswith("text/"):
         return {content: {"schema": {"type": "string"}}}
     return {str(content): {"schema": {"type": "string", "format": "binary"}}}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from sandboxd.http import contexts, runs, sandboxes, snapshots
+from sandboxd.http import contexts, overview, runs, sandboxes, snapshots, solves
 from sandboxd.http.request import route_doc
 
 TABLES: tuple[web.RouteTableDef, ...] = (
@@ -16,6 +16,8 @@ TABLES: tuple[web.RouteTableDef, ...] = (
     sandboxes.routes,
     snapshots.routes,
     contexts.routes,
+    solves.routes,
+    overview.routes,
 )
 
 

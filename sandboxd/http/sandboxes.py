@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -154,7 +155,12 @@ async def get_file(request: web.Request) -> web.Response:
     principal = require(request, SCOPE)
     sandbox_id, rel = _sandbox_id(request), _path(request)
     data = await request.app[SANDBOXES].read_file(principal, sandbox_id, rel)
-    return web.Response(body=data, content_type="application/octet-stream")
+    name = quote(rel.rsplit("/", 1)[-1], safe="")  # the sandbox chose it: quoted, never raw
+    return web.Response(
+        body=data,
+        content_type="application/octet-stream",
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}"},
+    )
 
 
 @routes.delete(FILES, name="file.delete")

@@ -41,15 +41,17 @@ async def create(request: web.Request) -> web.Response:
     """Copy the workspace as it is between runs (a run in flight is waited for). The sandbox
     goes on as before; the snapshot never changes. Of a sandbox started from a snapshot, the
     snapshot holds what that sandbox wrote, stacked on the one it started from (409 beyond
-    16 such layers). Send `{}` for no labels."""
+    16 such layers). Send `{}` for no labels. With `ttl_s` it is a cache: it goes after
+    that long unused, or sooner, least recently used first, to make room for a new snapshot
+    of its tenant over the snapshot-disk quota (each such deletion is audited)."""
     principal = require(request, SCOPE)
     sandbox_id = request.match_info["sandbox_id"]
     note(request, target=sandbox_id)
     manager = request.app[SANDBOXES]
     await manager.get(principal, sandbox_id)  # 404 before reading a body
     spec = parse_body(SnapshotCreate, await request.read())
-    note(request, req={"sandbox_id": sandbox_id, "labels": spec.labels})
-    snapshot = await manager.snapshot(principal, sandbox_id, spec.labels)
+    note(request, req={"sandbox_id": sandbox_id, "labels": spec.labels, "ttl_s": spec.ttl_s})
+    snapshot = await manager.snapshot(principal, sandbox_id, spec)
     note(
         request,
         target=snapshot.id,

@@ -166,3 +166,52 @@ async def _cancel_for_gone(task: asyncio.Future[RunResult], control: StreamedCon
     await asyncio.wait({task}, timeout=GONE_CANCEL_S)
     if not task.done():  # `finally` cancels the task
         log.warning("a run did not end %s s after its client went away", GONE_CANCEL_S)
+
+
+async def follow_run(
+    request: web.Request,
+    run_id: str,
+    earlier: list[tuple[str, bytes]],
+    queue: asyncio.Queue[tuple[str, bytes] | None],
+    done: asyncio.Future[RunResult] | None,
+    trace_id: str,
+) -> web.StreamResponse:
+    """The events of a run someone else started, as its own stream would have them: `start`,
+    what it printed so far and then as it comes (`earlier`, then `queue` until None), and
+    `exit` with its result (from `done`, which is None for a run already recorded).
+    A follower that goes away changes nothing for the run."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": EVENT_STREAM,
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            "traceparent": traceparent(trace_id),
+            "X-Trace-Id": trace_id,
+        }
+    )
+    await response.prepare(request)
+    decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")}
+
+    async def write(stream: str, chunk: bytes, final: bool = False) -> None:
+        if text := decoders[stream].decode(chunk, final=final):
+            await response.write(sse(RunEvent(event=OUTPUT_EVENTS[stream], data=text)))
+
+    try:
+        await response.write(sse(RunEvent(event="start", run_id=run_id)))
+        for stream, chunk in earlier:
+            await write(stream, chunk)
+        while (item := await queue.get()) is not None:
+            await write(*item)
+        for stream in decoders:
+            await write(stream, b"", final=True)
+        if done is not None:
+            try:
+                result = await asyncio.shield(done)
+            except SandboxdError as exc:
+                await response.write(sse(RunEvent(event="error", error=exc.to_wire()["error"])))
+            else:
+                await response.write(sse(RunEvent(event="exit", run_id=run_id, result=result)))
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the follower left; the run goes on
+    return response

@@ -37,6 +37,8 @@ from sandboxd.settings import Settings
 
 log = logging.getLogger("sandboxd.service.contexts")
 MAX_CONTEXTS_PER_SANDBOX = 8
+#: An execution counts as a use of its sandbox; noted at most this often (a write to the store).
+TOUCH_EVERY_S = 1.0
 #: Dead contexts are forgotten this long after they died (their 409 turns into a 404).
 KEEP_DEAD_S = 3600.0
 
@@ -85,6 +87,7 @@ class ContextManager:
         self.sandboxes = sandboxes
         self.runs = runs
         self._contexts: dict[str, _Context] = {}
+        self._touched: dict[str, float] = {}
         sandboxes.before_remove.append(self.close_sandbox)
 
     def _find(self, principal: Principal, sandbox_id: str, context_id: str) -> _Context:
@@ -126,6 +129,9 @@ class ContextManager:
         except BaseException:
             self._contexts.pop(ctx.id, None)
             raise
+        if self._contexts.get(ctx.id) is not ctx:  # deleted, or its sandbox, as it started
+            await self._end(ctx, "deleted as it started")
+            raise NotFound(f"no sandbox {sandbox_id!r}")
         await self.sandboxes.touch(sandbox_id)
         return ctx.info()
 
@@ -161,7 +167,9 @@ class ContextManager:
             assert kernel is not None  # noqa: S101  # an invariant: a live context has one
             ctx.status = "busy"
             ctx.last_used_at = time.time()
-            await self.sandboxes.touch(sandbox_id)
+            if ctx.last_used_at - self._touched.get(sandbox_id, 0.0) > TOUCH_EVERY_S:
+                self._touched[sandbox_id] = ctx.last_used_at
+                await self.sandboxes.touch(sandbox_id)
             try:
                 result = await kernel.execute(request.code, request.timeout_s, on_event)
             finally:
@@ -198,6 +206,8 @@ class ContextManager:
         if ctx.kernel is not None:
             await ctx.kernel.destroy("restarted")
         async with ctx.lock:
+            if ctx.kernel is not None:  # one that a concurrent start or restart made
+                await ctx.kernel.destroy("restarted")
             ctx.status = "starting"
             mount = await self.sandboxes.mount(principal, sandbox_id)
             try:
@@ -211,15 +221,25 @@ class ContextManager:
     async def delete(self, principal: Principal, sandbox_id: str, context_id: str) -> None:
         ctx = self._find(principal, sandbox_id, context_id)
         self._contexts.pop(ctx.id, None)
-        if ctx.kernel is not None:
-            await ctx.kernel.destroy("deleted")
+        await self._end(ctx, "deleted")
 
     async def close_sandbox(self, sandbox_id: str) -> None:
         """End every context of a sandbox that goes away (before its disk is unmounted)."""
+        self._touched.pop(sandbox_id, None)
         for ctx in [c for c in self._contexts.values() if c.sandbox_id == sandbox_id]:
             self._contexts.pop(ctx.id, None)
+            await self._end(ctx, "its sandbox was deleted")
+
+    @staticmethod
+    async def _end(ctx: _Context, reason: str) -> None:
+        """Kill the context's kernel now (an execution in progress ends `killed`), then once
+        more after whatever held the context (a start, an execution) has let go."""
+        if ctx.kernel is not None:
+            await ctx.kernel.destroy(reason)
+        async with ctx.lock:
             if ctx.kernel is not None:
-                await ctx.kernel.destroy("its sandbox was deleted")
+                await ctx.kernel.destroy(reason)
+            ctx.mark_dead(reason)
 
     async def expire_idle(self) -> list[tuple[str, str]]:
         """Stop the kernels of contexts idle past their idle_timeout_s (they stay, dead, for

@@ -98,6 +98,7 @@ def request_digest(request: RunRequest) -> dict[str, Any]:
         "env_names": sorted(request.env),
         "limits": request.limits.model_dump(),
         "network": request.network.model_dump(),
+        "download_cache": request.download_cache,
         "collect": request.collect,
     }
 

@@ -200,6 +200,8 @@ class SnapshotRow:
     created_at: float
     state: str  # creating | ready
     parent: str | None = None  # taken of a fork of this snapshot: its layer sits above it
+    ttl_s: int | None = None  # a cache: expires this long after its last use, evictable
+    last_used_at: float | None = None  # created, or a fork of it (or above it) made or gone
 
 
 def _snapshot(row: sqlite3.Row) -> SnapshotRow:
@@ -209,7 +211,7 @@ def _snapshot(row: sqlite3.Row) -> SnapshotRow:
 def insert_snapshot(db: sqlite3.Connection, row: SnapshotRow) -> None:
     db.execute(
         "INSERT INTO snapshots (id, tenant, sandbox_id, uid, size_bytes, labels, created_at,"
-        " state, parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " state, parent, ttl_s, last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         astuple(row),  # the columns, in the dataclass's order
     )
 
@@ -274,6 +276,35 @@ def unfinished_snapshots(db: sqlite3.Connection) -> list[str]:
 
 def delete_snapshot(db: sqlite3.Connection, snapshot_id: str) -> None:
     db.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
+
+
+def touch_snapshot_chain(db: sqlite3.Connection, snapshot_id: str, now: float) -> None:
+    """A fork of the snapshot was made or is gone: it and those below it were used now."""
+    for row in snapshot_chain(db, snapshot_id):
+        db.execute("UPDATE snapshots SET last_used_at = ? WHERE id = ?", (now, row.id))
+
+
+def snapshot_users(db: sqlite3.Connection, snapshot_id: str) -> list[str]:
+    """What keeps a snapshot: the sandboxes started from it and the snapshots above it."""
+    return forks_of(db, snapshot_id) + children_of(db, snapshot_id)
+
+
+def idle_cached_snapshots(
+    db: sqlite3.Connection, tenant: str | None, expired_by: float | None
+) -> list[SnapshotRow]:
+    """Ready snapshots with a ttl_s (of `tenant`, if given) that nothing uses, least recently
+    used first; with `expired_by`, only those whose ttl_s had run out by then."""
+    rows = db.execute(
+        "SELECT * FROM snapshots s WHERE state = 'ready' AND ttl_s IS NOT NULL"
+        " AND (?1 IS NULL OR tenant = ?1)"
+        " AND (?2 IS NULL OR COALESCE(last_used_at, created_at) + ttl_s <= ?2)"
+        " AND NOT EXISTS (SELECT 1 FROM snapshots c WHERE c.parent = s.id)"
+        " AND NOT EXISTS (SELECT 1 FROM sandboxes b WHERE b.state IN ('active', 'creating')"
+        "  AND json_extract(b.spec, '$.from_snapshot') = s.id)"
+        " ORDER BY COALESCE(last_used_at, created_at), created_at",
+        (tenant, expired_by),
+    )
+    return [_snapshot(r) for r in rows]
 
 
 # -- tokens ----------------------------------------------------------------------------------
@@ -390,3 +421,112 @@ def audit_page(
         (after, tenant, limit),
     ).fetchall()
     return [_audit(r) for r in rows]
+
+
+# -- the run list and the overview -----------------------------------------------------------
+
+
+def run_page(
+    db: sqlite3.Connection,
+    *,
+    tenant: str | None,
+    status: str | None,
+    language: str | None,
+    backend: str | None,
+    trace_id: str | None,
+    after: str | None,
+    limit: int,
+) -> list[RunRow]:
+    """Runs newest first (of `tenant`, if given; filtered), those older than run `after`."""
+    rows = db.execute(
+        "SELECT * FROM runs WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR status = ?2)"
+        " AND (?3 IS NULL OR json_extract(request_digest, '$.language') = ?3)"
+        " AND (?4 IS NULL OR json_extract(result, '$.backend') = ?4)"
+        " AND (?7 IS NULL OR trace_id = ?7)"
+        " AND (?5 IS NULL OR (created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?5))"
+        " ORDER BY created_at DESC, id DESC LIMIT ?6",
+        (tenant, status, language, backend, after, limit, trace_id),
+    ).fetchall()
+    return [_run(r) for r in rows]
+
+
+def runs_since(db: sqlite3.Connection, since: float) -> list[tuple[str, float, float | None]]:
+    """(status, created_at, finished_at) of every run started since `since`."""
+    rows = db.execute(
+        "SELECT status, created_at, finished_at FROM runs WHERE created_at >= ?", (since,)
+    )
+    return [(str(r[0]), float(r[1]), r[2]) for r in rows]
+
+
+# -- solves ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SolveRow:
+    id: str
+    tenant: str
+    spec: str  # the SolveCreate, as JSON
+    status: str
+    events: int
+    event_bytes: int
+    created_at: float
+    updated_at: float
+
+
+def _solve(row: sqlite3.Row) -> SolveRow:
+    return SolveRow(**dict(row))
+
+
+def insert_solve(db: sqlite3.Connection, row: SolveRow) -> None:
+    db.execute(
+        "INSERT INTO solves (id, tenant, spec, status, events, event_bytes, created_at,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        astuple(row),
+    )
+
+
+def get_solve(db: sqlite3.Connection, solve_id: str) -> SolveRow | None:
+    row = db.execute("SELECT * FROM solves WHERE id = ?", (solve_id,)).fetchone()
+    return None if row is None else _solve(row)
+
+
+def solve_page(
+    db: sqlite3.Connection, tenant: str | None, after: str | None, limit: int
+) -> list[SolveRow]:
+    """Solves newest first (of `tenant`, if given), those older than solve `after`."""
+    rows = db.execute(
+        "SELECT * FROM solves WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR"
+        " (created_at, id) < (SELECT created_at, id FROM solves WHERE id = ?2))"
+        " ORDER BY created_at DESC, id DESC LIMIT ?3",
+        (tenant, after, limit),
+    )
+    return [_solve(r) for r in rows]
+
+
+def append_solve_events(
+    db: sqlite3.Connection,
+    solve_id: str,
+    events: list[str],
+    added_bytes: int,
+    status: str | None,
+    now: float,
+) -> int:
+    """Append events (JSON each) after the solve's last; set its status if given. The count."""
+    first = int(db.execute("SELECT events FROM solves WHERE id = ?", (solve_id,)).fetchone()[0])
+    db.executemany(
+        "INSERT INTO solve_events (solve_id, seq, time, event) VALUES (?, ?, ?, ?)",
+        [(solve_id, first + i + 1, now, e) for i, e in enumerate(events)],
+    )
+    db.execute(
+        "UPDATE solves SET events = events + ?, event_bytes = event_bytes + ?,"
+        " status = COALESCE(?, status), updated_at = ? WHERE id = ?",
+        (len(events), added_bytes, status, now, solve_id),
+    )
+    return first + len(events)
+
+
+def solve_events(db: sqlite3.Connection, solve_id: str) -> list[tuple[int, float, str]]:
+    rows = db.execute(
+        "SELECT seq, time, event FROM solve_events WHERE solve_id = ? ORDER BY seq", (solve_id,)
+    )
+    return [(int(r[0]), float(r[1]), str(r[2])) for r in rows]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 from collections import Counter
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sandboxd.backends.base import Backend, RunControl, SandboxMount
+from sandboxd.backends.base import Backend, CacheMount, RunControl, SandboxMount
+from sandboxd.backends.host.workspace import CACHE_ENV
 from sandboxd.errors import (
     Conflict,
     InvalidRequest,
@@ -29,10 +31,12 @@ from sandboxd.errors import (
     QuotaExceeded,
     SandboxdError,
 )
-from sandboxd.models import RunRecord, RunRequest, RunResult
+from sandboxd.models import RunList, RunRecord, RunRequest, RunResult, RunSummary
 from sandboxd.observability import Metrics, Tracer
 from sandboxd.service import queries
 from sandboxd.service.auth import Principal
+from sandboxd.service.caches import DownloadCaches
+from sandboxd.service.follow import OutputLog, tee
 from sandboxd.service.policy import apply_caps, check_network, request_digest
 from sandboxd.service.store import Store
 from sandboxd.settings import Settings
@@ -90,6 +94,7 @@ class _InFlight:
     tenant: str
     control: RunControl
     done: asyncio.Future[RunResult]
+    output: OutputLog
 
 
 class RunManager:
@@ -108,6 +113,7 @@ class RunManager:
         self.store = store
         self.metrics = metrics
         self.tracer = tracer
+        self.caches = DownloadCaches(settings)
         self._slots = asyncio.Semaphore(settings.max_concurrent_runs)
         self._tenant_load: Counter[str] = Counter()
         self._inflight: dict[str, _InFlight] = {}
@@ -162,6 +168,10 @@ class RunManager:
         backend = self.backend_for(request.backend, request.image)
         tenant = principal.tenant
         self._admit(tenant)
+        cache = None
+        if request.download_cache:
+            cache = await self.caches.mount_for(tenant)
+            request = request.model_copy(update={"env": {**CACHE_ENV, **request.env}})
         self._tenant_load[tenant] += 1
         try:
             self.queued += 1
@@ -174,7 +184,14 @@ class RunManager:
             self._gauges()
             try:
                 return await self._execute(
-                    backend, request, prepared, tenant, trace_id, sandbox, control or RunControl()
+                    backend,
+                    request,
+                    prepared,
+                    tenant,
+                    trace_id,
+                    sandbox,
+                    control or RunControl(),
+                    cache,
                 )
             finally:
                 self.active -= 1
@@ -192,6 +209,7 @@ class RunManager:
         trace_id: str,
         sandbox: SandboxMount | None,
         control: RunControl,
+        cache: CacheMount | None,
     ) -> RunResult:
         run_id, sandbox_id = new_run_id(), prepared.sandbox_id
         await self.store.run_started(run_id, tenant, sandbox_id, prepared.digest, trace_id)
@@ -207,7 +225,9 @@ class RunManager:
                     language=request.language,
                     backend=backend.name,
                 ):
-                    ran = await backend.run(run_id, request, sandbox=sandbox, control=control)
+                    ran = await backend.run(
+                        run_id, request, sandbox=sandbox, control=control, cache=cache
+                    )
             except BaseException as exc:
                 status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "error"
                 await asyncio.shield(self.store.run_finished(run_id, status, None))
@@ -247,7 +267,9 @@ class RunManager:
     ) -> Iterator[asyncio.Future[RunResult]]:
         """The run, findable by `cancel` while it runs; its result, or why there is none."""
         done: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
-        self._inflight[run_id] = _InFlight(tenant, control, done)
+        output = OutputLog()
+        tee(control, output)  # followers (`follow`) see what the run prints
+        self._inflight[run_id] = _InFlight(tenant, control, done, output)
         try:
             yield done
         except BaseException as exc:
@@ -256,6 +278,17 @@ class RunManager:
             raise
         finally:
             del self._inflight[run_id]
+            output.close()
+
+    def follow(
+        self, run_id: str, principal: Principal
+    ) -> tuple[OutputLog, asyncio.Future[RunResult]] | None:
+        """A run in flight that the caller may see: its output log and its result to come;
+        None when it is not in flight (finished, another tenant's, or unknown)."""
+        entry = self._inflight.get(run_id)
+        if entry is None or not (entry.tenant == principal.tenant or principal.can("admin")):
+            return None
+        return entry.output, entry.done
 
     async def cancel(self, run_id: str, principal: Principal) -> RunResult:
         """Kill a run in progress and return its (partial) result."""
@@ -268,10 +301,39 @@ class RunManager:
         entry.control.cancel.set()
         return await asyncio.shield(entry.done)
 
+    async def page(
+        self, tenant: str | None, after: str | None, limit: int, **filters: str | None
+    ) -> RunList:
+        """Recorded runs, newest first (of `tenant`, if given); `filters`: status, language,
+        backend, trace_id. `after`: the last run of the previous page."""
+        rows = await self.store.call(
+            queries.run_page, tenant=tenant, after=after, limit=limit, **filters
+        )
+        runs = []
+        for row in rows:
+            digest = json.loads(row.request_digest)
+            result = RunResult.model_validate_json(row.result) if row.result else None
+            runs.append(
+                RunSummary(
+                    id=row.id,
+                    tenant=row.tenant,
+                    status=row.status,
+                    language=digest.get("language"),
+                    backend=result.backend if result else None,
+                    sandbox_id=row.sandbox_id,
+                    trace_id=row.trace_id,
+                    exit_code=result.exit_code if result else None,
+                    wall_time_s=result.usage.wall_time_s if result else None,
+                    created_at=_time(row.created_at),
+                    finished_at=_time(row.finished_at) if row.finished_at else None,
+                )
+            )
+        return RunList(runs=runs, next_after=runs[-1].id if len(runs) == limit else None)
+
     async def get(self, run_id: str, principal: Principal) -> RunRecord:
-        """A recorded run of the caller's tenant (another tenant's is not found)."""
+        """A recorded run of the caller's tenant, or any for admin (else: not found)."""
         row = await self.store.call(queries.get_run, run_id)
-        if row is None or row.tenant != principal.tenant:
+        if row is None or not (row.tenant == principal.tenant or principal.can("admin")):
             raise NotFound(f"no run {run_id!r}")
         return RunRecord(
             id=row.id,
@@ -281,4 +343,5 @@ class RunManager:
             created_at=_time(row.created_at),
             finished_at=_time(row.finished_at) if row.finished_at else None,
             result=RunResult.model_validate_json(row.result) if row.result else None,
+            request=json.loads(row.request_digest),
         )

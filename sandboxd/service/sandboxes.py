@@ -34,6 +34,7 @@ from sandboxd.models import (
     Sandbox,
     SandboxCreate,
     Snapshot,
+    SnapshotCreate,
 )
 from sandboxd.service import queries
 from sandboxd.service.auth import Principal
@@ -43,7 +44,7 @@ from sandboxd.service.sandbox_disk import CodeMain, SandboxDisk
 from sandboxd.service.snapshot_disk import ForkDisk, thaw
 from sandboxd.service.snapshots import Snapshots
 from sandboxd.service.store import Store
-from sandboxd.settings import UID_SPAN, Settings
+from sandboxd.settings import DOWNLOAD_CACHE_UID_OFFSET, Settings
 
 SANDBOX_UID_OFFSET = 50_000
 MAX_LAYERS = 16  # snapshots stacked under one fork (overlayfs takes up to 500)
@@ -86,7 +87,7 @@ class SandboxManager:
         self.store = store
         self.dir = settings.state_dir / "sandboxes"
         self.uid_base = settings.identity.uid_base + SANDBOX_UID_OFFSET
-        self.uid_end = settings.identity.uid_base + UID_SPAN
+        self.uid_end = settings.identity.uid_base + DOWNLOAD_CACHE_UID_OFFSET  # not its uid
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.snapshots = Snapshots(settings, store)
         #: Called with a sandbox's id before its workspace goes (its contexts end there).
@@ -230,18 +231,22 @@ class SandboxManager:
         """Mark the sandbox `state` and destroy its disk; False if it was no longer active
         (someone else removed it meanwhile), which then changes nothing."""
         row = await self.store.call(queries.active_sandbox, sandbox_id)
-        if row is None or not await self.store.call(queries.retire_sandbox, sandbox_id, state):
+        if row is None:
             return False
-        for hook in self.before_remove:
-            await hook(sandbox_id)
-        await self.disk(sandbox_id).destroy()
-        self._locks.pop(sandbox_id, None)
-        if origin := _origin(row):
-            await self.snapshots.release(origin)
+        origin = _origin(row)
+        async with self.snapshots.pinned(origin) if origin else contextlib.nullcontext():
+            if not await self.store.call(queries.retire_sandbox, sandbox_id, state):
+                return False
+            for hook in self.before_remove:  # its contexts end before its disk goes
+                await hook(sandbox_id)
+            await self.disk(sandbox_id).destroy()
+            self._locks.pop(sandbox_id, None)
+            if origin:
+                await self.snapshots.release(origin)
         return True
 
     async def snapshot(
-        self, principal: Principal, sandbox_id: str, labels: dict[str, str]
+        self, principal: Principal, sandbox_id: str, spec: SnapshotCreate
     ) -> Snapshot:
         """Snapshot a sandbox's workspace, between its runs and file calls (under its lock).
         Of a fork, the snapshot holds what the fork wrote, stacked on the fork's snapshot."""
@@ -257,7 +262,7 @@ class SandboxManager:
         async with self.lock(sandbox_id):
             row = await self._row(principal, sandbox_id)  # it may be gone meanwhile
             disk = self.disk(sandbox_id)
-            snap = await self.snapshots.take(principal, row, disk, labels, origin)
+            snap = await self.snapshots.take(principal, row, disk, spec, origin)
             await self.touch(sandbox_id)
         return snap
 

@@ -14,16 +14,18 @@ snapshot came from can.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import sqlite3
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sandboxd.errors import Conflict, NotFound, QuotaExceeded
-from sandboxd.models import Snapshot
+from sandboxd.errors import Conflict, LimitTooHigh, NotFound, QuotaExceeded
+from sandboxd.models import Snapshot, SnapshotCreate
 from sandboxd.service import queries
 from sandboxd.service.auth import Principal
 from sandboxd.service.sandbox_disk import SandboxDisk
@@ -32,9 +34,11 @@ from sandboxd.service.store import Store
 from sandboxd.settings import Settings
 
 MIB = 1024 * 1024
+MAX_EVICTIONS = 1000  # cache snapshots one snapshot may push out
 
 
 def to_model(row: queries.SnapshotRow) -> Snapshot:
+    last_used = row.last_used_at or row.created_at
     return Snapshot(
         id=row.id,
         sandbox_id=row.sandbox_id,
@@ -42,6 +46,11 @@ def to_model(row: queries.SnapshotRow) -> Snapshot:
         size_bytes=row.size_bytes,
         created_at=datetime.fromtimestamp(row.created_at, UTC),
         labels=json.loads(row.labels),
+        ttl_s=row.ttl_s,
+        last_used_at=datetime.fromtimestamp(last_used, UTC),
+        expires_at=None
+        if row.ttl_s is None
+        else datetime.fromtimestamp(last_used + row.ttl_s, UTC),
     )
 
 
@@ -53,6 +62,9 @@ class Snapshots:
         self.store = store
         self.dir = settings.state_dir / "snapshots"
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        #: Snapshots under a fork that is being removed (its row gone, its mounts not yet):
+        #: in use until `release` is done, whatever the rows say.
+        self._pinned: Counter[str] = Counter()
 
     def image(self, snapshot_id: str, *, of_fork: bool = False) -> SnapshotImage:
         return SnapshotImage(self.dir / snapshot_id, of_fork=of_fork)
@@ -81,48 +93,43 @@ class Snapshots:
         principal: Principal,
         row: queries.SandboxRow,
         disk: SandboxDisk,
-        labels: dict[str, str],
+        spec: SnapshotCreate,
         parent: str | None = None,
     ) -> Snapshot:
         """Snapshot the sandbox of `row` (a fork of `parent`, if given); its caller holds the
         sandbox's lock."""
+        if spec.ttl_s is not None and spec.ttl_s > self.settings.max_snapshot_ttl_s:
+            raise LimitTooHigh(
+                f"ttl_s is above this daemon's maximum of {self.settings.max_snapshot_ttl_s}",
+                field="ttl_s",
+            )
         async with frozen(disk):
-            return await self._take(principal, row, disk, labels, parent)
+            return await self._take(principal, row, disk, spec, parent)
 
     async def _take(
         self,
         principal: Principal,
         row: queries.SandboxRow,
         disk: SandboxDisk,
-        labels: dict[str, str],
+        spec: SnapshotCreate,
         parent: str | None,
     ) -> Snapshot:
-        quota = self.settings.quota_for(principal.tenant).max_snapshot_disk_mib
         estimate = await asyncio.to_thread(allocated, disk.image)  # the copy holds no more
+        now = time.time()
         snap = queries.SnapshotRow(
             "snap_" + secrets.token_hex(8),
             principal.tenant,
             row.id,
             row.uid,
             estimate,
-            json.dumps(labels, sort_keys=True),
-            time.time(),
+            json.dumps(spec.labels, sort_keys=True),
+            now,
             "creating",
             parent,
+            spec.ttl_s,
+            now,
         )
-
-        def reserve(db: sqlite3.Connection) -> None:
-            used = queries.snapshot_usage(db, principal.tenant)
-            wanted = -(-estimate // MIB)
-            if used + wanted > quota:
-                raise QuotaExceeded(
-                    f"tenant's snapshots would hold {used + wanted} MiB of disk, over its "
-                    f"{quota} MiB: delete some (DELETE /v1/snapshots/{{id}})",
-                    field="max_snapshot_disk_mib",
-                )
-            queries.insert_snapshot(db, snap)
-
-        await self.store.call(reserve)
+        await self._reserve(snap)
         image = self.image(snap.id, of_fork=parent is not None)
         try:
             size = await image.copy(disk)
@@ -131,6 +138,74 @@ class Snapshots:
             await asyncio.shield(self._forget(snap.id, image))
             raise
         return await self.get(principal, snap.id)
+
+    async def _reserve(self, snap: queries.SnapshotRow) -> None:
+        """Insert the row of a snapshot being made, its estimate counted against the tenant's
+        quota; over it, the tenant's idle cache snapshots go, least recently used first, until
+        it fits (429 when none is left to evict)."""
+        quota = self.settings.quota_for(snap.tenant).max_snapshot_disk_mib
+        wanted = -(-snap.size_bytes // MIB)
+
+        def reserve(db: sqlite3.Connection) -> tuple[int, list[queries.SnapshotRow]]:
+            used = queries.snapshot_usage(db, snap.tenant)
+            if used + wanted <= quota:
+                queries.insert_snapshot(db, snap)
+                return used, []
+            return used, queries.idle_cached_snapshots(db, snap.tenant, None)
+
+        for _ in range(MAX_EVICTIONS):
+            used, evictable = await self.store.call(reserve)
+            if not evictable and used + wanted <= quota:
+                return
+            if not evictable:
+                raise QuotaExceeded(
+                    f"tenant's snapshots would hold {used + wanted} MiB of disk, over its "
+                    f"{quota} MiB: delete some (DELETE /v1/snapshots/{{id}})",
+                    field="max_snapshot_disk_mib",
+                )
+            victim = evictable[0]
+            if await self._retire(victim.id) == []:
+                await self.store.record(
+                    "snapshot.evict",
+                    tenant=victim.tenant,
+                    token_id=None,
+                    target=victim.id,
+                    result={"state": "evicted", "for": snap.id, "size_bytes": victim.size_bytes},
+                )
+        raise QuotaExceeded(  # a bound, not a case: every pass inserts, refuses or evicts one
+            f"could not make room for the snapshot in {MAX_EVICTIONS} evictions",
+            field="max_snapshot_disk_mib",
+        )
+
+    async def expire_idle(self) -> list[tuple[str, str]]:
+        """Delete the cache snapshots nothing has used for their ttl_s; (id, tenant) of each."""
+        expired = []
+        for row in await self.store.call(queries.idle_cached_snapshots, None, time.time()):
+            if await self._retire(row.id) == []:
+                expired.append((row.id, row.tenant))
+        return expired
+
+    async def _retire(self, snapshot_id: str) -> list[str] | None:
+        """Delete the snapshot unless something uses it: what uses it ([] once deleted), or
+        None when it was gone already."""
+
+        def retire(db: sqlite3.Connection) -> list[str] | None:
+            if queries.get_snapshot(db, snapshot_id) is None:
+                return None
+            users = queries.snapshot_users(db, snapshot_id)
+            if self._pinned[snapshot_id]:
+                users.append("a sandbox being deleted")
+            if not users:
+                queries.delete_snapshot(db, snapshot_id)
+            return users
+
+        async with self._locks[snapshot_id]:
+            users = await self.store.call(retire)
+            if users == []:
+                await self.image(snapshot_id).destroy()
+        if users is not None and not users:
+            self._locks.pop(snapshot_id, None)
+        return users
 
     async def _forget(self, snapshot_id: str, image: SnapshotImage) -> None:
         try:
@@ -156,28 +231,16 @@ class Snapshots:
     async def delete(self, principal: Principal, snapshot_id: str) -> None:
         """Delete a snapshot that no sandbox was started from (those still there)."""
         await self._row(principal, snapshot_id)
-
-        def retire(db: sqlite3.Connection) -> list[str]:
-            if queries.get_snapshot(db, snapshot_id) is None:
-                return []
-            users = queries.forks_of(db, snapshot_id) + queries.children_of(db, snapshot_id)
-            if not users:
-                queries.delete_snapshot(db, snapshot_id)
-            return users
-
-        async with self._locks[snapshot_id]:
-            if await self.store.call(queries.get_snapshot, snapshot_id) is None:
-                raise NotFound(f"no snapshot {snapshot_id!r}")
-            users = await self.store.call(retire)
-            if users:
-                shown = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "")
-                raise Conflict(
-                    f"snapshot {snapshot_id} is in use by {len(users)} sandbox(es) started "
-                    f"from it or snapshot(s) taken of those: {shown}; delete them first",
-                    field="snapshot_id",
-                )
-            await self.image(snapshot_id).destroy()
-        self._locks.pop(snapshot_id, None)
+        users = await self._retire(snapshot_id)
+        if users is None:
+            raise NotFound(f"no snapshot {snapshot_id!r}")
+        if users:
+            shown = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "")
+            raise Conflict(
+                f"snapshot {snapshot_id} is in use by {len(users)} sandbox(es) started "
+                f"from it or snapshot(s) taken of those: {shown}; delete them first",
+                field="snapshot_id",
+            )
 
     # -- forks -----------------------------------------------------------------------------
 
@@ -186,6 +249,7 @@ class Snapshots:
         row = await self.store.call(queries.get_snapshot, snapshot_id)
         if row is None or row.tenant != principal.tenant:
             raise NotFound(f"no snapshot {snapshot_id!r}", field="from_snapshot")
+        await self.store.call(queries.touch_snapshot_chain, snapshot_id, time.time())
         return row
 
     async def acquire(self, snapshot_id: str) -> list[tuple[Path, int]]:
@@ -201,8 +265,23 @@ class Snapshots:
             layers.append((image.layer, row.uid))
         return layers
 
+    @contextlib.asynccontextmanager
+    async def pinned(self, snapshot_id: str) -> AsyncIterator[None]:
+        """Keep the snapshot and those below it from going while a fork of it is removed."""
+        chain = [r.id for r in await self.store.call(queries.snapshot_chain, snapshot_id)]
+        self._pinned.update(chain)
+        try:
+            yield
+        finally:
+            self._pinned.subtract(chain)
+            for ident in chain:
+                if self._pinned[ident] <= 0:
+                    del self._pinned[ident]
+
     async def release(self, snapshot_id: str) -> None:
-        """A fork is gone: unmount each image of its layers that no other fork uses."""
+        """A fork is gone: unmount each image of its layers that no other fork uses. Their
+        idle time (a cache's ttl_s) starts again now."""
+        await self.store.call(queries.touch_snapshot_chain, snapshot_id, time.time())
         for row in await self.store.call(queries.snapshot_chain, snapshot_id):
             async with self._locks[row.id]:
                 if not await self.store.call(queries.forks_of, row.id, deep=True):

@@ -43,7 +43,7 @@ CREATE INDEX IF NOT EXISTS sandboxes_tenant ON sandboxes (tenant, state);
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, sandbox_id TEXT NOT NULL, uid INTEGER NOT NULL,
     size_bytes INTEGER NOT NULL, labels TEXT NOT NULL, created_at REAL NOT NULL,
-    state TEXT NOT NULL DEFAULT 'ready', parent TEXT
+    state TEXT NOT NULL DEFAULT 'ready', parent TEXT, ttl_s INTEGER, last_used_at REAL
 );
 CREATE INDEX IF NOT EXISTS snapshots_tenant ON snapshots (tenant);
 CREATE TABLE IF NOT EXISTS runs (
@@ -52,12 +52,34 @@ CREATE TABLE IF NOT EXISTS runs (
     created_at REAL NOT NULL, finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at, id);
+CREATE TABLE IF NOT EXISTS solves (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, spec TEXT NOT NULL, status TEXT NOT NULL,
+    events INTEGER NOT NULL DEFAULT 0, event_bytes INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS solves_tenant ON solves (tenant, created_at);
+CREATE TABLE IF NOT EXISTS solve_events (
+    solve_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL, event TEXT NOT NULL,
+    PRIMARY KEY (solve_id, seq)
+);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY, time REAL NOT NULL, tenant TEXT, token_id TEXT,
     action TEXT NOT NULL, target TEXT, request TEXT NOT NULL, result TEXT NOT NULL,
     trace_id TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
 );
 """
+
+#: Columns added since a table was first made: a state dir of an older daemon gains them.
+ADDED_COLUMNS = {"snapshots": {"ttl_s": "INTEGER", "last_used_at": "REAL"}}
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    for table, columns in ADDED_COLUMNS.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns.items():
+            if name not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
 class Store:
@@ -82,6 +104,7 @@ class Store:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
+        _add_columns(db)
         self._db = db
 
     def sync(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bench import (
     autogen_executors,
+    context_latency,
     docker_latency,
     fork_latency,
     hello_latency,
@@ -75,3 +76,11 @@ def test_mcp_latency_bench_runs() -> None:
     samples = mcp_latency.measure(iterations=2, warmup=1)  # raises unless every run is ok
     assert {k: len(v) for k, v in samples.items()} == {"api": 2, "http": 2, "stdio": 2}
     assert "| MCP `run_code` over stdio" in mcp_latency.report(samples)
+
+
+def test_context_bench_runs() -> None:
+    data = context_latency.measure(iterations=3)
+    # The Docker row too: CI fails on a missing engine, so here it has one.
+    assert all(len(data[key]) == 3 for key in context_latency.LABELS), data["docker_problem"]
+    assert len(data["inner"]) == 3 + 5  # with the warm-ups
+    assert "in a warm context |" in context_latency.report(data)

@@ -108,7 +108,10 @@ def test_the_next_solve_starts_from_the_kept_environment(
     (repo / "stale.txt").unlink()
     (repo / "tests" / "test_env.py").write_text(ENV_TESTS + GONE_TEST)
     second = solved(repo, envs_daemon)
+    fork_s, ready_s = second["env"].pop("fork_s"), second["env"].pop("ready_s")
     assert second["env"] == {"key": key, "reused": True, "snapshot_id": first["env"]["snapshot_id"]}
+    assert 0 < fork_s <= ready_s  # the fork's own time, then the tree brought up to date
+    assert first["env"]["fork_s"] is None  # set up, not forked
     assert second["setup_steps"] == [] and second["setup_time_s"] == 0
     assert not [e for e in events(second) if e["type"].startswith("setup.")]
     failing = second["tests_before"]["failing"]  # the calculator's bug only: the env tests pass
@@ -148,11 +151,13 @@ def test_envs_list_and_prune(envs_daemon: Daemon, tmp_path: Path) -> None:
     listed = envs(envs_daemon, "list")
     assert listed.returncode == 0, listed.stderr
     header, *rows = listed.stdout.splitlines()
-    assert header.split() == ["KEY", "REPO", "SIZE", "CREATED", "SNAPSHOT"]
+    assert header.split() == ["KEY", "REPO", "SIZE", "CREATED", "EXPIRES", "SNAPSHOT"]
     (row,) = [r for r in rows if r.endswith(snap)]
     assert row.split()[:2] == [key, "calculator"] and "MiB" in row
     as_json = json.loads(envs(envs_daemon, "list", "--json").stdout)
-    assert snap in {s["id"] for s in as_json["snapshots"]}
+    (kept,) = [s for s in as_json["snapshots"] if s["id"] == snap]
+    # A cache on the daemon: it goes after coder's env_ttl_s (14 days) unused.
+    assert kept["ttl_s"] == 14 * 86400 and row.split()[5] == kept["expires_at"][:19] + "Z"
 
     usage = envs(envs_daemon, "prune")
     assert usage.returncode == 2 and usage.stderr.count("\n") == 1, usage.stderr

@@ -18,10 +18,23 @@ import pytest
 
 from coder.testing.harness import example, scripted, solve
 from tests.daemon import Daemon
+from tests.jail.test_download_cache import cache_tree
 from tests.netns import NetHost, namespace_host, wheel
 
 pytestmark = pytest.mark.network
 
+#: The index's files, served as real indexes serve them: immutable, cacheable by pip.
+SERVE = """
+import functools, sys
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+class Handler(SimpleHTTPRequestHandler):
+    def end_headers(self):
+        if self.path.startswith("/packages/"):
+            self.send_header("Cache-Control", "max-age=31536000, immutable")
+        super().end_headers()
+handler = functools.partial(Handler, directory=sys.argv[2])
+ThreadingHTTPServer((sys.argv[1], 8080), handler).serve_forever()
+"""
 HANG = (
     "import socket, sys, time\n"
     "s = socket.create_server((sys.argv[1], 8081)); held = []\n"
@@ -57,7 +70,7 @@ def index_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetHost]:
     def servers(inside: list[str], ip: str) -> list[list[str]]:
         python = [*inside, sys.executable]
         return [
-            [*python, "-m", "http.server", "8080", "--bind", ip, "--directory", str(index)],
+            [*python, "-c", SERVE, ip, str(index)],
             [*python, "-c", HANG, ip],
         ]
 
@@ -67,7 +80,12 @@ def index_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetHost]:
 
 @pytest.fixture(scope="module")
 def index_daemon(workdir: Path, index_host: NetHost) -> Iterator[Daemon]:
-    d = Daemon(workdir, "coder-index", egress={"hosts": {"index.test": [index_host.ip]}})
+    d = Daemon(
+        workdir,
+        "coder-index",
+        egress={"hosts": {"index.test": [index_host.ip]}},
+        tenants={"nocache": {"download_cache_mib": 0}},
+    )
     d.start()
     yield d
     assert d.stop() == 0, d.log.read_text()[-3000:]
@@ -118,6 +136,21 @@ def test_a_derived_recipe_installs_what_the_repository_declares(
     steps = [(s["step"], s["exit_code"]) for s in result["setup_steps"]]
     assert steps == [("venv", 0), ("build deps", 0), ("install", 0)]
     assert "-e '.[test]'" in result["setup_steps"][2]["command"]
+    # The installs went through the tenant's download cache: the wheels are in pip's cache.
+    cache = cache_tree(index_daemon, "default") / "pip"
+    held = b"".join(f.read_bytes() for f in cache.rglob("*") if f.is_file())
+    assert b"tinydep/__init__.py" in held and b"tinytestdep/__init__.py" in held
+
+
+def test_a_tenant_without_a_download_cache_installs_without_one(
+    index_daemon: Daemon, index_host: NetHost, tmp_path: Path
+) -> None:
+    repo = declaring(tmp_path, '"tinydep"')
+    token = index_daemon.make_token("nocache", "run", "sandboxes")
+    with scripted("fixed_first_try") as server:
+        proc, result = solve(repo, server, index_daemon, sandboxd_token=token, **index(index_host))
+    assert result["status"] == "fixed", result.get("setup") or proc.stderr
+    assert not cache_tree(index_daemon, "nocache").parent.parent.exists()
 
 
 def test_a_pytest_plugin_its_configuration_names_is_installed(

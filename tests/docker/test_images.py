@@ -31,6 +31,7 @@ def test_images_are_listed_up_to_date() -> None:
         "sandboxd/base:bookworm",
         "sandboxd/python:bookworm",
         "sandboxd/node:bookworm",
+        "sandboxd/jupyter:bookworm",  # interpreter contexts' kernel
     }
     assert all(ln.endswith("up to date") for ln in lines)
     again = sandboxd("images", "build", "python")
@@ -47,7 +48,7 @@ def test_another_mirror_does_not_make_images_out_of_date() -> None:
     # at once if anything were rebuilt; nothing leaves the host).
     proc = sandboxd("images", "build", "--mirror", "file:///nonexistent/debian")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count(": up to date") == 3, proc.stdout
+    assert proc.stdout.count(": up to date") == 4, proc.stdout
 
 
 def test_no_mirror_anywhere_is_one_line_naming_the_override(

@@ -57,7 +57,8 @@ def test_every_route_is_documented(daemon: Daemon) -> None:
     validate(doc)
     router = app_router()
     assert missing(router, doc) == []
-    assert sum(len(ops) for ops in doc["paths"].values()) == 21  # 17 + 4 of snapshots
+    # 17 + 4 of snapshots + 8 of Studio + 7 of contexts
+    assert sum(len(ops) for ops in doc["paths"].values()) == 36
     # /mcp speaks JSON-RPC as the MCP specification defines it (sandboxd.http.mcp): not a
     # REST operation, so not in the document; it is added beside the tables, not in them
     assert "/mcp" not in doc["paths"]

@@ -174,8 +174,9 @@ def test_idle_sandboxes_expire(workdir: Path) -> None:
             keep = client.create_sandbox(ttl_s=600, limits={"disk_mib": 4})
             gone = client.create_sandbox(ttl_s=1, limits={"disk_mib": 4})
             client.put_file(gone.id, "f", b"x")
-            for _ in range(100):  # bounded: ~10 s
-                if gone.id not in [s.id for s in client.list_sandboxes()]:
+            for _ in range(100):  # bounded: ~10 s (its row goes first, then its disk)
+                listed = [s.id for s in client.list_sandboxes()]
+                if gone.id not in listed and not (d.state_dir / "sandboxes" / gone.id).exists():
                     break
                 time.sleep(0.1)
             with pytest.raises(NotFound):

@@ -26,6 +26,7 @@ from tests.conftest import BackendClient
 from tests.daemon import Daemon
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
+SMALL = {"disk_mib": 16}
 SETUP = (
     "mkdir -p env/lib && echo 'from source' > env/a.txt && "
     "for i in $(seq 1 50); do echo $i > env/lib/f$i.py; done && chmod 755 env/lib"
@@ -369,3 +370,94 @@ def test_a_snapshot_of_a_fork_stacks_on_its_snapshot(
     assert mounted(daemon.state_dir, "snapshots/") == []
     assert delete(daemon, f"/v1/snapshots/{second}") == 204
     assert delete(daemon, f"/v1/snapshots/{first}") == 204
+
+
+def test_caches_are_evicted_least_recently_used_first_to_make_room(workdir: Path) -> None:
+    """Over the snapshot-disk quota, a tenant's unused cache snapshots (`ttl_s`) go, least
+    recently *used* first (a fork made or deleted is a use); one in use, or one kept without
+    a ttl, never goes: then the new snapshot is refused (429) and nothing is left of it."""
+    d = Daemon(
+        workdir,
+        "snaplru",
+        # An empty workspace's snapshot rounds up to 1 MiB, one holding a 2 MiB file to 3.
+        tenants={"q": {"max_snapshot_disk_mib": 7, "max_sandboxes": 2, "max_disk_mib": 64}},
+    ).start()
+    try:
+        token = d.make_token("q", "sandboxes")
+        with d.client(token) as c:
+            box = c.create_sandbox(limits={"disk_mib": 16}).id
+            kept = c.create_snapshot(box).id  # no ttl_s: kept until deleted
+            c.put_file(box, "big.bin", os.urandom(2 * 1024 * 1024))
+            older = c.create_snapshot(box, ttl_s=3600)
+            newer = c.create_snapshot(box, ttl_s=3600)
+            assert older.expires_at is not None and older.ttl_s == 3600
+            assert c.get_snapshot(kept).expires_at is None
+            c.delete_sandbox(c.create_sandbox(from_snapshot=older.id, limits=SMALL).id)  # used last
+            last_used = c.get_snapshot(older.id).last_used_at
+            assert last_used is not None and last_used > newer.created_at
+
+            first = c.create_snapshot(box).id  # 7 + 3 MiB: `newer` makes room, not `older`
+            listed = {s.id for s in c.list_snapshots()}
+            assert listed == {kept, older.id, first}
+            assert not (d.state_dir / "snapshots" / newer.id).exists()
+
+            fork = c.create_sandbox(from_snapshot=older.id, limits=SMALL).id  # `older`: in use
+            before = sorted(p.name for p in (d.state_dir / "snapshots").iterdir())
+            with pytest.raises(QuotaExceeded) as refused:
+                c.create_snapshot(box)
+            assert refused.value.field == "max_snapshot_disk_mib"
+            assert sorted(p.name for p in (d.state_dir / "snapshots").iterdir()) == before
+            assert {s.id for s in c.list_snapshots()} == listed
+            c.delete_sandbox(fork)
+            second = c.create_snapshot(box).id  # unused again: now `older` goes
+            assert {s.id for s in c.list_snapshots()} == {kept, first, second}
+        with d.client() as admin:
+            records = admin.audit(limit=1000).records
+        evicted = [(r.target, r.result["for"]) for r in records if r.action == "snapshot.evict"]
+        assert evicted == [(newer.id, first), (older.id, second)]
+    finally:
+        assert d.stop() == 0
+
+
+def test_caches_expire_when_unused_for_their_ttl(workdir: Path) -> None:
+    """A cache snapshot goes `ttl_s` after its last use (the sweep's, audited); while a
+    sandbox started from it exists it stays, and its clock starts again when that goes. A
+    snapshot without a ttl stays. A ttl over the daemon's maximum, or of 0, is refused."""
+    d = Daemon(workdir, "snapttl", sandbox_sweep_s=0.2, max_snapshot_ttl_s=100).start()
+    try:
+        with d.client() as c:
+            box = c.create_sandbox(limits={"disk_mib": 8}).id
+            status, err = call(d, "POST", f"/v1/sandboxes/{box}/snapshots", {"ttl_s": 101})
+            assert (status, err["error"]["code"], err["error"]["field"]) == (
+                400,
+                "limit_too_high",
+                "ttl_s",
+            )
+            status, err = call(d, "POST", f"/v1/sandboxes/{box}/snapshots", {"ttl_s": 0})
+            assert (status, err["error"]["field"]) == (400, "ttl_s")
+            assert c.list_snapshots() == []  # refusals leave nothing
+
+            kept = c.create_snapshot(box).id
+            idle = c.create_snapshot(box, ttl_s=1).id
+            used = c.create_snapshot(box, ttl_s=1).id
+            fork = c.create_sandbox(from_snapshot=used).id
+            deadline = time.monotonic() + 15
+            while idle in {s.id for s in c.list_snapshots()} and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert {s.id for s in c.list_snapshots()} == {kept, used}
+            assert not (d.state_dir / "snapshots" / idle).exists()
+            time.sleep(1.5)  # past `used`'s ttl, but a fork of it exists
+            assert {s.id for s in c.list_snapshots()} == {kept, used}
+            c.delete_sandbox(fork)
+            gone_at = time.monotonic()
+            while used in {s.id for s in c.list_snapshots()} and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert time.monotonic() - gone_at >= 0.9  # its clock started when the fork went
+            assert {s.id for s in c.list_snapshots()} == {kept}
+            expired: list[str | None] = []
+            while len(expired) < 2 and time.monotonic() < deadline:  # recorded just after
+                records = c.audit(limit=1000).records
+                expired = [r.target for r in records if r.action == "snapshot.expire"]
+        assert expired == [idle, used]
+    finally:
+        assert d.stop() == 0

@@ -201,6 +201,32 @@ def test_pip_install_from_an_allowed_index(client: SyncClient, testhost: NetHost
     assert result.stdout.splitlines()[-1] == "42", result.stdout + result.stderr
 
 
+def test_the_download_cache_serves_a_second_install(client: SyncClient, testhost: NetHost) -> None:
+    """pip, pointed at the tenant's download cache by the daemon, fetches the wheel once: the
+    next install, in another run (another uid), takes it from the cache."""
+    allow = ["index.test:8080", f"{testhost.net}:8080"]
+    install = (
+        "python3 -m pip install --disable-pip-version-check --break-system-packages "
+        "--index-url http://index.test:8080/simple/ --trusted-host index.test --target lib "
+        "tinypkg; python3 -c 'import urllib.request as u; "
+        'print("served", u.urlopen("http://index.test:8080/served").read().decode())\''
+    )
+    served = []
+    for _ in range(2):
+        result = client.run(
+            language="bash",
+            code=install,
+            download_cache=True,
+            network={"mode": "allowlist", "allow": allow},
+            limits={"wall_time_s": 60, "cpu_time_s": 60, "memory_mib": 512},
+        )
+        assert "Successfully installed tinypkg" in result.stdout, result.stdout + result.stderr
+        served.append(int(result.stdout.split("served ")[-1]))
+    assert served[1] == served[0]  # not fetched again
+    (cached,) = [line for line in result.stdout.splitlines() if "Using cached" in line]
+    assert "tinypkg-1.0-py3-none-any.whl" in cached
+
+
 def test_pip_install_from_an_unlisted_index_fails(client: SyncClient, testhost: NetHost) -> None:
     result = pip_install(client, ["*.example.org"])
     assert "42" not in result.stdout.splitlines()

@@ -1,5 +1,6 @@
 """A test host's services, run inside a network namespace the tests create: HTTP on 8080
-(hello, a redirect, a tiny package index) and a TCP echo on 8443 (for CONNECT)."""
+(hello, a redirect, a tiny package index, how often its wheel was served) and a TCP echo on
+8443 (for CONNECT)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from pathlib import Path
 BIND = sys.argv[1]
 WHEEL_PATH = Path(sys.argv[2])
 WHEEL = WHEEL_PATH.read_bytes()
+SERVED = {"wheel": 0}  # how often the wheel went out (the download-cache test reads it)
+
+
+IMMUTABLE = "max-age=31536000, immutable"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -33,7 +38,11 @@ class Handler(BaseHTTPRequestHandler):
             link = f'<a href="/packages/{WHEEL_PATH.name}">{WHEEL_PATH.name}</a>'
             self._send(200, f"<html><body>{link}</body></html>".encode(), "text/html")
         elif self.path == f"/packages/{WHEEL_PATH.name}":
-            self._send(200, WHEEL, "application/octet-stream")
+            SERVED["wheel"] += 1
+            # as real indexes serve files: immutable, cacheable
+            self._send(200, WHEEL, "application/octet-stream", **{"Cache-Control": IMMUTABLE})
+        elif self.path == "/served":
+            self._send(200, str(SERVED["wheel"]).encode())
         else:
             self._send(404, b"not here")
 

@@ -8,10 +8,14 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from coder import repo
 from coder.agents.writer import Writer, WriterView
 from coder.budget import Budget
+from coder.config import load_config
 from coder.digest import digest
+from coder.errors import UsageError
 from coder.lookup import ANSWER_CHARS, MAX_PER_TURN, TURN_CHARS, Lookup, Request, parse_requests
 
 LONG = "\n".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(600))
@@ -101,6 +105,13 @@ def test_the_request_budget_is_one_count_per_solve() -> None:
     assert b.grant_requests("writer", 4) == 1
     assert b.grant_requests("writer", 1) == 0
     assert b.entry("writer").requests == 5
+
+
+def test_the_request_budget_is_a_setting() -> None:
+    assert load_config(None, {}).max_requests == 16
+    assert load_config(None, {"max_requests": 0}).max_requests == 0
+    with pytest.raises(UsageError, match="bad setting max_requests"):
+        load_config(None, {"max_requests": -1})
 
 
 def test_the_writer_asks_is_taught_and_sees_the_answers() -> None:

@@ -17,12 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sandboxd.backends.base import Backend, RunControl, SandboxMount
+from sandboxd.backends.base import Backend, CacheMount, RunControl, SandboxMount
+from sandboxd.backends.docker import kernel
 from sandboxd.backends.docker.container import LABEL, ContainerRun, Containers
 from sandboxd.backends.docker.settings import DockerConfig
 from sandboxd.backends.docker.warm import DOCKER_PROFILES, DockerWarmPool, docker_warm_profile
 from sandboxd.backends.host import seccomp
 from sandboxd.backends.host.egress import EgressGuard
+from sandboxd.backends.host.kernel import Kernel
 from sandboxd.backends.host.reporting import capabilities
 from sandboxd.backends.host.slots import Slots
 from sandboxd.backends.host.supervise import supervise
@@ -34,7 +36,7 @@ from sandboxd.backends.host.workspace import (
     reap_run_dirs,
 )
 from sandboxd.errors import BackendUnavailable, InvalidRequest
-from sandboxd.models import Capabilities, PoolStats, RunRequest, RunResult
+from sandboxd.models import Capabilities, ContextSpec, Limits, PoolStats, RunRequest, RunResult
 from sandboxd.settings import Settings
 
 log = logging.getLogger("sandboxd.docker")
@@ -129,6 +131,24 @@ class DockerBackend(Backend):
         cgroup_version = 1 if (Path("/sys/fs/cgroup/memory")).is_dir() else 2
         return capabilities(self.settings, cgroup_version)
 
+    async def start_kernel(
+        self, context_id: str, sandbox: SandboxMount, limits: Limits, spec: ContextSpec
+    ) -> Kernel:
+        if self._client is None:
+            raise BackendUnavailable("the docker backend is not started")
+        ws = Workspace(
+            self.runs_dir / context_id, uid=sandbox.uid, gid=sandbox.uid, work_dir=sandbox.work_dir
+        )
+        return await kernel.start_kernel(
+            self.containers,
+            ws,
+            context_id,
+            sandbox,
+            limits,
+            spec,
+            max_message_bytes=self.settings.max_limits.output_bytes + (1 << 20),
+        )
+
     # -- one run -----------------------------------------------------------------------------
 
     async def run(
@@ -138,13 +158,14 @@ class DockerBackend(Backend):
         *,
         sandbox: SandboxMount | None = None,
         control: RunControl | None = None,
+        cache: CacheMount | None = None,
     ) -> RunResult:
         if self._client is None:
             raise BackendUnavailable("the docker backend is not started")
         if request.image is not None and not await self._has(request.image):
             raise InvalidRequest(f"image {request.image!r} is not on this host", field="image")
         profile = docker_warm_profile(request, sandbox, self.config.images)
-        if self.warm is not None and profile is not None:
+        if self.warm is not None and profile is not None and cache is None:
             warm = self.warm.take(profile)
             if warm is not None:
                 return await self.warm.run(run_id, request, profile, warm, control)
@@ -157,7 +178,13 @@ class DockerBackend(Backend):
         proxy = None
         created = datetime.now(UTC)
         try:
-            await asyncio.to_thread(prepare_workspace, ws, request, sandbox is not None)
+            await asyncio.to_thread(
+                prepare_workspace,
+                ws,
+                request,
+                sandbox is not None,
+                cache.astuple() if cache else None,
+            )
             if request.stdin is not None:
                 await asyncio.to_thread(ws.write_run_file, "stdin", request.stdin.encode())
             proxy = await self.egress.start(request, ws.root / "egress.sock")

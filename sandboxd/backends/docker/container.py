@@ -29,7 +29,7 @@ from sandboxd.backends.host.output import Sink, StreamCapture, output_sink
 from sandboxd.backends.host.reporting import classify, pids_note, to_result
 from sandboxd.backends.host.supervise import Supervised
 from sandboxd.backends.host.tasks import in_own_thread
-from sandboxd.backends.host.workspace import Workspace
+from sandboxd.backends.host.workspace import JAIL_CACHE, Workspace
 from sandboxd.backends.jailside import jail_forwarder
 from sandboxd.models import MAIN_FILE, RunRequest, RunResult
 from sandboxd.settings import Settings
@@ -102,6 +102,8 @@ class Containers:
             mounts.append(
                 Mount(jail_forwarder.JAIL_SOCKET, str(ws.root / "egress.sock"), type="bind")
             )
+        if ws.cache is not None:
+            mounts.append(Mount(JAIL_CACHE, str(ws.cache), type="bind"))
         memory = limits.memory_mib * 1024 * 1024
         return dict(
             image=self.image_for(request),

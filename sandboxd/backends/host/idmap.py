@@ -87,17 +87,20 @@ def _userns_fd(inside: int, outside: int) -> int:
         child.communicate()
 
 
-def idmapped_bind(source: Path, target: Path, *, disk_uid: int, seen_uid: int) -> None:
-    """Mount `source` on `target` read-only, nosuid, nodev, with files that belong to
-    `disk_uid` (and its gid) on disk seen as `seen_uid`'s; any other owner is unmapped."""
+def idmapped_bind(
+    source: Path, target: Path, *, disk_uid: int, seen_uid: int, read_only: bool = True
+) -> None:
+    """Mount `source` on `target` nosuid, nodev (and read-only unless told), with files that
+    belong to `disk_uid` (and its gid) on disk seen as `seen_uid`'s; any other owner is
+    unmapped. Written through it, a file belongs to `disk_uid` on disk."""
     userns = _userns_fd(disk_uid, seen_uid)
     try:
-        _attach(source, target, userns)
+        _attach(source, target, userns, read_only=read_only)
     finally:
         os.close(userns)
 
 
-def _attach(source: Path, target: Path, userns: int) -> None:
+def _attach(source: Path, target: Path, userns: int, *, read_only: bool) -> None:
     tree = _check(
         _libc.syscall(
             SYS_OPEN_TREE,
@@ -108,12 +111,8 @@ def _attach(source: Path, target: Path, userns: int) -> None:
         f"open_tree {source}",
     )
     try:
-        attr = _MountAttr(
-            MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            0,
-            0,
-            userns,
-        )
+        flags = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+        attr = _MountAttr(flags | (MOUNT_ATTR_RDONLY if read_only else 0), 0, 0, userns)
         _check(
             _libc.syscall(
                 SYS_MOUNT_SETATTR,

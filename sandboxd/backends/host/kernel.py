@@ -2,7 +2,8 @@
 
 The daemon owns the listening side. It binds one unix socket per channel (shell, iopub,
 control) in a fresh directory of its own, before the jail exists; the jail sees that directory
-read-only, and a relay inside it connects out (`sandboxd.backends.jailside.kernel_relay`). So
+read-only, and the kernel inside connects out to them
+(`sandboxd.backends.jailside.kernel_launcher`). So
 the daemon never connects to, opens or follows a path the sandbox could have made: it only
 accepts on sockets it already holds, and the sandbox can neither replace them (read-only) nor
 point the daemon anywhere else (the daemon never resolves those paths again).
@@ -32,7 +33,7 @@ import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
 
-from sandboxd.backends.jailside.kernel_relay import CHANNELS
+from sandboxd.backends.jailside.kernel_launcher import CHANNELS
 from sandboxd.models import ExecutionError, ExecutionResult, ExecutionStatus, Limits, RichOutput
 
 log = logging.getLogger("sandboxd.kernel")
@@ -40,6 +41,18 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 #: unix socket paths are at most 107 bytes (sun_path).
 MAX_SOCKET_PATH = 107
 MAX_MIME = 255
+#: Where IPython, Jupyter and matplotlib keep their files: the jail's /tmp, not the workspace.
+KERNEL_ENV = {
+    "IPYTHONDIR": "/tmp/.ipython",  # noqa: S108  # the jail's own /tmp
+    "JUPYTER_RUNTIME_DIR": "/tmp/.jupyter",  # noqa: S108  # the jail's own /tmp
+    "JUPYTER_DATA_DIR": "/tmp/.jupyter",  # noqa: S108  # the jail's own /tmp
+    "MPLCONFIGDIR": "/tmp/.matplotlib",  # noqa: S108  # the jail's own /tmp
+    "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    # Debian's matplotlib reads its defaults from /etc/matplotlibrc, which jails do not see;
+    # the same file is in /usr.
+    "MATPLOTLIBRC": "/usr/share/matplotlib/mpl-data/matplotlibrc",
+    "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+}
 OnEvent = Callable[[str, Any], None]
 """Gets ("stdout" | "stderr", text) and ("result", RichOutput) as they arrive."""
 
@@ -119,7 +132,7 @@ class _Execution:
 
 
 class KernelConnection:
-    """ZeroMQ sockets bound in `sock_dir` (which must be new and the daemon's), one per relayed
+    """ZeroMQ sockets bound in `sock_dir` (which must be new and the daemon's), one per served
     channel, and the executions done over them, one at a time."""
 
     def __init__(self, sock_dir: Path, *, uid: int, max_message_bytes: int) -> None:
@@ -135,6 +148,7 @@ class KernelConnection:
         self._current: _Execution | None = None
         self._readers: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Future[Any]] = set()
+        self._closed = False
         self.lock = asyncio.Lock()
 
     def bind(self) -> None:
@@ -166,6 +180,10 @@ class KernelConnection:
         ]
 
     def close(self) -> None:
+        """Close the sockets (idempotent); what waits on them is cancelled."""
+        if self._closed:
+            return
+        self._closed = True
         for task in [*self._readers, *self._sends]:
             task.cancel()
         for sock in self._sockets.values():
@@ -248,7 +266,7 @@ class KernelConnection:
 
     async def interrupt(self) -> None:
         """Ask the kernel to interrupt (it raises KeyboardInterrupt in the running code)."""
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(TimeoutError, zmq.ZMQError):
             await self._request("control", "interrupt_request", {}, 2.0)
 
     def begin(self, code: str, output_cap: int, on_event: OnEvent | None) -> _Execution:
@@ -355,6 +373,8 @@ class Kernel:
 
     def death_reason(self) -> tuple[ExecutionStatus, str]:
         oom = self.jail.oom_kills()
+        if self.death is not None and not oom:
+            return "killed", f"the kernel was stopped: {self.death}"
         if oom:
             return "memory_limit", (
                 f"the kernel was killed by the memory limit of {self.limits.memory_mib} MiB "
@@ -371,6 +391,9 @@ class Kernel:
     async def _execute(
         self, code: str, timeout_s: float, on_event: OnEvent | None
     ) -> ExecutionResult:
+        if not self.alive:  # stopped (deleted, restarted) while this waited for its turn
+            gone, reason = self.death_reason()
+            return ExecutionResult(status=gone, message=reason)
         loop = asyncio.get_running_loop()
         start = loop.time()
         cpu0 = self.jail.cpu_time_s()

@@ -24,11 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from sandboxd.backends.host import linux
+from sandboxd.backends.host import idmap, linux
 from sandboxd.errors import InvalidRequest, NotFound, PayloadTooLarge
 from sandboxd.models import MAIN_FILE, CollectedFile, RunRequest, RunResult
 
 SUBDIRS = ("work", "tmp", "shm")
+CACHE_DIR = "cache"  # beside `fs`: the mount point of the tenant's download cache
+#: Where a run sees its download cache, and the variables that point tools at it.
+JAIL_CACHE = "/cache"
+CACHE_ENV = {"XDG_CACHE_HOME": JAIL_CACHE, "PIP_CACHE_DIR": f"{JAIL_CACHE}/pip"}
 NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -280,10 +284,22 @@ class Workspace:
         self.uid = uid
         self.gid = gid
         self.tree = WorkTree(work_dir or self.fs / "work", uid=uid, gid=gid)
+        #: The tenant's download cache as this run sees it (mounted by `attach_cache`).
+        self.cache: Path | None = None
 
     @property
     def work(self) -> Path:
         return self.tree.path
+
+    def attach_cache(self, source: Path, disk_uid: int) -> None:
+        """Mount the tenant's download cache `source` (its files `disk_uid`'s on disk) on a
+        root-owned directory of the run, writable, its files seen as the run's uid: every run
+        of the tenant reads and writes one cache, whatever its own uid, and the files stay
+        `disk_uid`'s on disk."""
+        target = self.root / CACHE_DIR
+        target.mkdir(mode=0o711)
+        idmap.idmapped_bind(source, target, disk_uid=disk_uid, seen_uid=self.uid, read_only=False)
+        self.cache = target
 
     def create(self, *, disk_mib: int) -> None:
         """Make the run directory and mount its tmpfs. Nothing of the sandbox exists yet."""
@@ -309,9 +325,14 @@ class Workspace:
         linux.resize_tmpfs(self.fs, size_bytes=disk_mib << 20, nr_inodes=_inodes(disk_mib))
 
     def destroy(self) -> None:
-        """Unmount the tmpfs (dropping everything the sandbox wrote), then remove our dirs."""
-        if self.fs.is_mount():
-            linux.umount(self.fs)
+        """Unmount the tmpfs (dropping everything the sandbox wrote) and the download cache
+        (whose files stay), then remove our dirs: never through a mount still there."""
+        cache = self.root / CACHE_DIR
+        for mount in (self.fs, cache):
+            if mount.is_mount():
+                linux.umount(mount)
+        if cache.is_mount():
+            raise OSError(f"{cache} is still mounted; {self.root} is left")
         shutil.rmtree(self.root, ignore_errors=True)
 
     def write_file(self, rel: str, data: bytes, *, executable: bool = False) -> None:
@@ -339,9 +360,14 @@ def _inodes(disk_mib: int) -> int:
     return max(1024, disk_mib * 128)
 
 
-def prepare_workspace(ws: Workspace, request: RunRequest, persistent: bool) -> None:
-    """Mount the run's tmpfs and write the request's files and main file into its work tree."""
+def prepare_workspace(
+    ws: Workspace, request: RunRequest, persistent: bool, cache: tuple[Path, int] | None = None
+) -> None:
+    """Mount the run's tmpfs (and the download `cache`: its tree and disk uid, if given) and
+    write the request's files and main file into its work tree."""
     ws.create(disk_mib=request.limits.disk_mib)
+    if cache is not None:
+        ws.attach_cache(*cache)
     write_request_files(ws, request, persistent)
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
-from sandboxd.backends.base import Backend, RunControl, SandboxMount
+from sandboxd.backends.base import Backend, CacheMount, RunControl, SandboxMount
 from sandboxd.backends.host import cgroups, seccomp
 from sandboxd.backends.host.cgroup_moves import favor_cgroup_moves
 from sandboxd.backends.host.egress import EgressGuard
@@ -191,10 +191,12 @@ class NsjailBackend(Backend):
         *,
         sandbox: SandboxMount | None = None,
         control: RunControl | None = None,
+        cache: CacheMount | None = None,
     ) -> RunResult:
         if self.cgroups is None:
             raise BackendUnavailable("the nsjail backend is not started")
-        profile = warm_profile(request, sandbox) if self.warm is not None else None
+        warmable = self.warm is not None and cache is None  # a warm jail has no cache mount
+        profile = warm_profile(request, sandbox) if warmable else None
         if self.warm is not None and profile is not None and (jail := self.warm.take(profile)):
             result = await self.warm.run(run_id, request, profile, jail, control)
             if result is not None:
@@ -206,7 +208,13 @@ class NsjailBackend(Backend):
         group: cgroups.RunCgroup | None = None
         created = datetime.now(UTC)
         try:
-            await asyncio.to_thread(prepare_workspace, ws, request, sandbox is not None)
+            await asyncio.to_thread(
+                prepare_workspace,
+                ws,
+                request,
+                sandbox is not None,
+                cache.astuple() if cache else None,
+            )
             limits = request.limits
             memory = (limits.memory_mib + self.config.supervisor_memory_mib) << 20
             group = await asyncio.to_thread(

@@ -27,7 +27,7 @@ from sandboxd.backends.host.jail_init import (
 )
 from sandboxd.backends.host.reporting import classify, pids_note, to_result
 from sandboxd.backends.host.supervise import Supervised
-from sandboxd.backends.host.workspace import Workspace
+from sandboxd.backends.host.workspace import JAIL_CACHE, Workspace
 from sandboxd.backends.jailside import jail_forwarder
 from sandboxd.backends.nsjail.config import jail_config
 from sandboxd.backends.nsjail.settings import NsjailConfig
@@ -175,6 +175,7 @@ class Jailer:
                 if egress
                 else []
             ),
+            *(["--bindmount", f"{ws.cache}:{JAIL_CACHE}"] if ws.cache is not None else []),
         ]
 
     async def spawn(

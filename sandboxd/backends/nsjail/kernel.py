@@ -1,7 +1,7 @@
 """An interpreter context's jail under nsjail: a jail like a run's, over the sandbox's
-workspace, that lives until the context ends, with the kernel relay as its program.
+workspace, that lives until the context ends, with the kernel as its program.
 
-Its cgroup holds the whole context (relay and kernel and whatever they start): memory and
+Its cgroup holds the whole context (the kernel and whatever it starts): memory and
 pids are the sandbox's limits for all of it. Wall and cpu time are per execution (the
 `Kernel` watches them), so nsjail's own time limit and RLIMIT_CPU are off. Its directory and
 cgroup sit with the runs', so a daemon that dies leaves nothing that the next one's start does
@@ -17,29 +17,18 @@ import logging
 from sandboxd.backends.base import SandboxMount
 from sandboxd.backends.host import cgroups
 from sandboxd.backends.host.jail_init import BASE_ENV, OVERHEAD_PIDS, under_init
-from sandboxd.backends.host.kernel import Kernel, KernelConnection
+from sandboxd.backends.host.kernel import KERNEL_ENV, Kernel, KernelConnection
 from sandboxd.backends.host.workspace import Workspace
-from sandboxd.backends.jailside import kernel_relay
+from sandboxd.backends.jailside import kernel_launcher
 from sandboxd.backends.nsjail.config import jail_config
 from sandboxd.backends.nsjail.jail import Jailer
-from sandboxd.errors import BackendUnavailable
+from sandboxd.errors import BackendUnavailable, InvalidRequest, SandboxdError
 from sandboxd.models import ContextSpec, Limits
 
 log = logging.getLogger("sandboxd.nsjail.kernel")
 #: Kept of what the jail prints on its own stdout/stderr (only read when it fails to start).
 TAIL_BYTES = 8192
 READY_TIMEOUT_S = 60.0
-#: The relay, beside nsjail and the init.
-RELAY_PIDS = 1
-#: Where IPython, Jupyter and matplotlib keep their files: the jail's /tmp, not the workspace.
-KERNEL_ENV = {
-    "IPYTHONDIR": "/tmp/.ipython",  # noqa: S108  # the jail's own /tmp
-    "JUPYTER_RUNTIME_DIR": "/tmp/.jupyter",  # noqa: S108  # the jail's own /tmp
-    "JUPYTER_DATA_DIR": "/tmp/.jupyter",  # noqa: S108  # the jail's own /tmp
-    "MPLCONFIGDIR": "/tmp/.matplotlib",  # noqa: S108  # the jail's own /tmp
-    "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-    "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-}
 
 
 class NsjailKernelJail:
@@ -117,7 +106,7 @@ async def start_kernel(
             manager.create,
             context_id,
             memory_bytes=(limits.memory_mib + supervisor_memory_mib) << 20,
-            pids_max=limits.pids + OVERHEAD_PIDS + RELAY_PIDS,
+            pids_max=limits.pids + OVERHEAD_PIDS,
         )
         args = [
             *jailer.run_args(ws, sandbox.uid, limits, egress=False),
@@ -126,10 +115,10 @@ async def start_kernel(
             "--rlimit_cpu",
             "inf",
             "--bindmount_ro",
-            f"{conn.sock_dir}:{kernel_relay.JAIL_SOCKET_DIR}",
+            f"{conn.sock_dir}:{kernel_launcher.JAIL_SOCKET_DIR}",
         ]
         cwd = "/workspace/" + spec.cwd if spec.cwd else "/workspace"
-        argv = kernel_relay.relay_argv(jailer.config.python, conn.key, cwd)
+        argv = kernel_launcher.launcher_argv(jailer.config.python, conn.key, cwd)
         env = {**BASE_ENV, **KERNEL_ENV, **spec.env}
         config = jail_config(context_id, under_init(jailer.init_path, argv), env)
         proc = await jailer.spawn(args, config, group, stdin=False)
@@ -138,15 +127,14 @@ async def start_kernel(
         try:
             await conn.wait_ready(READY_TIMEOUT_S, lambda: not jail.exited.done())
         except TimeoutError:
+            died = jail.exited.done()
+            oom, refused = jail.oom_kills(), _refused(group)
             await jail.destroy()
             text = bytes(jail.tail).decode(errors="replace").strip().splitlines()
             log_text = await asyncio.to_thread(jailer.read_log, ws)
             errors = [ln for ln in log_text.splitlines() if ln.startswith(("[W]", "[E]", "[F]"))]
             detail = " | ".join((errors + text)[-4:]) or "no output"
-            raise BackendUnavailable(
-                f"the interpreter did not start: {detail} (is python3-ipykernel installed? "
-                "see scripts/setup.sh)"
-            ) from None
+            raise _start_failure(died, oom, refused, limits, detail) from None
         return kernel
     except BaseException:
         if conn is not None:
@@ -156,3 +144,35 @@ async def start_kernel(
         else:
             await asyncio.shield(jailer.cleanup(ws, group))
         raise
+
+
+def _refused(group: cgroups.RunCgroup) -> int:
+    try:
+        return group.pids_refused()
+    except OSError:
+        return 0
+
+
+def _start_failure(
+    died: bool, oom: int, refused: int, limits: Limits, detail: str
+) -> SandboxdError:
+    """Why a kernel did not start: the sandbox's limits (the caller's to change: 400), or
+    the host (503)."""
+    if oom:
+        return InvalidRequest(
+            f"the interpreter does not start within the sandbox's memory limit of "
+            f"{limits.memory_mib} MiB: create the sandbox with more `limits.memory_mib`",
+            field="limits.memory_mib",
+        )
+    if refused:
+        return InvalidRequest(
+            f"the interpreter does not start within the sandbox's limit of {limits.pids} "
+            "pids: create the sandbox with more `limits.pids`",
+            field="limits.pids",
+        )
+    if died:
+        return InvalidRequest(f"the interpreter exited as it started: {detail}", field="env")
+    return BackendUnavailable(
+        f"the interpreter did not start: {detail} (is python3-ipykernel installed? see "
+        "scripts/setup.sh)"
+    )
