@@ -11,6 +11,7 @@ from autogen_core import CancellationToken
 from autogen_core.code_executor import CodeBlock
 
 from sandboxd.integrations.autogen import SandboxdCodeExecutor
+from tests.conftest import BACKENDS
 from tests.daemon import Daemon
 from tests.jail.test_mcp import connect, structured, text
 
@@ -24,10 +25,16 @@ SHOW_PNG = (
 )
 
 
-@pytest.mark.parametrize("transport", ["http", "stdio"])
-async def test_execute_keeps_state_in_the_sandboxes_context(daemon: Daemon, transport: str) -> None:
+CASES = [("http", "nsjail"), ("stdio", "nsjail")] + [("http", b) for b in BACKENDS[1:]]
+
+
+@pytest.mark.parametrize(("transport", "backend"), CASES)
+async def test_execute_keeps_state_in_the_sandboxes_context(
+    daemon: Daemon, transport: str, backend: str
+) -> None:
     async with connect(daemon, transport) as client:
-        sbx = structured(await client.call_tool("create_sandbox", {}))["id"]
+        created = await client.call_tool("create_sandbox", {"backend": backend})
+        sbx = structured(created)["id"]
         try:
             first = await client.call_tool(
                 "execute", {"sandbox_id": sbx, "code": "x = 6 * 7\nprint('set')"}
@@ -57,10 +64,11 @@ async def test_execute_keeps_state_in_the_sandboxes_context(daemon: Daemon, tran
     assert [(i.mime_type, base64.b64decode(i.data)) for i in images] == [("image/png", PNG)]
 
 
-async def test_keep_state_keeps_variables_between_blocks(daemon: Daemon) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_keep_state_keeps_variables_between_blocks(daemon: Daemon, backend: str) -> None:
     token = CancellationToken()
     async with SandboxdCodeExecutor(
-        daemon.url, token=daemon.token, timeout=10, keep_state=True
+        daemon.url, token=daemon.token, timeout=10, keep_state=True, backend=backend
     ) as ex:
         assigned = await ex.execute_code_blocks([CodeBlock("x = 41", "python")], token)
         used = await ex.execute_code_blocks([CodeBlock("print(x + 1)", "python")], token)
