@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from bench import (
+    autogen_executors,
     coder_candidates,
     coder_overhead,
     context_latency,
@@ -20,6 +21,7 @@ from bench import (
     fork_latency,
     hello_latency,
     humaneval,
+    mcp_latency,
     realrepos,
     soak,
 )
@@ -37,6 +39,8 @@ def main() -> None:
     header = ["# sandboxd benchmarks", "", "## Machine", *describe(), ""]
     sections = [hello_latency.report(hello_latency.measure(args.iterations))]
     sections.append(humaneval.report(humaneval.measure()))
+    sections.append(autogen_executors.report(autogen_executors.measure()))
+    sections.append(mcp_latency.report(mcp_latency.measure()))
     sections.append(docker_latency.report(docker_latency.measure()))
     sections.append(soak.report(soak.measure(args.soak_runs)))
     sections.append(fork_latency.report(fork_latency.measure()))

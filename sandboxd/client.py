@@ -124,12 +124,16 @@ class Client:
         token: str | None = None,
         connect_timeout_s: float = 10.0,
         traceparent: str | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
+        """`session`: an aiohttp session to share (its connections are reused; the caller
+        closes it, `close()` does not)."""
         self.url = (url or default_url()).rstrip("/")
         self.token = token if token is not None else default_token()
         self.traceparent = traceparent
         self._connect_timeout_s = connect_timeout_s
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = session
+        self._owns_session = session is None
 
     async def __aenter__(self) -> Client:
         return self
@@ -140,9 +144,9 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
+        if self._session is not None and self._owns_session:
             await self._session.close()
-            self._session = None
+        self._session = None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:

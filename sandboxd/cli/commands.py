@@ -250,6 +250,29 @@ async def _run_live(args: argparse.Namespace, request: RunRequest) -> RunResult:
     raise DaemonUnreachable("the daemon closed the stream before the run's result")
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """MCP over stdio for desktop clients, every tool call forwarded to a daemon."""
+    from sandboxd.integrations.mcp import serve_stdio
+
+    try:
+        url = _check_url(args.url)
+    except ValueError as exc:
+        return _fail(str(exc))
+
+    async def check_then_serve() -> None:
+        async with Client(url, token=args.token) as client:
+            await client.info()  # refuse at once, in one line, rather than on the first call
+        await serve_stdio(url, args.token)
+
+    try:
+        asyncio.run(check_then_serve())
+    except SandboxdError as exc:
+        return _fail(exc.message)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 class _Parser(OneLineArgumentParser):
     # `sandboxd run` exits with the program's own status, so a mistake in its command line
     # must not look like one: 125, as for everything sandboxd itself could not do
@@ -300,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
         "daemon's admin token when this user may read it)",
     )
     run.set_defaults(func=cmd_run)
+    mcp = sub.add_parser("mcp", help="serve MCP over stdio (for desktop MCP clients)")
+    mcp.add_argument("--url", help="daemon URL (default $SANDBOXD_URL or http://127.0.0.1:8765)")
+    mcp.add_argument(
+        "--token",
+        help="bearer token (default $SANDBOXD_TOKEN, else the local "
+        "daemon's admin token when this user may read it)",
+    )
+    mcp.set_defaults(func=cmd_mcp)
     cli_admin.add_parsers(sub)
     images = sub.add_parser("images", help="build and list sandbox images (Docker backend)")
     images_sub = images.add_subparsers(dest="images_command", required=True, metavar="ACTION")

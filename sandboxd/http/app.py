@@ -27,7 +27,7 @@ from sandboxd.errors import (
     SandboxdError,
     Unauthorized,
 )
-from sandboxd.http import openapi, routes, ui
+from sandboxd.http import mcp, openapi, routes, ui
 from sandboxd.http.keys import (
     BACKEND,
     CLAIM,
@@ -336,4 +336,5 @@ def make_app(
         app.router.add_routes(table)
     app[OPENAPI] = openapi.build_openapi(app.router)
     app.router.add_routes(ui.make_routes(ui.load_assets()))  # not the API: not in the document
+    mcp.add_routes(app)  # JSON-RPC (MCP), not in the OpenAPI document
     return app

@@ -4,12 +4,14 @@ the checks are the benches' own (right output, all HumanEval problems pass, no l
 from __future__ import annotations
 
 from bench import (
+    autogen_executors,
     coder_candidates,
     context_latency,
     docker_latency,
     fork_latency,
     hello_latency,
     humaneval,
+    mcp_latency,
     soak,
 )
 from tests.daemon import Daemon
@@ -75,6 +77,19 @@ def test_coder_candidates_bench_runs(daemon: Daemon) -> None:
     assert len(runs["calculator|0.0|2"][0]["overheads_s"]) == 2
     report = coder_candidates.report(data)
     assert "| calculator | 0 s | 2 | 2 of 2 candidates green |" in report
+
+
+def test_autogen_executors_bench_runs() -> None:
+    data = autogen_executors.measure(limit=3)  # raises if any executor fails a problem
+    docker = {"docker", "sandboxd_docker"} if data["docker"] else set()
+    assert set(data["times"]) == {"local", "sandboxd", "sandboxd_fresh", "sandboxd_state"} | docker
+    assert "| 3/3 |" in autogen_executors.report(data)
+
+
+def test_mcp_latency_bench_runs() -> None:
+    samples = mcp_latency.measure(iterations=2, warmup=1)  # raises unless every run is ok
+    assert {k: len(v) for k, v in samples.items()} == {"api": 2, "http": 2, "stdio": 2}
+    assert "| MCP `run_code` over stdio" in mcp_latency.report(samples)
 
 
 def test_context_bench_runs() -> None:

@@ -38,6 +38,7 @@ ENDPOINTS: list[tuple[str, str, bytes | None]] = [
     ("DELETE", "/v1/sandboxes/sbx_x/contexts/ctx_0000000000000000", None),
     ("GET", "/metrics", None),
     ("GET", "/openapi.json", None),
+    ("POST", "/mcp", b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}'),
 ]
 
 

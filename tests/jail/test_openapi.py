@@ -59,6 +59,10 @@ def test_every_route_is_documented(daemon: Daemon) -> None:
     assert missing(router, doc) == []
     # 17 + 4 of snapshots + 8 of Studio + 7 of contexts
     assert sum(len(ops) for ops in doc["paths"].values()) == 36
+    # /mcp speaks JSON-RPC as the MCP specification defines it (sandboxd.http.mcp): not a
+    # REST operation, so not in the document; it is added beside the tables, not in them
+    assert "/mcp" not in doc["paths"]
+    assert all(getattr(d, "path", None) != "/mcp" for table in routes.TABLES for d in table)
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert doc["security"] == [{"bearer": []}]
     ops = {(m, p): op for p, item in doc["paths"].items() for m, op in item.items()}

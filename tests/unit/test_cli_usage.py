@@ -29,3 +29,20 @@ def test_a_command_line_mistake_is_one_line(
     err = capsys.readouterr().err
     assert stopped.value.code == status
     assert err.count("\n") == 1 and err.startswith(f"{main}") and "--help`" in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["mcp", "--url", "localhost:8765"], "is not a URL"),
+        # nothing listens on port 9 of loopback (discard): unreachable, said before serving
+        (["mcp", "--url", "http://127.0.0.1:9", "--token", "t"], "cannot reach sandboxd"),
+    ],
+)
+def test_sandboxd_mcp_refuses_in_one_line_before_serving(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert sandboxd_main(argv) == 125
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and says in captured.err, captured.err
+    assert captured.out == ""  # stdout is the protocol's

@@ -36,6 +36,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "sandboxd.errors": ("sandboxd.service", "sandboxd.http", "sandboxd.backends", "sandboxd.cli"),
 }
 VOCABULARY_MAY = ("sandboxd.models", "sandboxd.netrules", "sandboxd.errors")
+INTEGRATIONS = "sandboxd.integrations"
 CLIENT_MAY = ("sandboxd.client", "sandboxd.models", "sandboxd.errors", "sandboxd.local_token")
 
 
@@ -109,14 +110,15 @@ def test_jailside_programs_import_nothing_of_ours() -> None:
 
 
 def test_clients_see_only_the_wire() -> None:
-    """The client and coder talk to the daemon over HTTP: models, errors and the token file."""
+    """The client, the integrations (MCP, AutoGen) and coder talk to the daemon over HTTP:
+    models, errors and the token file (an integration may use its siblings)."""
     bad = sorted(
         f"{name} imports {target}"
         for name, targets in GRAPH.items()
-        if name == "sandboxd.client" or _under(name, "coder")
+        if name == "sandboxd.client" or _under(name, "coder") or _under(name, INTEGRATIONS)
         for target in targets
         if _under(target, "sandboxd")
-        and not any(_under(target, ok) for ok in CLIENT_MAY)
+        and not any(_under(target, ok) for ok in (*CLIENT_MAY, INTEGRATIONS))
         and not (_under(name, "coder.testing") or name == "coder.sandbox")
     )
     assert bad == []
