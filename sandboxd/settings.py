@@ -72,6 +72,9 @@ class TenantQuota(BaseModel):
     max_snapshot_disk_mib: int = Field(
         16384, ge=0, description="Disk its snapshots hold, in MiB (allocated, rounded up)."
     )
+    max_solves: int = Field(
+        200, ge=1, description="coder solves it keeps (the oldest ended ones go first)."
+    )
     download_cache_mib: int = Field(
         2048,
         ge=0,

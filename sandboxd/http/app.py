@@ -329,7 +329,7 @@ def make_app(
     app[RUNS] = RunManager(settings, backends, app[STORE], app[METRICS], app[TRACER])
     app[SANDBOXES] = SandboxManager(settings, app[STORE])
     app[CONTEXTS] = ContextManager(settings, app[SANDBOXES], app[RUNS])
-    app[SOLVES] = SolveBook(app[STORE])
+    app[SOLVES] = SolveBook(app[STORE], settings)
     app.cleanup_ctx.extend([_claim, _tracer, _state, _backend, _sandboxes, _contexts])
 
     for table in routes.TABLES:

@@ -146,7 +146,7 @@ async def execute(request: web.Request) -> web.StreamResponse:
         result = await manager.execute(principal, sandbox_id, context_id, body)
         _noted(request, result)
         return model_response(result)
-    await manager.get(principal, sandbox_id, context_id)  # 404 as JSON, before the stream
+    manager.admit(principal, sandbox_id, context_id, body)  # 4xx as JSON, before the stream
     queue: asyncio.Queue[ExecutionEvent] = asyncio.Queue()
 
     def on_event(kind: str, data: Any) -> None:

@@ -60,6 +60,9 @@ class DownloadCaches:
             await asyncio.to_thread(self.dir.mkdir, 0o700, False, True)
             if await asyncio.to_thread(disk.image.exists):
                 await disk.mount()
+                if not await asyncio.to_thread(disk.work.is_dir):  # a crash as it was made
+                    # `mnt` is the daemon's (runs see only `work`): nothing to follow there
+                    await asyncio.to_thread(disk.make_work, self.disk_uid)
             else:
                 try:
                     await disk.create(size_mib, self.disk_uid)

@@ -117,13 +117,13 @@ class ContextManager:
                 f"sandbox {sandbox_id} has {len(live)} contexts, the most it may; delete one",
                 field="contexts",
             )
-        mount = await self.sandboxes.mount(principal, sandbox_id)
         now = time.time()
         ctx = _Context(
             "ctx_" + secrets.token_hex(8), sandbox_id, principal.tenant, spec, None, now, now
         )
-        self._contexts[ctx.id] = ctx
+        self._contexts[ctx.id] = ctx  # counted from here on: no await between check and claim
         try:
+            mount = await self.sandboxes.mount(principal, sandbox_id)
             async with ctx.lock:
                 await self._start(ctx, sandbox, mount)
         except BaseException:
@@ -154,13 +154,7 @@ class ContextManager:
         request: ExecuteRequest,
         on_event: OnEvent | None = None,
     ) -> ExecutionResult:
-        ctx = self._find(principal, sandbox_id, context_id)
-        cap = self.settings.max_limits.wall_time_s
-        if request.timeout_s > cap:
-            raise InvalidRequest(
-                f"timeout_s is above this daemon's maximum of {cap:g}", field="timeout_s"
-            )
-        self._refuse_dead(ctx)
+        ctx = self.admit(principal, sandbox_id, context_id, request)
         async with ctx.lock:
             self._refuse_dead(ctx)
             kernel = ctx.kernel
@@ -178,8 +172,23 @@ class ContextManager:
             ctx.execution_count = kernel.execution_count
             if not kernel.alive:
                 ctx.mark_dead(result.message or kernel.death or "the kernel died")
+                await kernel.destroy(ctx.message or "the kernel died")  # idempotent
         result.context_id = ctx.id
         return result
+
+    def admit(
+        self, principal: Principal, sandbox_id: str, context_id: str, request: ExecuteRequest
+    ) -> _Context:
+        """The context an execution may go to, or the 4xx that refuses it (a streamed one
+        asks before its stream starts, so that a refusal is never a 200)."""
+        ctx = self._find(principal, sandbox_id, context_id)
+        cap = self.settings.max_limits.wall_time_s
+        if request.timeout_s > cap:
+            raise InvalidRequest(
+                f"timeout_s is above this daemon's maximum of {cap:g}", field="timeout_s"
+            )
+        self._refuse_dead(ctx)
+        return ctx
 
     @staticmethod
     def _refuse_dead(ctx: _Context) -> None:
@@ -208,6 +217,8 @@ class ContextManager:
         async with ctx.lock:
             if ctx.kernel is not None:  # one that a concurrent start or restart made
                 await ctx.kernel.destroy("restarted")
+            if self._contexts.get(ctx.id) is not ctx:  # deleted while this waited
+                raise NotFound(f"no context {context_id!r}", field="context_id")
             ctx.status = "starting"
             mount = await self.sandboxes.mount(principal, sandbox_id)
             try:
@@ -216,6 +227,9 @@ class ContextManager:
                 ctx.mark_dead("its kernel did not restart")
                 raise
             ctx.last_used_at = time.time()
+        if self._contexts.get(ctx.id) is not ctx:  # deleted as it restarted: end what it made
+            await self._end(ctx, "deleted as it restarted")
+            raise NotFound(f"no context {context_id!r}", field="context_id")
         return ctx.info()
 
     async def delete(self, principal: Principal, sandbox_id: str, context_id: str) -> None:
@@ -247,14 +261,25 @@ class ContextManager:
         now = time.time()
         stopped = []
         for ctx in list(self._contexts.values()):
-            if ctx.status == "dead":
+            if ctx.info().status == "dead":  # info(): a kernel that died on its own, too
+                if ctx.kernel is not None and not ctx.lock.locked():
+                    await ctx.kernel.destroy(ctx.message or "dead")  # its jail, sockets: idempotent
                 if ctx.died_at is not None and now - ctx.died_at > KEEP_DEAD_S:
                     self._contexts.pop(ctx.id, None)
                 continue
-            idle = now - ctx.last_used_at
-            if idle <= ctx.spec.idle_timeout_s or ctx.lock.locked() or ctx.kernel is None:
+            if ctx.lock.locked() or ctx.kernel is None:
                 continue
-            reason = f"expired after {ctx.spec.idle_timeout_s} s without an execution"
+            idle = now - ctx.last_used_at
+            burnt = ctx.kernel.idle_cpu_s()
+            if burnt > ctx.kernel.limits.cpu_time_s:  # a thread left running by an execution
+                reason = (
+                    f"it used {burnt:.1f} s of cpu between executions, over its cpu_time_s "
+                    f"of {ctx.kernel.limits.cpu_time_s:g}"
+                )
+            elif idle > ctx.spec.idle_timeout_s:
+                reason = f"expired after {ctx.spec.idle_timeout_s} s without an execution"
+            else:
+                continue
             await ctx.kernel.destroy(reason)
             ctx.mark_dead(reason)
             stopped.append((ctx.id, ctx.tenant))

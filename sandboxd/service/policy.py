@@ -48,6 +48,12 @@ def _lone_surrogate(data: Any) -> tuple[int | str, ...] | None:
     return None
 
 
+def _not_json(name: str) -> Any:
+    """`NaN`, `Infinity` and `-Infinity` are Python's, not JSON's: a value that cannot be
+    stored and read back (it would come back `null`) is refused here."""
+    raise json.JSONDecodeError(f"{name} is not a JSON value", name, 0)
+
+
 def parse_body(model: type[M], raw: bytes) -> M:
     """Parse a JSON request body into `model`, or raise an InvalidRequest that says why.
 
@@ -58,7 +64,7 @@ def parse_body(model: type[M], raw: bytes) -> M:
             code="invalid_json",
         )
     try:
-        data: Any = json.loads(raw)
+        data: Any = json.loads(raw, parse_constant=_not_json)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         message = f"request body is not valid JSON: {exc}"
         raise InvalidRequest(message, code="invalid_json") from None

@@ -485,6 +485,24 @@ def insert_solve(db: sqlite3.Connection, row: SolveRow) -> None:
     )
 
 
+def count_solves(db: sqlite3.Connection, tenant: str) -> int:
+    return int(db.execute("SELECT COUNT(*) FROM solves WHERE tenant = ?", (tenant,)).fetchone()[0])
+
+
+def oldest_ended_solves(db: sqlite3.Connection, tenant: str, limit: int) -> list[str]:
+    rows = db.execute(
+        "SELECT id FROM solves WHERE tenant = ? AND status != 'running'"
+        " ORDER BY created_at, id LIMIT ?",
+        (tenant, limit),
+    )
+    return [str(r[0]) for r in rows]
+
+
+def delete_solves(db: sqlite3.Connection, solve_ids: list[str]) -> None:
+    for table, column in (("solve_events", "solve_id"), ("solves", "id")):
+        db.executemany(f"DELETE FROM {table} WHERE {column} = ?", [(i,) for i in solve_ids])  # noqa: S608  # fixed names
+
+
 def get_solve(db: sqlite3.Connection, solve_id: str) -> SolveRow | None:
     row = db.execute("SELECT * FROM solves WHERE id = ?", (solve_id,)).fetchone()
     return None if row is None else _solve(row)

@@ -168,12 +168,12 @@ class RunManager:
         backend = self.backend_for(request.backend, request.image)
         tenant = principal.tenant
         self._admit(tenant)
-        cache = None
-        if request.download_cache:
-            cache = await self.caches.mount_for(tenant)
-            request = request.model_copy(update={"env": {**CACHE_ENV, **request.env}})
-        self._tenant_load[tenant] += 1
+        self._tenant_load[tenant] += 1  # before any await: admission and count are one step
         try:
+            cache = None
+            if request.download_cache:
+                cache = await self.caches.mount_for(tenant)
+                request = request.model_copy(update={"env": {**CACHE_ENV, **request.env}})
             self.queued += 1
             self._gauges()
             try:

@@ -54,7 +54,7 @@ class SandboxDisk:
         finally:
             os.close(fd)
 
-    def _make_work(self, uid: int) -> None:
+    def make_work(self, uid: int) -> None:
         self.mnt.chmod(0o711)
         self.work.mkdir(mode=0o700)
         # A fresh directory on a fresh filesystem: nothing of the sandbox exists to follow.
@@ -81,7 +81,7 @@ class SandboxDisk:
         await asyncio.to_thread(self._make_image, disk_mib)
         await self._mkfs(disk_mib)
         await self.mount()
-        await asyncio.to_thread(self._make_work, uid)
+        await asyncio.to_thread(self.make_work, uid)
 
     async def _mount_image(self) -> None:
         if not self.mnt.is_mount():

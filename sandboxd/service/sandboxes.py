@@ -238,7 +238,10 @@ class SandboxManager:
             if not await self.store.call(queries.retire_sandbox, sandbox_id, state):
                 return False
             for hook in self.before_remove:  # its contexts end before its disk goes
-                await hook(sandbox_id)
+                try:
+                    await hook(sandbox_id)
+                except Exception:  # the row is retired: the rest of the removal must go on
+                    log.exception("sandbox %s: a hook before its removal failed", sandbox_id)
             await self.disk(sandbox_id).destroy()
             self._locks.pop(sandbox_id, None)
             if origin:

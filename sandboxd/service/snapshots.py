@@ -153,10 +153,12 @@ class Snapshots:
                 return used, []
             return used, queries.idle_cached_snapshots(db, snap.tenant, None)
 
+        kept: set[str] = set()  # candidates that turned out in use: not asked again
         for _ in range(MAX_EVICTIONS):
-            used, evictable = await self.store.call(reserve)
-            if not evictable and used + wanted <= quota:
+            used, candidates = await self.store.call(reserve)
+            if not candidates and used + wanted <= quota:
                 return
+            evictable = [c for c in candidates if c.id not in kept]
             if not evictable:
                 raise QuotaExceeded(
                     f"tenant's snapshots would hold {used + wanted} MiB of disk, over its "
@@ -164,7 +166,10 @@ class Snapshots:
                     field="max_snapshot_disk_mib",
                 )
             victim = evictable[0]
-            if await self._retire(victim.id) == []:
+            users = await self._retire(victim.id)
+            if users:
+                kept.add(victim.id)
+            elif users == []:
                 await self.store.record(
                     "snapshot.evict",
                     tenant=victim.tenant,

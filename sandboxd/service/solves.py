@@ -8,6 +8,7 @@ and refuses anything after the `end` event. A refused append appends nothing.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import sqlite3
 import time
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 
 from pydantic import TypeAdapter
 
-from sandboxd.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from sandboxd.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, QuotaExceeded
 from sandboxd.models import (
     RecordedEvent,
     Solve,
@@ -28,6 +29,7 @@ from sandboxd.models import (
 from sandboxd.service import queries
 from sandboxd.service.auth import Principal
 from sandboxd.service.store import Store
+from sandboxd.settings import Settings
 
 MAX_EVENTS = 5000
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -63,10 +65,14 @@ def _visible(row: queries.SolveRow | None, principal: Principal) -> bool:
 class SolveBook:
     """The solves of every tenant, in the daemon's store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
+        self.settings = settings
 
     async def create(self, principal: Principal, spec: SolveCreate) -> SolveSummary:
+        """Record a new solve; over the tenant's `max_solves`, its oldest ended ones go (429
+        when every one it keeps is still running)."""
+        keep = self.settings.quota_for(principal.tenant).max_solves
         now = time.time()
         row = queries.SolveRow(
             id="slv_" + secrets.token_hex(8),
@@ -78,7 +84,21 @@ class SolveBook:
             created_at=now,
             updated_at=now,
         )
-        await self.store.call(queries.insert_solve, row)
+
+        def insert(db: sqlite3.Connection) -> None:
+            over = queries.count_solves(db, principal.tenant) + 1 - keep
+            if over > 0:
+                ended = queries.oldest_ended_solves(db, principal.tenant, over)
+                if len(ended) < over:
+                    raise QuotaExceeded(
+                        f"tenant {principal.tenant!r} keeps {keep} solves and they are all "
+                        "running; end one first",
+                        field="max_solves",
+                    )
+                queries.delete_solves(db, ended)
+            queries.insert_solve(db, row)
+
+        await self.store.call(insert)
         return _summary(row)
 
     async def append(self, principal: Principal, solve_id: str, body: SolveEvents) -> int:
@@ -93,9 +113,9 @@ class SolveBook:
 
         def append(db: sqlite3.Connection) -> int:
             row = queries.get_solve(db, solve_id)
-            if not _visible(row, principal):
+            # Its own tenant only, admin too: another tenant's timeline is read, never written.
+            if row is None or row.tenant != principal.tenant:
                 raise NotFound(f"no solve {solve_id!r}")
-            assert row is not None  # noqa: S101  # _visible checked it
             if row.status != "running":
                 raise Conflict(f"solve {solve_id} has ended ({row.status}); nothing is added")
             if row.events + len(encoded) > MAX_EVENTS:
@@ -127,8 +147,12 @@ class SolveBook:
         row, events = await self.store.call(read)
         if row is None or not _visible(row, principal):
             raise NotFound(f"no solve {solve_id!r}")
-        timeline = [
-            RecordedEvent(seq=seq, time=at, event=EVENT.validate_json(raw))
-            for seq, at, raw in events
-        ]
-        return Solve(**_summary(row).model_dump(), timeline=timeline)
+
+        def build() -> Solve:  # up to MAX_EVENT_BYTES to validate: off the event loop
+            timeline = [
+                RecordedEvent(seq=seq, time=at, event=EVENT.validate_json(raw))
+                for seq, at, raw in events
+            ]
+            return Solve(**_summary(row).model_dump(), timeline=timeline)
+
+        return await asyncio.to_thread(build)

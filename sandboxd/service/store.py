@@ -22,11 +22,12 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sandboxd.models import AuditPage
 from sandboxd.service import queries
-from sandboxd.service.audit import AuditChain
+from sandboxd.service.audit import AuditChain, Verdict
 
 T = TypeVar("T")
 P = ParamSpec("P")
 SIDE_FILES = ("-wal", "-shm", "-journal")
+VERDICT_TTL_S = 5.0  # how long a verdict of the audit chain answers for
 log = logging.getLogger("sandboxd.service.store")
 
 SCHEMA = """
@@ -90,6 +91,8 @@ class Store:
         self.audit = AuditChain(path.parent / "audit.head")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandboxd-db")
         self._db: sqlite3.Connection | None = None
+        self._verifying = asyncio.Lock()
+        self._verdict: tuple[float, Verdict] | None = None
 
     def _open(self) -> None:
         # SQLite creates -wal and -shm with the database file's mode: so the file exists
@@ -152,6 +155,17 @@ class Store:
             self._db = None
 
     # -- audit -------------------------------------------------------------------------------
+
+    async def verify_audit(self) -> Verdict:
+        """The chain's check (O(records), on the database thread): one at a time, and callers
+        within VERDICT_TTL_S of the last share its verdict, so asking often cannot stall it."""
+        async with self._verifying:
+            now = time.monotonic()
+            if self._verdict is not None and now - self._verdict[0] < VERDICT_TTL_S:
+                return self._verdict[1]
+            verdict = await self.call(self.audit.verify)
+            self._verdict = (time.monotonic(), verdict)
+            return verdict
 
     async def record(self, action: str, **fields: Any) -> None:
         """Append one record to the audit chain (fields as for `_audit_entry`); returns once it

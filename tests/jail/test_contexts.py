@@ -251,8 +251,13 @@ def test_bad_input_is_4xx(daemon: Daemon, client: SyncClient, sandbox: str) -> N
         ("GET", "/v1/sandboxes/sbx_0000000000000000/contexts", None, 404, None),
         ("POST", "/v1/sandboxes/sbx_0000000000000000/contexts", b"{}", 404, None),
     ]
-    for method, path, body, status, field in cases:
+    streamed = [  # as a stream: refused the same way, before any stream starts (not a 200)
+        (*case, "text/event-stream") for case in cases if case[1].endswith("/execute")
+    ]
+    for method, path, body, status, field, *accept in [*cases, *streamed]:
         req = daemon.request(path, data=body, method=method)
+        if accept:
+            req.add_header("Accept", accept[0])
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:  # loopback
                 got, payload = resp.status, json.loads(resp.read())
@@ -357,6 +362,15 @@ def test_a_kernel_that_cannot_start_is_refused(client: SyncClient) -> None:
         client.delete_sandbox(sandbox)
 
 
+SPIN = """
+import threading
+def spin():
+    while True:
+        pass
+threading.Thread(target=spin, daemon=True).start()
+"""
+
+
 def test_idle_expiry_and_a_daemon_killed_leaves_no_kernel(workdir: Path) -> None:
     d = Daemon(workdir, "kernels", sandbox_sweep_s=0.2).start()
     try:
@@ -372,6 +386,20 @@ def test_idle_expiry_and_a_daemon_killed_leaves_no_kernel(workdir: Path) -> None
             with pytest.raises(Conflict, match="expired"):
                 c.execute(sandbox, idle.id, "x")
             assert idle.id not in {g.name for g in leftover_cgroups(d.cgroup_parent)}
+            # A thread an execution leaves spinning burns the context's cpu between
+            # executions: past its cpu_time_s the sweep ends the context, and frees its jail.
+            hot = c.create_sandbox(limits={"disk_mib": 16, "cpu_time_s": 1}).id
+            spin = c.create_context(hot)
+            started = c.execute(hot, spin.id, SPIN)
+            assert started.status == "ok", started
+            while c.get_context(hot, spin.id).status != "dead":
+                assert time.monotonic() < deadline + 20, "the spinning context was never ended"
+                time.sleep(0.1)
+            assert "between executions" in (c.get_context(hot, spin.id).message or "")
+            while spin.id in {g.name for g in leftover_cgroups(d.cgroup_parent)}:
+                assert time.monotonic() < deadline + 30, "the dead context's jail stayed"
+                time.sleep(0.1)
+            c.delete_sandbox(hot)
             busy = c.create_context(sandbox)
             assert c.execute(sandbox, busy.id, "1").status == "ok"
         assert sandbox_processes(uid_bases={d.uid_base}) != []

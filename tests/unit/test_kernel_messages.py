@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 from jupyter_client.session import Session
 
-from sandboxd.backends.host.kernel import KernelConnection, _Execution, build_result, strip_ansi
+from sandboxd.backends.host.kernel import (
+    MAX_RESULTS,
+    RESULT_OVERHEAD_BYTES,
+    KernelConnection,
+    _Execution,
+    build_result,
+    strip_ansi,
+)
 from sandboxd.models import ContextSpec
 
 
@@ -42,7 +49,7 @@ def test_forged_and_malformed_messages_are_dropped(tmp_path: Path) -> None:
 def test_only_the_execution_in_progress_counts(tmp_path: Path) -> None:
     async def go() -> None:
         conn = _conn(tmp_path)
-        ex = _Execution("mine", 64, None)
+        ex = _Execution("mine", 1000, None)
         conn._current = ex
         session = conn.session
         for parent, msg_type, content in (
@@ -79,6 +86,19 @@ def test_output_keeps_within_the_cap() -> None:
     assert result.stdout_truncated and not result.stderr_truncated
     assert result.results == [] and "dropped" in (result.message or "")
     assert result.execution_count == 3 and result.status == "output_limit"
+
+
+def test_many_empty_results_reach_the_cap() -> None:
+    """Thousands of empty values cost their names and a fixed overhead each, and an execution
+    keeps at most MAX_RESULTS: they cannot pile up in the daemon under a small cap."""
+    ex = _Execution("m", 100_000, None)
+    for _ in range(1000):
+        ex.display({f"x/{i}": "" for i in range(100)}, is_result=False)
+    assert ex.over_cap.is_set() and "results" in ex.truncated
+    assert len(ex.results) <= min(MAX_RESULTS, 100_000 // RESULT_OVERHEAD_BYTES)
+    small = _Execution("m", 1000, None)
+    small.display({f"x/{i}": "" for i in range(100)}, is_result=False)
+    assert small.over_cap.is_set() and len(small.results) < 1000 // RESULT_OVERHEAD_BYTES
 
 
 def test_kernel_status_maps_to_the_result() -> None:

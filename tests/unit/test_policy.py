@@ -42,6 +42,10 @@ def test_an_explicit_limit_above_its_cap_is_refused_naming_the_field() -> None:
         (b'{"files": [{"path": "../x"}]}', "invalid_request", "files[0].path"),
         (b'{"code": "x", "command": ["ls"]}', "invalid_request", "command"),
         (b'{"stdin": "\\ud800"}', "invalid_request", "stdin"),
+        # Python's non-JSON constants: they would be stored and come back `null`
+        (b'{"limits": {"wall_time_s": Infinity}}', "invalid_json", None),
+        (b'{"limits": {"wall_time_s": NaN}}', "invalid_json", None),
+        (b'{"limits": {"cpu_time_s": -Infinity}}', "invalid_json", None),
     ],
 )
 def test_bad_bodies_are_invalid_requests_naming_the_field(

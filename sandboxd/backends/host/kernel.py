@@ -61,6 +61,12 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+#: What one rich result costs beyond its data, against the output cap; and how many one
+#: execution may bring back at most.
+RESULT_OVERHEAD_BYTES = 64
+MAX_RESULTS = 1000
+
+
 @dataclass
 class _Execution:
     """One execution in progress: what has come back for it so far."""
@@ -111,7 +117,12 @@ class _Execution:
             if not isinstance(mime, str) or len(mime) > MAX_MIME:
                 continue
             text = value if isinstance(value, str) else json.dumps(value)
-            if not self._keep("results", len(text)):
+            # Each item costs its name and a fixed overhead too: thousands of empty values
+            # must reach the cap as surely as one large one.
+            cost = len(text.encode()) + len(mime) + RESULT_OVERHEAD_BYTES
+            if len(self.results) >= MAX_RESULTS or not self._keep("results", cost):
+                self.truncated.add("results")
+                self.over_cap.set()
                 return
             out = RichOutput(mime=mime, data=text, display_id=self.displays, is_result=is_result)
             self.results.append(out)
@@ -366,6 +377,13 @@ class Kernel:
         self.death: str | None = None  # why it is gone, once it is
         self.execution_count = 0
         self._interrupted = False
+        #: Its cgroup's cpu time when it last went idle: what it burns after that (a thread
+        #: left spinning by an execution) counts against `idle_cpu_s`.
+        self._idle_since_cpu = 0.0
+
+    def idle_cpu_s(self) -> float:
+        """Cpu seconds used since the last execution ended (or the kernel started)."""
+        return max(0.0, self.jail.cpu_time_s() - self._idle_since_cpu)
 
     @property
     def alive(self) -> bool:
@@ -432,11 +450,13 @@ class Kernel:
             self.conn.end(ex)
         if status is None and self._interrupted:
             status, message = "interrupted", "interrupted on request"
+        self._idle_since_cpu = self.jail.cpu_time_s()
         result = build_result(ex, status, message, loop.time() - start)
         if result.execution_count is not None:
             self.execution_count = result.execution_count
         if status == "killed" or status == "memory_limit" or self.death:
-            await self.jail.destroy()
+            # all of it: its jail, and the sockets and reader tasks of its connection
+            await self.destroy(self.death or message or f"the kernel ended: {status}")
         return result
 
     def _over(
