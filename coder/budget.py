@@ -188,9 +188,27 @@ class Budget:
             try:
                 return self.reserve(role, prompt_tokens, cost)
             except BudgetExhausted:
-                if self.shared.in_flight == 0:
-                    raise
+                if self.shared.in_flight == 0 or not self._fits_unreserved(
+                    role, prompt_tokens, cost
+                ):
+                    raise  # nothing in flight, or what is spent alone refuses it: waiting is vain
                 await self.shared.released.wait()
+
+    def _fits_unreserved(
+        self, role: str, prompt_tokens: int, cost: Callable[[Usage], float] | None
+    ) -> bool:
+        """Whether the call would fit were no other call in flight (synchronous: no other
+        loop runs while the reservations are set aside)."""
+        p = self.shared
+        saved = (p.reserved_tokens, p.reserved_cost_usd, p.in_flight)
+        p.reserved_tokens, p.reserved_cost_usd = 0, 0.0
+        try:
+            self.reserve(role, prompt_tokens, cost)
+            return True
+        except BudgetExhausted:
+            return False
+        finally:
+            p.reserved_tokens, p.reserved_cost_usd, p.in_flight = saved
 
     def release(self, held: Reservation) -> None:
         p = self.shared

@@ -108,7 +108,9 @@ class Solver:
         charged to the role's ledger entry, traced."""
         model = self.models[role.name]
         chars = sum(len(m["content"]) for m in messages)
-        held = await self.budget.hold(role.name, chars // 4 + 1, model.estimate_cost)
+        # ~3 characters a token: code and non-English text run denser than prose's ~4, and
+        # an estimate short of the real prompt would let concurrent candidates overshoot
+        held = await self.budget.hold(role.name, chars // 3 + 1, model.estimate_cost)
         self.budget.prompt(role.name, chars)
         fmt = role.response_format if self._structured(role) else None
         self.trace.event(

@@ -99,6 +99,22 @@ def test_a_loop_waits_for_a_call_in_flight_then_gets_its_room() -> None:
     assert asyncio.run(scenario()) == ["first ends", "second cap 780"]
 
 
+def test_a_loop_does_not_wait_for_what_a_release_cannot_give() -> None:
+    """Refused by what is spent (not by what another call holds), a call fails at once even
+    with calls in flight: waiting for them could not make it fit."""
+
+    async def scenario() -> None:
+        pool = Pool(max_tokens=1000)
+        one, two = Budget(pool=pool), Budget(pool=pool)
+        one.charge("writer", Usage(900, 0))
+        held = one.reserve("writer", 10)  # in flight, holding the last 100
+        with pytest.raises(BudgetExhausted, match="tokens"):
+            await asyncio.wait_for(two.hold("writer", 200), 2)  # 200 > the 100 ever left
+        one.release(held)
+
+    asyncio.run(scenario())
+
+
 def test_cost_is_reserved_at_the_models_price_and_a_share_caps_a_role() -> None:
     b = Budget(max_tokens=100_000, max_cost_usd=0.01, shares={"reviewer": 0.1})
     held = b.reserve("writer", 1000, lambda u: u.tokens * 1e-6)

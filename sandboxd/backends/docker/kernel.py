@@ -121,9 +121,15 @@ async def start_kernel(
         container = await asyncio.to_thread(client.containers.create, **args)
         await asyncio.to_thread(container.start)
         await asyncio.to_thread(container.reload)
-        group = cgroups.of_process(int(container.attrs["State"]["Pid"] or 0))
+        pid = int(container.attrs["State"]["Pid"] or 0)
+        group = cgroups.of_process(pid)
         if group is not None and not all(container.id in str(d) for d in group.dirs):
             group = None
+        if group is None and pid:  # running, yet no cpu limit could hold: refuse, not fail open
+            raise BackendUnavailable(
+                f"the cgroup of context {context_id}'s container was not found; its cpu "
+                "limit cannot be enforced"
+            )
         jail = DockerKernelJail(container, ws, group)
         kernel = Kernel(conn, jail, limits)
         try:
