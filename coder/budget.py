@@ -68,6 +68,9 @@ class Pool:
     reserved_tokens: int = 0
     reserved_cost_usd: float = 0.0
     in_flight: int = 0
+    #: What each role spent across every loop of the solve (a role's `budget_share` is of
+    #: the solve, not of one candidate).
+    by_role: dict[str, Usage] = field(default_factory=dict)
     #: Set (and replaced) whenever a call in flight ends: what a waiting loop waits for.
     released: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -132,7 +135,7 @@ class Budget:
             raise BudgetExhausted("cost", f"${cost:.4f} of ${p.max_cost_usd:.2f}")
         share = self.shares.get(role or "")
         if role is not None and share is not None:
-            used = self.entry(role).usage
+            used = p.by_role.get(role, Usage())
             if used.tokens >= share * p.max_tokens:
                 raise BudgetExhausted("tokens", f"{role} spent its share {share:g}")
             if used.cost_usd >= share * p.max_cost_usd:
@@ -153,7 +156,7 @@ class Budget:
         left = p.max_tokens - p.spent.tokens - p.reserved_tokens
         share = self.shares.get(role)
         if share is not None:
-            left = min(left, int(share * p.max_tokens) - self.entry(role).usage.tokens)
+            left = min(left, int(share * p.max_tokens) - p.by_role.get(role, Usage()).tokens)
         if left < prompt_tokens + 1:
             raise BudgetExhausted(
                 "tokens", f"a call of about {prompt_tokens} prompt tokens; {max(0, left)} left"
@@ -163,7 +166,7 @@ class Budget:
         if cost is not None:
             money = p.max_cost_usd - p.spent.cost_usd - p.reserved_cost_usd
             if share is not None:
-                money = min(money, share * p.max_cost_usd - self.entry(role).usage.cost_usd)
+                money = min(money, share * p.max_cost_usd - p.by_role.get(role, Usage()).cost_usd)
             prompt_cost = cost(Usage(prompt_tokens, 0))
             per_token = cost(Usage(0, 1000)) / 1000
             if per_token > 0:
@@ -240,6 +243,7 @@ class Budget:
         e.cached_calls += int(cached)
         e.usage.add(usage)
         self.shared.spent.add(usage)
+        self.shared.by_role.setdefault(role, Usage()).add(usage)
 
     def grant_requests(self, role: str, wanted: int) -> int:
         """How many of `wanted` requests may be answered, counted as spent; 0 once the

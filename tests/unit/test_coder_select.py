@@ -228,3 +228,14 @@ def test_the_security_flags_name_what_code_can_recognise() -> None:
     assert "- assertions removed: 1" in text
     assert "return a + b" not in text  # a plain line is not flagged
     assert flags("diff --git a/m.py b/m.py\n+    return a + b\n").text() == ""
+
+
+def test_a_roles_share_is_of_the_solve_not_of_each_candidate() -> None:
+    pool = Pool(max_tokens=1000)
+    one, two = (Budget(pool=pool, shares={"reviewer": 0.3}) for _ in range(2))
+    one.charge("reviewer", Usage(200, 0))
+    two.charge("reviewer", Usage(100, 0))  # 300 of the solve's 1000: the share is spent
+    for b in (one, two):
+        with pytest.raises(BudgetExhausted, match="reviewer spent its share"):
+            b.reserve("reviewer", 10)
+    assert one.reserve("writer", 10).cap > 0  # other roles go on
