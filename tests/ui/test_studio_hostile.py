@@ -8,6 +8,7 @@ element from them and run nothing: `window.__xss` stays undefined."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -103,7 +104,9 @@ def test_hostile_solve_and_audit_target_are_text(studio: Studio, daemon: Daemon)
     refused.value.close()
     studio.open("audit")
     page = studio.page
+    deadline = time.monotonic() + 90
     while IMG not in page.locator("table.audit").inner_text():
+        assert time.monotonic() < deadline, "never reached the record on the audit pages"
         page.click("button:has-text('later')")
         page.wait_for_timeout(200)
     assert_inert(studio, IMG)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -154,7 +155,9 @@ def test_verify_the_audit_chain_and_follow_a_record(studio: Studio, daemon: Daem
     page = studio.page
     page.click("button:has-text('Verify chain')")
     page.wait_for_selector(".verdict-ok:has-text('chain intact')")
+    deadline = time.monotonic() + 90
     while page.locator(f"table.audit a:has-text('{run.id}')").count() == 0:
+        assert time.monotonic() < deadline, "never reached the run on the audit pages"
         page.click("button:has-text('later')")  # the trail is oldest first: page on to it
         page.wait_for_timeout(200)
     page.fill("input[placeholder='e.g. run.create']", "run.create")
