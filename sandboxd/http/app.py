@@ -220,32 +220,50 @@ async def _backend(app: web.Application) -> AsyncIterator[None]:
         await app[RUNS].caches.close()
 
 
+@contextlib.asynccontextmanager
+async def _every(
+    interval_s: float, what: str, step: Callable[[], Awaitable[None]]
+) -> AsyncIterator[None]:
+    """Run `step` every `interval_s` while the block runs (a failure is logged, not fatal)."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await step()
+            except Exception:
+                log.exception("%s failed", what)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _expired(
+    store: Store, action: str, gone: list[tuple[str, str]], result: dict[str, str]
+) -> None:
+    for target, tenant in gone:
+        await store.record(action, tenant=tenant, token_id=None, target=target, result=result)
+
+
 async def _sandboxes(app: web.Application) -> AsyncIterator[None]:
     manager, store, settings = app[SANDBOXES], app[STORE], app[SETTINGS]
     app[METRICS].active_sandboxes.set(await manager.start())
 
-    async def expired(action: str, gone: list[tuple[str, str]]) -> None:
-        for target, tenant in gone:
-            result = {"state": "expired"}
-            await store.record(action, tenant=tenant, token_id=None, target=target, result=result)
-
     async def sweep() -> None:
-        while True:
-            await asyncio.sleep(settings.sandbox_sweep_s)
-            try:
-                sandboxes = await manager.expire_idle()
-                app[METRICS].active_sandboxes.dec(len(sandboxes))
-                await expired("sandbox.expire", sandboxes)
-                # after the sandboxes: a snapshot whose last fork just went is used now
-                await expired("snapshot.expire", await manager.snapshots.expire_idle())
-            except Exception:
-                log.exception("sandbox expiry sweep failed")
+        sandboxes = await manager.expire_idle()
+        app[METRICS].active_sandboxes.dec(len(sandboxes))
+        await _expired(store, "sandbox.expire", sandboxes, {"state": "expired"})
+        # after the sandboxes: a snapshot whose last fork just went is used now
+        gone = await manager.snapshots.expire_idle()
+        await _expired(store, "snapshot.expire", gone, {"state": "expired"})
 
-    task = asyncio.create_task(sweep())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _every(settings.sandbox_sweep_s, "sandbox expiry sweep", sweep):
+        yield
     await manager.close()
 
 
@@ -255,25 +273,11 @@ async def _contexts(app: web.Application) -> AsyncIterator[None]:
     manager, store, settings = app[CONTEXTS], app[STORE], app[SETTINGS]
 
     async def sweep() -> None:
-        while True:
-            await asyncio.sleep(settings.sandbox_sweep_s)
-            try:
-                for context_id, tenant in await manager.expire_idle():
-                    await store.record(
-                        "context.expire",
-                        tenant=tenant,
-                        token_id=None,
-                        target=context_id,
-                        result={"status": "dead"},
-                    )
-            except Exception:
-                log.exception("context expiry sweep failed")
+        gone = await manager.expire_idle()
+        await _expired(store, "context.expire", gone, {"status": "dead"})
 
-    task = asyncio.create_task(sweep())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _every(settings.sandbox_sweep_s, "context expiry sweep", sweep):
+        yield
     await manager.close()
 
 
