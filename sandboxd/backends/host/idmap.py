@@ -31,6 +31,7 @@ SYS_MOUNT_SETATTR = 442
 OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 AT_EMPTY_PATH = 0x1000
+AT_SYMLINK_NOFOLLOW = 0x100
 AT_FDCWD = -100
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_RDONLY = 0x1
@@ -98,6 +99,20 @@ def idmapped_bind(
         _attach(source, target, userns, read_only=read_only)
     finally:
         os.close(userns)
+
+
+def clone_tree(source: Path) -> int:
+    """A detached copy of the mount at `source` (a final symlink is not followed), as an fd
+    another mount namespace can attach with `move_mount` (a forked run's jail does)."""
+    return _check(
+        _libc.syscall(
+            SYS_OPEN_TREE,
+            AT_FDCWD,
+            os.fsencode(source),
+            ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW),
+        ),
+        f"open_tree {source}",
+    )
 
 
 def _attach(source: Path, target: Path, userns: int, *, read_only: bool) -> None:

@@ -28,14 +28,10 @@ FOREIGN_CODE = ("_ctypes", "_cffi_backend")
 def _boot() -> None:
     # Only modules every interpreter has loaded at start-up: an import here would be one
     # more module for the run to see.
-    import builtins
     import os
     import sys
 
-    loader = sys.modules["_frozen_importlib_external"].SourceFileLoader
-    # The first compile() in a process sets up the compiler (~2 ms here): not on a run's time.
-    compile("def f(a, *b, c=1, **d):\n    return [x for x in b if x]\nclass C: pass\n", "", "exec")
-    _freeze_boot_objects()
+    _warm_up()
     boot_modules = set(sys.modules) - {"__main__"}
     os.write(1, READY)
 
@@ -52,6 +48,25 @@ def _boot() -> None:
     while not line.endswith(b"\n") and len(line) < 16:
         line += read_exactly(1)
     entries = read_exactly(int(line)).decode("utf-8", "surrogateescape").split("\0")
+    del line, read_exactly
+    _become_run(entries, boot_modules)
+
+
+def _warm_up() -> None:
+    """Pay what the first run would: the compiler's set-up, start-up's objects frozen."""
+    # The first compile() in a process sets up the compiler (~2 ms here): not on a run's time.
+    compile("def f(a, *b, c=1, **d):\n    return [x for x in b if x]\nclass C: pass\n", "", "exec")
+    _freeze_boot_objects()
+
+
+def _become_run(entries: list[str], boot_modules: set[str]) -> None:
+    """Become `python3 -u main.py` in /workspace with the environment `entries` (NAME=value;
+    empty ones ignored); never returns (a full exit raises SystemExit)."""
+    import builtins
+    import os
+    import sys
+
+    loader = sys.modules["_frozen_importlib_external"].SourceFileLoader
     os.environ.clear()
     for entry in filter(None, entries):
         name, _, value = entry.partition("=")
@@ -70,7 +85,7 @@ def _boot() -> None:
     )
     sys.modules["__main__"] = main
     namespace = main.__dict__
-    del builtins, loader, line, entries, main
+    del builtins, loader, entries, main
     status = 0
     try:
         with open(path, "rb") as fh:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,9 @@ from sandboxd.backends.host.workspace import (
     reap_run_dirs,
 )
 from sandboxd.backends.nsjail import kernel
-from sandboxd.backends.nsjail.jail import EGRESS_SOCKET, ETC_FILES, Jailer
+from sandboxd.backends.nsjail.forked import ForkedRun, clone_mounts, run_spec
+from sandboxd.backends.nsjail.forkserver import ForkServer
+from sandboxd.backends.nsjail.jail import EGRESS_SOCKET, ETC_FILES, Ending, Jailer
 from sandboxd.backends.nsjail.settings import NsjailConfig
 from sandboxd.backends.nsjail.warm import PROFILES, NsjailWarmPool, warm_profile
 from sandboxd.errors import BackendUnavailable
@@ -70,6 +73,15 @@ class NsjailBackend(Backend):
         self.background = Background()
         self.warm: NsjailWarmPool | None = None
         self.jailer = Jailer(settings, self.config, self.binary, self.etc_dir, self.seccomp_dir)
+        #: The fork server every run's jail is forked from (None: nsjail builds each one).
+        self.forks: ForkServer | None = None
+        self._fork_restart: asyncio.Task[None] | None = None
+        self.bpf = b""
+
+    def cgroups_or_fail(self) -> cgroups.CgroupManager:
+        if self.cgroups is None:
+            raise BackendUnavailable("the nsjail backend is not started")
+        return self.cgroups
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -87,6 +99,14 @@ class NsjailBackend(Backend):
         self.jailer.build()
         self.egress = EgressGuard(self.settings)
         await self._self_test()
+        if self.config.fork_server:
+            from sandboxd.backends.host.seccomp_bpf import render_bpf
+
+            self.bpf = await asyncio.to_thread(render_bpf)
+            await self._start_fork_server()
+            if self.forks is None:
+                raise BackendUnavailable("the fork server did not start (see the log)")
+            await self._self_test()
         if self.config.pool.enabled and self.config.pool.max_size > 0:
             self.warm = NsjailWarmPool(
                 self.jailer, self.cgroups, self.warm_slots, self.runs_dir, self.background
@@ -137,6 +157,11 @@ class NsjailBackend(Backend):
     async def close(self) -> None:
         if self.warm is not None:
             await self.warm.close()
+        if self._fork_restart is not None:
+            await self._fork_restart
+        if self.forks is not None:
+            await self.forks.close()
+            self.forks = None
         await self.background.drain()
         if self.cgroups is not None:
             await self.reap_leftovers()
@@ -225,12 +250,11 @@ class NsjailBackend(Backend):
             )
             proxy = await self.egress.start(request, ws.root / EGRESS_SOCKET)
             try:
-                seen = await self._execute(run_id, request, ws, group, uid, control)
+                seen, ending = await self._execute(run_id, request, ws, group, uid, control)
             finally:
                 if proxy is not None:
                     await proxy.close()
-            log_text = await asyncio.to_thread(self.jailer.read_log, ws)
-            result = self.jailer.result(run_id, request, seen, group, log_text)
+            result = self.jailer.result(run_id, request, seen, group, ending)
             result.network = proxy.report if proxy is not None else None
             await collect_files(result, ws, request, self.settings)
             result.created_at = created
@@ -256,13 +280,68 @@ class NsjailBackend(Backend):
         group: cgroups.RunCgroup,
         uid: int,
         control: RunControl | None,
-    ) -> Supervised:
+    ) -> tuple[Supervised, Ending]:
+        """Start the run's jail (forked by the fork server, or else built by nsjail) and
+        supervise it to its end."""
         egress = request.network.mode == "allowlist"
+        stdin = request.stdin.encode() if request.stdin is not None else None
+        if self.forks is not None:
+            forked = await self._fork(request, ws, group, uid, egress=egress)
+            if forked is not None:
+                seen = await supervise(forked, request.limits, control)
+                return seen, forked.ending(seen.returncode)
         proc = await self.jailer.spawn(
             self.jailer.run_args(ws, uid, request.limits, egress=egress),
             self.jailer.config_text(run_id, request),
             group,
             stdin=request.stdin is not None,
         )
+        seen = await supervise(ProcessRun(proc, group, stdin), request.limits, control)
+        log_text = await asyncio.to_thread(self.jailer.read_log, ws)
+        return seen, Ending.from_log(log_text)
+
+    async def _fork(
+        self,
+        request: RunRequest,
+        ws: Workspace,
+        group: cgroups.RunCgroup,
+        uid: int,
+        *,
+        egress: bool,
+    ) -> ForkedRun | None:
+        """The run's jail, forked and waiting in its cgroup; None if the fork server cannot
+        fork one now (it is restarted, and this run gets a jail built by nsjail)."""
+        assert self.forks is not None  # noqa: S101  # an invariant, for mypy: the caller checked
+        limits = request.limits
+        fds, targets = await asyncio.to_thread(clone_mounts, ws, egress=egress)
+        try:
+            launched = await self.forks.launch(
+                group,
+                fds,
+                stdin=request.stdin is not None,
+                cpu_s=math.ceil(limits.cpu_time_s) + 1,
+                fsize=limits.file_size_mib << 20,
+            )
+        except BackendUnavailable as exc:
+            log.warning("fork server: %s; building this run's jail with nsjail", exc)
+            self._restart_fork_server()
+            return None
+        spec = run_spec(self.jailer, request, self.forks.server_uid(uid), targets)
         stdin = request.stdin.encode() if request.stdin is not None else None
-        return await supervise(ProcessRun(proc, group, stdin), request.limits, control)
+        return ForkedRun(launched, group, spec, stdin)
+
+    def _restart_fork_server(self) -> None:
+        if self._fork_restart is None or self._fork_restart.done():
+            self._fork_restart = asyncio.create_task(self._start_fork_server())
+
+    async def _start_fork_server(self) -> None:
+        old, self.forks = self.forks, None
+        if old is not None:
+            await old.close()
+        server = ForkServer(self.jailer, self.cgroups_or_fail(), self.runs_dir, self.bpf)
+        try:
+            await server.start()
+        except (BackendUnavailable, OSError, TimeoutError) as exc:
+            log.error("the fork server did not start: %s; runs get jails built by nsjail", exc)
+            return
+        self.forks = server

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandboxd.backends.host import cgroups
@@ -28,11 +29,11 @@ from sandboxd.backends.host.jail_init import (
 from sandboxd.backends.host.reporting import classify, pids_note, to_result
 from sandboxd.backends.host.supervise import Supervised
 from sandboxd.backends.host.workspace import JAIL_CACHE, Workspace
-from sandboxd.backends.jailside import jail_forwarder
+from sandboxd.backends.jailside import fork_server, jail_forwarder
 from sandboxd.backends.nsjail.config import jail_config
 from sandboxd.backends.nsjail.settings import NsjailConfig
 from sandboxd.models import MAIN_FILE, Limits, RunRequest, RunResult, RunStatus
-from sandboxd.settings import Settings
+from sandboxd.settings import UID_SPAN, Settings
 
 log = logging.getLogger("sandboxd.nsjail")
 
@@ -138,12 +139,18 @@ class Jailer:
         }[request.language]
         return [*interpreter, main]
 
-    def config_text(self, run_id: str, request: RunRequest) -> bytes:
+    def program(self, request: RunRequest) -> tuple[list[str], dict[str, str]]:
+        """The run's argv (not under the init) and environment; an allowlist run's program
+        starts under the jail's egress forwarder."""
         env = {**BASE_ENV, **request.env}
         argv = self.program_argv(request)
         if request.network.mode == "allowlist":
             env = {**BASE_ENV, **jail_forwarder.proxy_env(), **request.env}
             argv = jail_forwarder.wrap(self.config.python, argv)
+        return argv, env
+
+    def config_text(self, run_id: str, request: RunRequest) -> bytes:
+        argv, env = self.program(request)
         return jail_config(run_id, under_init(self.init_path, argv), env)
 
     def run_args(self, ws: Workspace, uid: int, limits: Limits, *, egress: bool) -> list[str]:
@@ -178,11 +185,65 @@ class Jailer:
             *(["--bindmount", f"{ws.cache}:{JAIL_CACHE}"] if ws.cache is not None else []),
         ]
 
+    def server_uid_count(self) -> int:
+        """How many of the daemon's uids a fork server maps (all but its own and the
+        download caches' owner, the range's last two)."""
+        return UID_SPAN - 2
+
+    def server_args(self, log_path: Path, control_fd: int) -> list[str]:
+        """nsjail's arguments for a fork server's jail (see `forkserver`): the run jail's
+        root, devices and /etc, the daemon's uid range mapped, capabilities kept over its own
+        user namespace, no seccomp filter (each run installs its own) and no time limit; the
+        mount points a run attaches its own mounts on (made read-only by the server)."""
+        static = list(self._static_args)
+        at = static.index("--seccomp_policy")
+        del static[at : at + 2]
+        return [
+            "--mode",
+            "o",
+            "--log",
+            str(log_path),
+            "--keep_caps",
+            "--proc_rw",
+            "--time_limit",
+            "0",
+            "--rlimit_cpu",
+            "inf",
+            "--rlimit_fsize",
+            "inf",
+            "--pass_fd",
+            str(control_fd),
+            *static,
+            *(a for mp in fork_server.MOUNT_POINTS for a in ("--tmpfsmount", mp)),
+        ]
+
+    def server_id_maps(self) -> bytes:
+        """A fork server's uid and gid maps, as nsjail config text (its command line would
+        use newuidmap; nsjail, as root, writes these itself)."""
+        base = self.settings.identity.uid_base
+        maps = [(0, base + UID_SPAN - 2, 1), (1, base, self.server_uid_count())]
+        lines = [
+            f'{kind} {{ inside_id: "{inside}" outside_id: "{outside}" count: {count} '
+            "use_newidmap: false }"
+            for kind in ("uidmap", "gidmap")
+            for inside, outside, count in maps
+        ]
+        return ("\n".join(lines) + "\n").encode()
+
     async def spawn(
-        self, args: list[str], config: bytes, group: cgroups.RunCgroup, *, stdin: bool
+        self,
+        args: list[str],
+        config: bytes,
+        group: cgroups.RunCgroup,
+        *,
+        stdin: bool,
+        pass_fds: tuple[int, ...] = (),
+        quiet: bool = False,
     ) -> asyncio.subprocess.Process:
-        """Start nsjail with `args` and `config` inside `group`; nothing runs outside it."""
+        """Start nsjail with `args` and `config` inside `group`; nothing runs outside it.
+        `quiet`: its stdout and stderr are not kept (a fork server's)."""
         cfg_r, cfg_w = os.pipe2(os.O_CLOEXEC)
+        output = asyncio.subprocess.DEVNULL if quiet else asyncio.subprocess.PIPE
         try:
             os.set_inheritable(cfg_r, True)
             proc = await asyncio.create_subprocess_exec(
@@ -191,9 +252,9 @@ class Jailer:
                 f"/dev/fd/{cfg_r}",
                 *args,
                 stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                pass_fds=(cfg_r,),
+                stdout=output,
+                stderr=output,
+                pass_fds=(cfg_r, *pass_fds),
                 env={},
                 start_new_session=True,
                 umask=0o022,  # the daemon's own 077 is not the jail's: a jail sees a host's
@@ -240,16 +301,9 @@ class Jailer:
         request: RunRequest,
         seen: Supervised,
         group: cgroups.RunCgroup,
-        log_text: str,
+        ending: Ending,
     ) -> RunResult:
-        exit_code: int | None = None
-        signal_name: str | None = None
-        launched = not any(marker in log_text for marker in _LAUNCH_FAILED)
-        if launched and (m := _EXIT_RE.search(log_text)):
-            # The init's status: the program's own, or 128+N for its death by signal N.
-            exit_code, signal_name = exit_status(int(m.group(1)))
-        elif launched and (m := _SIGNAL_RE.search(log_text)):
-            signal_name = m.group(1)  # the init itself was killed (the cgroup's kill)
+        exit_code, signal_name = ending.exit_code, ending.signal
         limits = request.limits
         oom = group.oom_kills()
         status: RunStatus
@@ -265,15 +319,15 @@ class Jailer:
             status, message = ended
             if status == "failed" and exit_code in (126, 127) and (m := _init_exec_failure(seen)):
                 message = f"cannot execute {m.group(1)}: {m.group(2)}"
-        elif m := _EXECVE_RE.search(log_text):
+        elif ending.exec_failure is not None:
             # The jail was built but the program could not be executed: the caller's mistake.
-            status, exit_code = "failed", 126 if m.group(2) == "Permission denied" else 127
-            message = f"cannot execute {m.group(1)}: {m.group(2)}"
+            path, reason = ending.exec_failure
+            status, exit_code = "failed", 126 if reason == "Permission denied" else 127
+            message = f"cannot execute {path}: {reason}"
         else:
             status = "error"
-            errors = [ln for ln in log_text.splitlines() if ln.startswith(("[W]", "[E]", "[F]"))]
             message = "sandbox failed to start: " + (
-                " | ".join(errors[-4:]) or f"nsjail exited with {seen.returncode}"
+                " | ".join(ending.errors[-4:]) or f"its supervisor exited with {seen.returncode}"
             )
             log.error("run %s: %s", run_id, message)
         notes = [message] if message else []
@@ -286,6 +340,35 @@ class Jailer:
             peak = 0.0
         code = (exit_code, signal_name)
         return to_result(run_id, "nsjail", limits, seen, (status, notes), code, peak)
+
+
+@dataclass
+class Ending:
+    """How a jail ended, as its supervisor tells it (nsjail's log, or a forked run's first
+    process): the init's status, or why the program or the jail could not start."""
+
+    exit_code: int | None = None
+    signal: str | None = None
+    exec_failure: tuple[str, str] | None = None  # (path, reason): the program's execve failed
+    errors: list[str] = field(default_factory=list)  # why the jail itself failed
+
+    @classmethod
+    def from_status(cls, status: int) -> Ending:
+        """From the init's exit status: the program's own, or 128+N for its death by N."""
+        exit_code, signal_name = exit_status(status)
+        return cls(exit_code, signal_name)
+
+    @classmethod
+    def from_log(cls, log_text: str) -> Ending:
+        launched = not any(marker in log_text for marker in _LAUNCH_FAILED)
+        if launched and (m := _EXIT_RE.search(log_text)):
+            return cls.from_status(int(m.group(1)))
+        if launched and (m := _SIGNAL_RE.search(log_text)):
+            return cls(signal=m.group(1))  # the init itself was killed (the cgroup's kill)
+        if m := _EXECVE_RE.search(log_text):
+            return cls(exec_failure=(m.group(1), m.group(2)))
+        errors = [ln for ln in log_text.splitlines() if ln.startswith(("[W]", "[E]", "[F]"))]
+        return cls(errors=errors)
 
 
 def _enter_and_configure(group: cgroups.RunCgroup, pid: int, config_fd: int, config: bytes) -> None:

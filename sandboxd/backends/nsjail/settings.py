@@ -59,6 +59,12 @@ class NsjailConfig(BaseModel):
         description="Kafel policy file for every jail; default: sandboxd's built-in policy "
         "(seccomp/default.policy), written to the state dir at start.",
     )
+    fork_server: bool = Field(
+        True,
+        description="Fork each run's jail from a prepared interpreter in a jail of its own "
+        "(sandboxd/backends/nsjail/forkserver.py) instead of starting nsjail and the "
+        "interpreter per run; false: nsjail builds every jail the warm pool does not have.",
+    )
     pool: PoolSettings = Field(
         default_factory=PoolSettings, description="Warm jails, ready before runs ask."
     )

@@ -49,7 +49,7 @@ from sandboxd.backends.host.warm import (
 )
 from sandboxd.backends.host.workspace import Workspace, collect_files, write_request_files
 from sandboxd.backends.nsjail.config import jail_config
-from sandboxd.backends.nsjail.jail import Jailer
+from sandboxd.backends.nsjail.jail import Ending, Jailer
 from sandboxd.errors import Overloaded
 from sandboxd.models import Limits, RunRequest, RunResult
 
@@ -289,7 +289,7 @@ class NsjailWarmPool(WarmPools[WarmJail]):
             running = ProcessRun(jail.proc, jail.group, stdin)
             seen = await supervise(running, request.limits, control)
             log_text = await asyncio.to_thread(self.jailer.read_log, jail.ws)
-            result = self.jailer.result(run_id, request, seen, jail.group, log_text)
+            result = self.jailer.result(run_id, request, seen, jail.group, Ending.from_log(log_text))
             await collect_files(result, jail.ws, request, self.settings)
             result.created_at = created
             return result

@@ -1,0 +1,265 @@
+"""The fork server, seen from the daemon: started once in an nsjail jail, asked for one jail
+per run (see `sandboxd/backends/jailside/fork_server.py` for the jail's side).
+
+A run's jail is launched in three steps, so that nothing of the run ever runs outside its
+cgroup or above its limits: the server forks (the child waits); the daemon reads the child's
+host pid from the kernel's credentials on the run's socket, moves it into the run's cgroup
+(every limit set already) and lowers its cpu and file-size rlimits; only then does it send
+the run's spec, and the child becomes the jail. Request data travels as `marshal` data the
+daemon writes and the server reads; it never reaches a shell or an argv parser.
+
+The server's jail is nsjail's as a run's is (read-only root, devices, /etc, nofile rlimit),
+with three differences a fork server needs: its user namespace maps the daemon's whole uid
+range (uid 0 is a host uid of its own that no run uses; uid 1+N is `uid_base`+N), it keeps
+its capabilities (over that namespace only) to build the runs' namespaces, and it has no
+seccomp filter (each run installs the policy itself). It runs nothing of any run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import marshal
+import os
+import resource
+import secrets
+import socket
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sandboxd.backends.host import cgroups
+from sandboxd.backends.host.jail_init import BASE_ENV
+from sandboxd.backends.jailside import fork_server, seccomp_filter, warm_boot
+from sandboxd.backends.nsjail.config import jail_config
+from sandboxd.backends.nsjail.jail import Jailer
+from sandboxd.errors import BackendUnavailable
+
+log = logging.getLogger("sandboxd.nsjail.forkserver")
+
+READY_TIMEOUT_S = 15.0
+LAUNCH_TIMEOUT_S = 10.0
+#: The server's own cgroup: the interpreter, and each run's child until it is moved.
+SERVER_MEMORY_MIB = 256
+SERVER_PIDS = 256
+_UCRED = struct.Struct("iII")
+
+
+def program_text() -> str:
+    """The server's program: warm_boot's run, the seccomp installer and the server itself,
+    each file's text without its entry point, then the server's."""
+    parts = []
+    for module in (warm_boot, seccomp_filter, fork_server):
+        text = Path(module.__file__ or "").read_text(encoding="utf-8")
+        parts.append(text.split('\nif __name__ == "__main__":', 1)[0])
+    return "\n\n".join(parts) + "\n\n_serve()\n"
+
+
+@dataclass
+class Launched:
+    """A run's jail, forked and in its cgroup, waiting for its spec (`start`)."""
+
+    pid: int
+    sock: socket.socket
+    stdout: int
+    stderr: int
+    stdin: int | None
+    fds: list[int] = field(default_factory=list)
+
+    def close(self) -> None:
+        for fd in (self.stdout, self.stderr, self.stdin):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.sock.close()
+
+
+class ForkServer:
+    """One fork server jail: `start`, then `launch` per run, `close` at the end."""
+
+    def __init__(
+        self,
+        jailer: Jailer,
+        cgroup_manager: cgroups.CgroupManager,
+        runs_dir: Path,
+        bpf: bytes,
+    ) -> None:
+        self.jailer = jailer
+        self.cgroups = cgroup_manager
+        self.runs_dir = runs_dir
+        self.bpf = bpf
+        self.uid_base = jailer.settings.identity.uid_base
+        self.name = ""
+        self._ctl: socket.socket | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._group: cgroups.RunCgroup | None = None
+        self._send_lock = asyncio.Lock()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    def server_uid(self, host_uid: int) -> int:
+        """Where a run's host uid is in the server's user namespace."""
+        offset = host_uid - self.uid_base
+        if not 0 <= offset < self.jailer.server_uid_count():
+            raise ValueError(f"uid {host_uid} is outside the daemon's range")
+        return 1 + offset
+
+    async def start(self) -> None:
+        self.name = "forkserver_" + secrets.token_hex(6)
+        root = self.runs_dir / self.name
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            await asyncio.to_thread(root.mkdir, mode=0o711)
+            self._group = await asyncio.to_thread(
+                self.cgroups.create,
+                self.name,
+                memory_bytes=SERVER_MEMORY_MIB << 20,
+                pids_max=SERVER_PIDS,
+            )
+            fd = theirs.fileno()
+            argv = [self.jailer.config.python, "-u", "-c", program_text(), str(fd)]
+            config = jail_config(self.name, argv, BASE_ENV) + self.jailer.server_id_maps()
+            args = self.jailer.server_args(root / "nsjail.log", fd)
+            self._proc = await self.jailer.spawn(
+                args, config, self._group, stdin=False, pass_fds=(fd,), quiet=True
+            )
+            theirs.close()
+            ours.setblocking(False)
+            self._ctl = ours
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.sock_sendall(ours, self.bpf)
+                ready = await asyncio.wait_for(loop.sock_recv(ours, 64), READY_TIMEOUT_S)
+            except (OSError, TimeoutError) as exc:
+                ready = repr(exc).encode()
+            if ready != fork_server.READY:
+                raise BackendUnavailable(
+                    f"the fork server did not start ({ready!r}): "
+                    + (await asyncio.to_thread(_tail, root / "nsjail.log"))
+                )
+        except BaseException:
+            theirs.close()
+            await asyncio.shield(self.close())
+            raise
+
+    async def close(self) -> None:
+        """End the server (and with it, as their pid namespace's init, any run it forked)."""
+        if self._ctl is not None:
+            self._ctl.close()
+            self._ctl = None
+        if self._group is not None:
+            await self._group.terminate(self._group.root_pids())
+            self._group.remove()
+            self._group = None
+        if self._proc is not None:
+            if self._proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.kill()
+            await self._proc.wait()
+        if self.name:
+            await asyncio.to_thread(_remove_dir, self.runs_dir / self.name)
+
+    async def launch(
+        self, group: cgroups.RunCgroup, mounts: list[int], *, stdin: bool, cpu_s: int, fsize: int
+    ) -> Launched:
+        """Fork a run's jail into `group` with the detached `mounts` (fds, closed here).
+
+        The jail waits for `Launched`'s spec; raises BackendUnavailable when the server
+        cannot fork (the caller builds a jail for the run instead)."""
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        ours.setblocking(False)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        in_r, in_w = os.pipe2(os.O_CLOEXEC) if stdin else (os.open(os.devnull, os.O_RDONLY), None)
+        launched = Launched(0, ours, out_r, err_r, in_w)
+        try:
+            try:
+                passed = [theirs.fileno(), in_r, out_w, err_w, *mounts]
+                await self._send(passed)
+            finally:
+                theirs.close()
+                for fd in (in_r, out_w, err_w, *mounts):
+                    os.close(fd)
+            launched.pid = await asyncio.wait_for(_read_pid(loop, ours), LAUNCH_TIMEOUT_S)
+            await asyncio.to_thread(_place, group, launched.pid, cpu_s, fsize)
+        except BaseException:
+            launched.close()
+            raise
+        return launched
+
+    async def _send(self, fds: list[int]) -> None:
+        ctl = self._ctl
+        if ctl is None or not self.alive:
+            raise BackendUnavailable("the fork server is not running")
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+        async with self._send_lock:
+            loop = asyncio.get_running_loop()
+            while True:
+                try:
+                    ctl.sendmsg([b"f"], ancillary)
+                    return
+                except BlockingIOError:
+                    ready = loop.create_future()
+                    loop.add_writer(ctl, ready.set_result, None)
+                    try:
+                        await ready
+                    finally:
+                        loop.remove_writer(ctl)
+                except OSError as exc:
+                    raise BackendUnavailable(f"the fork server is gone: {exc}") from exc
+
+
+async def _read_pid(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> int:
+    """The host pid of the jail's first process, from the credentials on its first message."""
+    msg, ancillary = await recvmsg(loop, sock, socket.CMSG_SPACE(_UCRED.size))
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and msg == b"p":
+            pid: int = _UCRED.unpack(data[: _UCRED.size])[0]
+            return pid
+    raise BackendUnavailable(f"the fork server did not fork a jail ({msg[:200]!r})")
+
+
+async def recvmsg(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, ancillary_size: int = 0
+) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+    """One message (b"" at EOF) and its ancillary data, from a non-blocking socket."""
+    while True:
+        try:
+            msg, ancillary, _flags, _addr = sock.recvmsg(1 << 16, ancillary_size)
+            return msg, ancillary
+        except BlockingIOError:
+            ready = loop.create_future()
+            loop.add_reader(sock, ready.set_result, None)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(sock)
+
+
+def _place(group: cgroups.RunCgroup, pid: int, cpu_s: int, fsize: int) -> None:
+    """Into its cgroup, its rlimits lowered (in a thread: a v1 move waits for RCU)."""
+    group.add_pid(pid)
+    resource.prlimit(pid, resource.RLIMIT_CPU, (cpu_s, cpu_s))
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (fsize, fsize))
+
+
+def start_message(spec: dict[str, object]) -> bytes:
+    return marshal.dumps(spec)
+
+
+def _tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-1000:]
+    except OSError:
+        return ""
+
+
+def _remove_dir(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
