@@ -34,7 +34,8 @@ def install_filter(bpf: bytes) -> None:
     if rest or not 0 < count <= BPF_MAXINSNS:
         raise ValueError(f"a BPF program of {len(bpf)} bytes is not 1-{BPF_MAXINSNS} instructions")
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), 0):
+    zero = ctypes.c_ulong(0)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), zero, zero, zero):
         code = ctypes.get_errno()
         raise OSError(code, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(code)}")
     instructions = ctypes.create_string_buffer(bpf, len(bpf))
@@ -42,7 +43,7 @@ def install_filter(bpf: bytes) -> None:
     result = libc.syscall(
         ctypes.c_long(SYS_SECCOMP),
         ctypes.c_ulong(SECCOMP_SET_MODE_FILTER),
-        ctypes.c_ulong(0),
+        zero,
         ctypes.byref(program),
     )
     if result:
