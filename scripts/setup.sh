@@ -27,6 +27,7 @@ command -v capsh >/dev/null || missing+=(libcap2-bin)     # tests: a daemon with
 /usr/bin/python3 -c 'import ipykernel' 2>/dev/null || missing+=(python3-ipykernel)  # contexts' kernel
 /usr/bin/python3 -c 'import matplotlib' 2>/dev/null || missing+=(python3-matplotlib)  # figures in contexts
 [ -x /usr/bin/chromium ] || missing+=(chromium)           # tests/ui: the Studio in a real browser
+ls /usr/lib/*/libseccomp.so.2 >/dev/null 2>&1 || missing+=(libseccomp2)  # forked runs' BPF filter
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   apt-get update -qq

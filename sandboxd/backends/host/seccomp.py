@@ -6,6 +6,12 @@ killing the process. Other ABIs are refused: nsjail's Kafel filter kills any sys
 a foreign architecture token (i386 `int 0x80`), and x32 numbers of every denied call are denied
 too; the Docker profile lists x86_64 alone, which libseccomp enforces the same way.
 
+A third rendering, `seccomp_bpf.render_bpf()`, compiles the same table with the host's
+libseccomp into a classic BPF program, for runs forked by the daemon's fork server, which
+install the filter themselves (`jailside/seccomp_filter.py`) with no nsjail in between.
+libseccomp takes at most one comparison per argument in a rule: a rule whose Docker form
+has more gives an equivalent `bpf_args`.
+
 `python -m sandboxd.backends.host.seccomp [DIR]` rewrites `seccomp/default.policy` and
 `seccomp/default.json`; a test keeps the checked-in files equal to what this module renders.
 """
@@ -109,6 +115,9 @@ class ArgRule:
     errno_value: int
     docker_args: list[list[dict[str, Any]]]  # OR of ANDs, in Docker's JSON form
     why: str
+    #: The same condition for libseccomp (at most one comparison per argument in an AND),
+    #: when `docker_args` does not fit that; None: `docker_args` serves as it is.
+    bpf_args: list[list[dict[str, Any]]] | None = None
 
 
 def _eq(index: int, value: int) -> dict[str, Any]:
@@ -117,6 +126,16 @@ def _eq(index: int, value: int) -> dict[str, Any]:
 
 def _masked(index: int, mask: int, value: int) -> dict[str, Any]:
     return {"index": index, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}
+
+
+def _not_0_nor_all_ones(index: int) -> list[list[dict[str, Any]]]:
+    """`arg != 0 && arg != 0xffffffff` with one comparison per rule: a 32-bit value that is
+    neither has, somewhere around the circle of its bits, a set bit followed by a clear one;
+    any high half set is caught by `>= 1 << 32`."""
+    pairs = [(1 << bit, 1 << ((bit + 1) % 32)) for bit in range(32)]
+    return [[_masked(index, one | zero, one)] for one, zero in pairs] + [
+        [{"index": index, "value": 1 << 32, "op": "SCMP_CMP_GE"}]
+    ]
 
 
 _ALLOWED_FAMILIES = (AF_UNIX, AF_INET, AF_INET6, AF_NETLINK)
@@ -175,6 +194,7 @@ ARG_RULES: list[ArgRule] = [
             ]
         ],
         "personality changes (only querying and PER_LINUX)",
+        bpf_args=_not_0_nor_all_ones(0),
     ),
 ]
 KAFEL_BY_NUMBER = {"umount2"}
