@@ -262,7 +262,7 @@ def render_docker() -> dict[str, Any]:
         },
     ]
     for rule in ARG_RULES:
-        for args in rule.docker_args:
+        for args in rule.bpf_args or rule.docker_args:  # runc: one comparison per argument
             syscalls.append(
                 {
                     "names": [rule.syscall],

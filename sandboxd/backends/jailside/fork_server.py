@@ -33,6 +33,12 @@ This file's text is joined with `warm_boot` and `seccomp_filter` into one progra
 has no sandboxd to import): see `sandboxd/backends/nsjail/forkserver.py`.
 """
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # in the program's text, these come before this file's (see above)
+    from sandboxd.backends.jailside.seccomp_filter import install_filter
+    from sandboxd.backends.jailside.warm_boot import _become_run, _warm_up
+
 READY = b"\x00sandboxd-fork-ready"
 #: Namespaces every run gets of its own (CLONE_NEW* flags).
 CLONE_NEWUSER = 0x10000000
@@ -43,28 +49,34 @@ MAX_FDS = 16
 #: Children forked ahead, each waiting for the next run's order.
 SPARE_FORKS = 2
 #: Where a run attaches its own mounts: tmpfs placeholders of nsjail's, made read-only here.
-MOUNT_POINTS = ("/workspace", "/tmp", "/dev/shm", "/cache", "/run/sandboxd")
+#: Every jail has the first three; a server for runs with a download cache or an egress
+#: allowlist has all five (a root entry would be seen by every run forked from its server).
+MOUNT_POINTS = ("/workspace", "/tmp", "/dev/shm")  # noqa: S108  # the jail's own, not the host's
+EXTRA_MOUNT_POINTS = ("/cache", "/run/sandboxd")
 EGRESS_SOCKET = "/run/sandboxd/egress.sock"
 
 
 def _serve() -> None:
     import sys
 
-    startup = set(sys.modules) - {"__main__"}
-    import _signal
+    # Set by the program's first lines (see forkserver.program_text), before any import.
+    startup = set(globals().get("_STARTUP", sys.modules)) - {"__main__"}
     import _socket
     import ctypes
     import fcntl
     import marshal
     import os
+    import signal as _signal
 
     _warm_up()  # warm_boot's: the compiler set up, start-up's objects frozen
     libc = ctypes.CDLL(None, use_errno=True)
     ctl = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, int(sys.argv[1]))
     bpf = ctl.recv(1 << 20)
     os.umask(0o022)
-    os.close(os.open(EGRESS_SOCKET, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-    for path in MOUNT_POINTS:  # MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
+    mount_points = sys.argv[2:]
+    if EGRESS_SOCKET.rsplit("/", 1)[0] in mount_points:
+        os.close(os.open(EGRESS_SOCKET, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    for path in mount_points:  # MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
         _check(libc.mount(None, path.encode(), None, 32 | 4096 | 1 | 2 | 4, None), path)
     _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)  # the kernel reaps what ends
     taken_r, taken_w = os.pipe2(os.O_CLOEXEC)
@@ -222,7 +234,9 @@ def _program(spec: dict, bpf: bytes, startup: set[str], libc, _signal) -> None: 
     import sys
 
     try:
-        rc = libc.mount(b"proc", b"/proc", b"proc", 0x1 | 0x2 | 0x4 | 0x8, None)  # ro,nosuid,nodev,noexec
+        rc = libc.mount(
+            b"proc", b"/proc", b"proc", 0x1 | 0x2 | 0x4 | 0x8, None
+        )  # ro,nosuid,nodev,noexec
         _check(rc, "mount /proc")
         os.closerange(3, 1 << 20)
         _drop_capabilities(libc)

@@ -23,6 +23,7 @@ from sandboxd.backends.host.egress import EgressGuard
 from sandboxd.backends.host.jail_init import OVERHEAD_PIDS
 from sandboxd.backends.host.kernel import Kernel
 from sandboxd.backends.host.reporting import capabilities
+from sandboxd.backends.host.seccomp_bpf import render_bpf
 from sandboxd.backends.host.slots import Slots
 from sandboxd.backends.host.supervise import ProcessRun, Supervised, supervise
 from sandboxd.backends.host.tasks import Background
@@ -34,7 +35,7 @@ from sandboxd.backends.host.workspace import (
 )
 from sandboxd.backends.nsjail import kernel
 from sandboxd.backends.nsjail.forked import ForkedRun, clone_mounts, run_spec
-from sandboxd.backends.nsjail.forkserver import ForkServer
+from sandboxd.backends.nsjail.forkserver import ForkServers
 from sandboxd.backends.nsjail.jail import EGRESS_SOCKET, ETC_FILES, Ending, Jailer
 from sandboxd.backends.nsjail.settings import NsjailConfig
 from sandboxd.backends.nsjail.warm import PROFILES, NsjailWarmPool, warm_profile
@@ -74,14 +75,7 @@ class NsjailBackend(Backend):
         self.warm: NsjailWarmPool | None = None
         self.jailer = Jailer(settings, self.config, self.binary, self.etc_dir, self.seccomp_dir)
         #: The fork server every run's jail is forked from (None: nsjail builds each one).
-        self.forks: ForkServer | None = None
-        self._fork_restart: asyncio.Task[None] | None = None
-        self.bpf = b""
-
-    def cgroups_or_fail(self) -> cgroups.CgroupManager:
-        if self.cgroups is None:
-            raise BackendUnavailable("the nsjail backend is not started")
-        return self.cgroups
+        self.forks: ForkServers | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -100,12 +94,9 @@ class NsjailBackend(Backend):
         self.egress = EgressGuard(self.settings)
         await self._self_test()
         if self.config.fork_server:
-            from sandboxd.backends.host.seccomp_bpf import render_bpf
-
-            self.bpf = await asyncio.to_thread(render_bpf)
-            await self._start_fork_server()
-            if self.forks is None:
-                raise BackendUnavailable("the fork server did not start (see the log)")
+            bpf = await asyncio.to_thread(render_bpf)
+            self.forks = ForkServers(self.jailer, self.cgroups, self.runs_dir, bpf)
+            await self.forks.start()
             await self._self_test()
         if self.config.pool.enabled and self.config.pool.max_size > 0:
             self.warm = NsjailWarmPool(
@@ -157,8 +148,6 @@ class NsjailBackend(Backend):
     async def close(self) -> None:
         if self.warm is not None:
             await self.warm.close()
-        if self._fork_restart is not None:
-            await self._fork_restart
         if self.forks is not None:
             await self.forks.close()
             self.forks = None
@@ -309,13 +298,16 @@ class NsjailBackend(Backend):
         *,
         egress: bool,
     ) -> ForkedRun | None:
-        """The run's jail, forked and waiting in its cgroup; None if the fork server cannot
-        fork one now (it is restarted, and this run gets a jail built by nsjail)."""
-        assert self.forks is not None  # noqa: S101  # an invariant, for mypy: the caller checked
+        """The run's jail, forked and waiting in its cgroup; None if no fork server can fork
+        one now (it is restarted, and this run gets a jail built by nsjail)."""
+        extras = egress or ws.cache is not None
+        server = self.forks.get(extras=extras) if self.forks is not None else None
+        if server is None:
+            return None
         limits = request.limits
         fds, targets = await asyncio.to_thread(clone_mounts, ws, egress=egress)
         try:
-            launched = await self.forks.launch(
+            launched = await server.launch(
                 group,
                 fds,
                 stdin=request.stdin is not None,
@@ -324,24 +316,9 @@ class NsjailBackend(Backend):
             )
         except BackendUnavailable as exc:
             log.warning("fork server: %s; building this run's jail with nsjail", exc)
-            self._restart_fork_server()
+            if self.forks is not None:
+                self.forks.restart(extras=extras)
             return None
-        spec = run_spec(self.jailer, request, self.forks.server_uid(uid), targets)
+        spec = run_spec(self.jailer, request, server.server_uid(uid), targets)
         stdin = request.stdin.encode() if request.stdin is not None else None
         return ForkedRun(launched, group, spec, stdin)
-
-    def _restart_fork_server(self) -> None:
-        if self._fork_restart is None or self._fork_restart.done():
-            self._fork_restart = asyncio.create_task(self._start_fork_server())
-
-    async def _start_fork_server(self) -> None:
-        old, self.forks = self.forks, None
-        if old is not None:
-            await old.close()
-        server = ForkServer(self.jailer, self.cgroups_or_fail(), self.runs_dir, self.bpf)
-        try:
-            await server.start()
-        except (BackendUnavailable, OSError, TimeoutError) as exc:
-            log.error("the fork server did not start: %s; runs get jails built by nsjail", exc)
-            return
-        self.forks = server

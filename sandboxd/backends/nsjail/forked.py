@@ -35,11 +35,8 @@ SO_SNDBUFFORCE = 32
 
 def clone_mounts(ws: Workspace, *, egress: bool) -> tuple[list[int], list[str]]:
     """Detached copies of the run's mounts (fds) and where the jail attaches each."""
-    wanted: list[tuple[Path, str]] = [
-        (ws.work, "/workspace"),
-        (ws.fs / "tmp", "/tmp"),
-        (ws.fs / "shm", "/dev/shm"),
-    ]
+    sources = (ws.work, ws.fs / "tmp", ws.fs / "shm")
+    wanted: list[tuple[Path, str]] = list(zip(sources, fork_server.MOUNT_POINTS, strict=True))
     if ws.cache is not None:
         wanted.append((ws.cache, JAIL_CACHE))
     if egress:

@@ -53,7 +53,10 @@ def program_text() -> str:
     for module in (warm_boot, seccomp_filter, fork_server):
         text = Path(module.__file__ or "").read_text(encoding="utf-8")
         parts.append(text.split('\nif __name__ == "__main__":', 1)[0])
-    return "\n\n".join(parts) + "\n\n_serve()\n"
+    # What the interpreter loaded to start, before any of these files' imports: a forked
+    # python run keeps exactly these modules.
+    head = 'import sys\n_STARTUP = frozenset(sys.modules) - {"__main__"}\ndel sys\n'
+    return head + "\n\n".join(parts) + "\n\n_serve()\n"
 
 
 @dataclass
@@ -84,7 +87,12 @@ class ForkServer:
         cgroup_manager: cgroups.CgroupManager,
         runs_dir: Path,
         bpf: bytes,
+        *,
+        extras: bool = False,
     ) -> None:
+        #: A server for runs with a download cache or an egress allowlist: its jail has
+        #: their mount points, which no other run's jail shows.
+        self.extras = extras
         self.jailer = jailer
         self.cgroups = cgroup_manager
         self.runs_dir = runs_dir
@@ -108,7 +116,7 @@ class ForkServer:
         return 1 + offset
 
     async def start(self) -> None:
-        self.name = "forkserver_" + secrets.token_hex(6)
+        self.name = "warm_forkserver_" + secrets.token_hex(6)  # kept ready, as warm jails are
         root = self.runs_dir / self.name
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -121,8 +129,9 @@ class ForkServer:
             )
             fd = theirs.fileno()
             argv = [self.jailer.config.python, "-u", "-c", program_text(), str(fd)]
+            argv += self.jailer.server_mount_points(extras=self.extras)
             config = jail_config(self.name, argv, BASE_ENV) + self.jailer.server_id_maps()
-            args = self.jailer.server_args(root / "nsjail.log", fd)
+            args = self.jailer.server_args(root / "nsjail.log", fd, extras=self.extras)
             self._proc = await self.jailer.spawn(
                 args, config, self._group, stdin=False, pass_fds=(fd,), quiet=True
             )
@@ -212,6 +221,62 @@ class ForkServer:
                         loop.remove_writer(ctl)
                 except OSError as exc:
                     raise BackendUnavailable(f"the fork server is gone: {exc}") from exc
+
+
+class ForkServers:
+    """A backend's fork servers: one for most runs, one (`extras`) for runs with a download
+    cache or an egress allowlist. One that fails is restarted in the background; meanwhile
+    its runs get jails built by nsjail."""
+
+    def __init__(
+        self,
+        jailer: Jailer,
+        cgroup_manager: cgroups.CgroupManager,
+        runs_dir: Path,
+        bpf: bytes,
+    ) -> None:
+        self._args = (jailer, cgroup_manager, runs_dir, bpf)
+        self._servers: dict[bool, ForkServer] = {}
+        self._restarts: dict[bool, asyncio.Task[None]] = {}
+
+    def _make(self, extras: bool) -> ForkServer:
+        return ForkServer(*self._args, extras=extras)
+
+    async def start(self) -> None:
+        """Start both; raises BackendUnavailable if either cannot start."""
+        for extras in (False, True):
+            server = self._make(extras)
+            await server.start()
+            self._servers[extras] = server
+
+    def get(self, *, extras: bool) -> ForkServer | None:
+        server = self._servers.get(extras)
+        return server if server is not None and server.alive else None
+
+    def restart(self, *, extras: bool) -> None:
+        task = self._restarts.get(extras)
+        if task is None or task.done():
+            self._restarts[extras] = asyncio.create_task(self._restart(extras))
+
+    async def _restart(self, extras: bool) -> None:
+        old = self._servers.pop(extras, None)
+        if old is not None:
+            await old.close()
+        server = self._make(extras)
+        try:
+            await server.start()
+        except (BackendUnavailable, OSError) as exc:
+            log.error("a fork server did not start again: %s; nsjail builds its runs' jails", exc)
+            return
+        self._servers[extras] = server
+
+    async def close(self) -> None:
+        for task in self._restarts.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for server in self._servers.values():
+            await server.close()
+        self._servers.clear()
 
 
 async def _read_pid(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> int:

@@ -190,7 +190,12 @@ class Jailer:
         download caches' owner, the range's last two)."""
         return UID_SPAN - 2
 
-    def server_args(self, log_path: Path, control_fd: int) -> list[str]:
+    @staticmethod
+    def server_mount_points(*, extras: bool) -> list[str]:
+        """The placeholders a fork server's jail has (see `fork_server.MOUNT_POINTS`)."""
+        return [*fork_server.MOUNT_POINTS, *(fork_server.EXTRA_MOUNT_POINTS if extras else ())]
+
+    def server_args(self, log_path: Path, control_fd: int, *, extras: bool) -> list[str]:
         """nsjail's arguments for a fork server's jail (see `forkserver`): the run jail's
         root, devices and /etc, the daemon's uid range mapped, capabilities kept over its own
         user namespace, no seccomp filter (each run installs its own) and no time limit; the
@@ -214,7 +219,7 @@ class Jailer:
             "--pass_fd",
             str(control_fd),
             *static,
-            *(a for mp in fork_server.MOUNT_POINTS for a in ("--tmpfsmount", mp)),
+            *(a for mp in self.server_mount_points(extras=extras) for a in ("--tmpfsmount", mp)),
         ]
 
     def server_id_maps(self) -> bytes:

@@ -289,7 +289,9 @@ class NsjailWarmPool(WarmPools[WarmJail]):
             running = ProcessRun(jail.proc, jail.group, stdin)
             seen = await supervise(running, request.limits, control)
             log_text = await asyncio.to_thread(self.jailer.read_log, jail.ws)
-            result = self.jailer.result(run_id, request, seen, jail.group, Ending.from_log(log_text))
+            result = self.jailer.result(
+                run_id, request, seen, jail.group, Ending.from_log(log_text)
+            )
             await collect_files(result, jail.ws, request, self.settings)
             result.created_at = created
             return result
