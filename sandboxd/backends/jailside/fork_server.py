@@ -35,9 +35,13 @@ has no sandboxd to import): see `sandboxd/backends/nsjail/forkserver.py`.
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # in the program's text, these come before this file's (see above)
-    from sandboxd.backends.jailside.seccomp_filter import install_filter
-    from sandboxd.backends.jailside.warm_boot import _become_run, _warm_up
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+# Defined by the texts the program joins before this one (see above): declared, not bound.
+_warm_up: "Callable[[], None]"
+_become_run: "Callable[[list[str], set[str]], None]"
+install_filter: "Callable[[bytes], None]"
 
 READY = b"\x00sandboxd-fork-ready"
 #: Namespaces every run gets of its own (CLONE_NEW* flags).
@@ -68,7 +72,7 @@ def _serve() -> None:
     import os
     import signal as _signal
 
-    _warm_up()  # warm_boot's: the compiler set up, start-up's objects frozen
+    _warm_up()  # noqa: F821  # warm_boot's: the compiler set up, start-up's objects frozen
     libc = ctypes.CDLL(None, use_errno=True)
     ctl = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, int(sys.argv[1]))
     bpf = ctl.recv(1 << 20)
@@ -169,20 +173,12 @@ def _jail(fds: list[int], bpf: bytes, startup: set[str], tools: tuple) -> None: 
             _check(rc, f"move_mount {target}")
             os.close(fd)
         _loopback_up(_socket, fcntl)
-        os.set_inheritable(run.fileno(), False)
-        # B, pid 1 of the run's pid namespace: `sleep`, exec'd with SIGCHLD ignored, so
-        # that the orphans of the run are reaped; an exec as uid 1000 leaves it no
-        # capability. vfork-like, so the run does not wait for a copy of this process.
-        init = os.posix_spawn(
-            spec["init"],
-            [spec["init"], "infinity"],
-            {},
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
-                (os.POSIX_SPAWN_DUP2, 1, 2),
-            ],
-        )
+        # B, pid 1 of the run's pid namespace: a copy of this process that drops every
+        # capability and takes the seccomp filter as the run will, then only waits (with
+        # SIGCHLD ignored, the kernel reaps the orphans it inherits).
+        init = os.fork()
+        if init == 0:
+            _init(run, bpf, libc)
         _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
         child = os.fork()
     except BaseException as exc:
@@ -203,6 +199,26 @@ def _jail(fds: list[int], bpf: bytes, startup: set[str], tools: tuple) -> None: 
     os.waitpid(init, 0)
     run.send(b"x%d" % _init_status(status))
     os._exit(0)
+
+
+def _init(run, bpf: bytes, libc) -> None:  # type: ignore[no-untyped-def]
+    """B: the run's init. It holds nothing (stdio on /dev/null, no other descriptor), can
+    do nothing the run cannot, and waits to be killed when the run ends."""
+    import os
+    import signal
+
+    try:
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in range(3):
+            os.dup2(null, fd)
+        run.detach()
+        os.closerange(3, 1 << 20)
+        _drop_capabilities(libc)
+        install_filter(bpf)  # noqa: F821  # seccomp_filter's
+    except BaseException:
+        os._exit(125)
+    while True:
+        signal.pause()
 
 
 def _loopback_up(_socket, fcntl) -> None:  # type: ignore[no-untyped-def]
@@ -240,7 +256,7 @@ def _program(spec: dict, bpf: bytes, startup: set[str], libc, _signal) -> None: 
         _check(rc, "mount /proc")
         os.closerange(3, 1 << 20)
         _drop_capabilities(libc)
-        install_filter(bpf)
+        install_filter(bpf)  # noqa: F821  # seccomp_filter's
         os.chdir("/workspace")
     except BaseException as exc:
         os.write(2, f"sandboxd: the run's jail failed: {exc}\n".encode(errors="replace"))
@@ -258,7 +274,7 @@ def _program(spec: dict, bpf: bytes, startup: set[str], libc, _signal) -> None: 
         if name not in startup and name != "__main__":
             del sys.modules[name]
     del libc, _signal
-    _become_run(spec["entries"], startup)
+    _become_run(spec["entries"], startup)  # noqa: F821  # warm_boot's
 
 
 def _drop_capabilities(libc) -> None:  # type: ignore[no-untyped-def]

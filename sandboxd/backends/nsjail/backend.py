@@ -315,7 +315,7 @@ class NsjailBackend(Backend):
                 fsize=limits.file_size_mib << 20,
             )
         except BackendUnavailable as exc:
-            log.warning("fork server: %s; building this run's jail with nsjail", exc)
+            log.warning("fork server: %s; nsjail builds this run's jail", exc)
             if self.forks is not None:
                 self.forks.restart(extras=extras)
             return None

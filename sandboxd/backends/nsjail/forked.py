@@ -28,8 +28,6 @@ from sandboxd.models import RunRequest
 #: Exit status a forked jail's first process reports when the jail could not be set up.
 SETUP_FAILED = -1
 SPEC_BUFFER_BYTES = 4 << 20
-#: pid 1 of a forked run's pid namespace (exec'd with SIGCHLD ignored: it reaps orphans).
-INIT_PROGRAM = "/usr/bin/sleep"
 SO_SNDBUFFORCE = 32
 
 
@@ -57,7 +55,7 @@ def run_spec(
 ) -> dict[str, Any]:
     """What the forked jail needs to become the run: a python program is run by the forked
     interpreter itself; anything else (or an allowlist run, under its forwarder) is exec'd."""
-    spec: dict[str, Any] = {"uid": server_uid, "mounts": targets, "init": INIT_PROGRAM}
+    spec: dict[str, Any] = {"uid": server_uid, "mounts": targets}
     argv, env = jailer.program(request)
     if request.network.mode == "none" and waiter_profile(request) == "python":
         spec["entries"] = [f"{k}={v}" for k, v in env.items()]

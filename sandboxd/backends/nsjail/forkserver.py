@@ -26,6 +26,7 @@ import resource
 import secrets
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +90,7 @@ class ForkServer:
         bpf: bytes,
         *,
         extras: bool = False,
+        on_exit: Callable[[], None] | None = None,
     ) -> None:
         #: A server for runs with a download cache or an egress allowlist: its jail has
         #: their mount points, which no other run's jail shows.
@@ -103,6 +105,9 @@ class ForkServer:
         self._proc: asyncio.subprocess.Process | None = None
         self._group: cgroups.RunCgroup | None = None
         self._send_lock = asyncio.Lock()
+        self._on_exit = on_exit
+        self._watch: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def alive(self) -> bool:
@@ -149,13 +154,24 @@ class ForkServer:
                     f"the fork server did not start ({ready!r}): "
                     + (await asyncio.to_thread(_tail, root / "nsjail.log"))
                 )
+            self._watch = asyncio.create_task(self._watch_exit())
         except BaseException:
             theirs.close()
             await asyncio.shield(self.close())
             raise
 
+    async def _watch_exit(self) -> None:
+        assert self._proc is not None  # noqa: S101  # an invariant, for mypy: started
+        await self._proc.wait()
+        if not self._closing and self._on_exit is not None:
+            log.warning("fork server %s ended (nsjail status %s)", self.name, self._proc.returncode)
+            self._on_exit()
+
     async def close(self) -> None:
         """End the server (and with it, as their pid namespace's init, any run it forked)."""
+        self._closing = True
+        if self._watch is not None:
+            self._watch.cancel()
         if self._ctl is not None:
             self._ctl.close()
             self._ctl = None
@@ -238,9 +254,10 @@ class ForkServers:
         self._args = (jailer, cgroup_manager, runs_dir, bpf)
         self._servers: dict[bool, ForkServer] = {}
         self._restarts: dict[bool, asyncio.Task[None]] = {}
+        self._closed = False
 
     def _make(self, extras: bool) -> ForkServer:
-        return ForkServer(*self._args, extras=extras)
+        return ForkServer(*self._args, extras=extras, on_exit=lambda: self.restart(extras=extras))
 
     async def start(self) -> None:
         """Start both; raises BackendUnavailable if either cannot start."""
@@ -250,10 +267,16 @@ class ForkServers:
             self._servers[extras] = server
 
     def get(self, *, extras: bool) -> ForkServer | None:
+        """The server for a run, or None (one found dead is restarted meanwhile)."""
         server = self._servers.get(extras)
-        return server if server is not None and server.alive else None
+        if server is not None and server.alive:
+            return server
+        self.restart(extras=extras)
+        return None
 
     def restart(self, *, extras: bool) -> None:
+        if self._closed:
+            return
         task = self._restarts.get(extras)
         if task is None or task.done():
             self._restarts[extras] = asyncio.create_task(self._restart(extras))
@@ -261,6 +284,7 @@ class ForkServers:
     async def _restart(self, extras: bool) -> None:
         old = self._servers.pop(extras, None)
         if old is not None:
+            log.warning("a fork server ended; starting another")
             await old.close()
         server = self._make(extras)
         try:
@@ -271,6 +295,7 @@ class ForkServers:
         self._servers[extras] = server
 
     async def close(self) -> None:
+        self._closed = True
         for task in self._restarts.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
