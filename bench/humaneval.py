@@ -84,6 +84,9 @@ def measure(limit: int | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))
     work.chmod(0o711)
     daemon = Daemon(work, "humaneval", backend={"pool": {"min_size": CONCURRENCY}}).start()
+    forked = Daemon(work, "humaneval-fork", backend={"pool": {"enabled": False}}).start()
+    nothing = {"pool": {"min_size": CONCURRENCY}, "fork_server": False}
+    before = Daemon(work, "humaneval-before", backend=nothing).start()
     times: dict[str, float] = {}
     try:
         with PeerWorker() as peer:
@@ -91,6 +94,8 @@ def measure(limit: int | None = None) -> dict[str, Any]:
             runners = {
                 "bare": lambda: run_bare(progs, work),
                 "api": lambda: asyncio.run(run_api(progs, daemon)),
+                "api_fork": lambda: asyncio.run(run_api(progs, forked)),
+                "api_before": lambda: asyncio.run(run_api(progs, before)),
                 "autogen": lambda: run_autogen(progs, peer),
             }
             for name, runner in runners.items():
@@ -100,7 +105,8 @@ def measure(limit: int | None = None) -> dict[str, Any]:
                 if failures:
                     raise RuntimeError(f"{name}: {len(failures)} failed: {failures[:5]}")
     finally:
-        daemon.stop()
+        for d in (daemon, forked, before):
+            d.stop()
     return {"n": len(progs), "times": times}
 
 
@@ -109,13 +115,27 @@ def report(data: dict[str, Any]) -> str:
     base = times["bare"]
     labels = {
         "bare": f"bare `{JAIL_PYTHON} file.py`, pool of {CONCURRENCY} (baseline)",
-        "api": f"sandboxd HTTP API, nsjail, warm pool, {CONCURRENCY} in flight",
+        "api": f"sandboxd HTTP API, nsjail, warm pool and fork server (the defaults), "
+        f"{CONCURRENCY} in flight",
+        "api_fork": f"sandboxd HTTP API, nsjail, no pool: every jail forked, "
+        f"{CONCURRENCY} in flight",
+        "api_before": f"sandboxd HTTP API, nsjail, warm pool, no fork server (before issue 20), "
+        f"{CONCURRENCY} in flight",
         "autogen": f"AutoGen `LocalCommandLineCodeExecutor`, {CONCURRENCY} at a time",
     }
     rows = ["| what | passed | total s | ms per problem | ratio vs bare |", "|---|---|---|---|---|"]
     for key, label in labels.items():
         t = times[key]
         rows.append(f"| {label} | {n}/{n} | {t:.2f} | {t / n * 1e3:.1f} | {t / base:.2f}x |")
+    best = min(times["api"], times["api_fork"])
+    rows += [
+        "",
+        f"Targets (issue 20): ≤ 0.6x AutoGen's local executor and ≤ 1.1x the bare pool; here "
+        f"{times['api'] / times['autogen']:.2f}x and {times['api'] / base:.2f}x with the "
+        f"defaults, {times['api_fork'] / times['autogen']:.2f}x and "
+        f"{times['api_fork'] / base:.2f}x with every jail forked "
+        f"(best {best / times['autogen']:.2f}x and {best / base:.2f}x).",
+    ]
     return "\n".join([f"## HumanEval canonical solutions ({n} problems)", "", *rows, ""])
 
 

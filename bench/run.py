@@ -23,6 +23,7 @@ from bench import (
     humaneval,
     mcp_latency,
     realrepos,
+    sandbox_latency,
     soak,
 )
 from bench.machine import describe
@@ -38,11 +39,14 @@ def main() -> None:
     args = parser.parse_args()
     header = ["# sandboxd benchmarks", "", "## Machine", *describe(), ""]
     sections = [hello_latency.report(hello_latency.measure(args.iterations))]
+    sections.append(sandbox_latency.report(sandbox_latency.measure(args.iterations)))
     sections.append(humaneval.report(humaneval.measure()))
     sections.append(autogen_executors.report(autogen_executors.measure()))
     sections.append(mcp_latency.report(mcp_latency.measure()))
     sections.append(docker_latency.report(docker_latency.measure()))
-    sections.append(soak.report(soak.measure(args.soak_runs)))
+    sections.append(
+        soak.report(soak.measure(args.soak_runs), soak.measure(args.soak_runs, fork_server=False))
+    )
     sections.append(fork_latency.report(fork_latency.measure()))
     sections.append(context_latency.report(context_latency.measure(args.iterations)))
     work = Path(tempfile.mkdtemp(prefix="sandboxd-bench-", dir="/var/tmp"))

@@ -12,6 +12,7 @@ from bench import (
     hello_latency,
     humaneval,
     mcp_latency,
+    sandbox_latency,
     soak,
 )
 from tests.daemon import Daemon
@@ -20,12 +21,14 @@ from tests.daemon import Daemon
 def test_hello_latency_bench_runs() -> None:
     samples = hello_latency.measure(iterations=3, warmup=1)
     assert {len(v) for v in samples.values()} == {3}
-    exec_keys = {f"{lang}_{k}" for lang in ("bash", "node") for k in ("bare", "pool", "cold")}
+    kinds = ("bare", "pool", "fork", "cold")
+    exec_keys = {f"{lang}_{k}" for lang in ("bash", "node") for k in kinds}
     assert (
         set(samples)
         == {
             "bare",
             "pool",
+            "fork",
             "cold",
             "autogen",
             "floor_py",
@@ -37,11 +40,19 @@ def test_hello_latency_bench_runs() -> None:
     report = hello_latency.report(samples)
     assert "| sandboxd HTTP API, nsjail, warm pool |" in report
     assert "| bash: sandboxd HTTP API, nsjail, exec pool |" in report
+    assert "a jail forked per run by the fork server |" in report
+
+
+def test_sandbox_latency_bench_runs() -> None:
+    samples = sandbox_latency.measure(iterations=2, warmup=1)
+    assert {key: len(v) for key, v in samples.items()} == {"fork": 2, "cold": 2}
+    assert "Target (issue 20): ≤ 15 ms p50" in sandbox_latency.report(samples)
 
 
 def test_humaneval_bench_runs() -> None:
     data = humaneval.measure(limit=6)  # raises if any contender fails a problem
-    assert data["n"] == 6 and set(data["times"]) == {"bare", "api", "autogen"}
+    contenders = {"bare", "api", "api_fork", "api_before", "autogen"}
+    assert data["n"] == 6 and set(data["times"]) == contenders
     assert "6/6" in humaneval.report(data)
 
 
@@ -53,10 +64,12 @@ def test_docker_bench_runs() -> None:
 
 
 def test_soak_bench_runs_clean() -> None:
-    data = soak.measure(runs=40, concurrency=2)
-    assert data["errors"] == []
-    assert set(data["leaks"].values()) == {0}
-    assert set(data["after_stop"].values()) == {0}
+    measured = [soak.measure(runs=40, concurrency=2, fork_server=on) for on in (True, False)]
+    for data in measured:
+        assert data["errors"] == []
+        assert set(data["leaks"].values()) == {0}
+        assert set(data["after_stop"].values()) == {0}
+    assert "| runs per second |" in soak.report(*measured)
 
 
 def test_fork_bench_runs() -> None:
