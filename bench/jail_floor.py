@@ -32,7 +32,7 @@ class JailFloor:
         settings = Settings(
             state_dir=state,
             cgroup_parent="sandboxd-floor",
-            backends={"nsjail": {"pool": {"enabled": False}}},
+            backends={"nsjail": {"pool": {"enabled": False}, "fork_server": False}},
         )
         self.claim = claim_state(settings)
         settings = settings.with_identity(self.claim.identity)

@@ -256,6 +256,8 @@ class Daemon:
 
 #: The name prefix of a warm pool's jails and containers (idle ones are not leftovers).
 WARM_PREFIX = "warm_"
+#: A fork server's cgroup (and run directory), kept for the daemon's life as warm jails are.
+FORK_SERVER_PREFIX = "warm_forkserver_"
 
 
 @functools.cache
@@ -322,16 +324,21 @@ def leftover_mounts(state_dir: Path, *, include_warm: bool = False) -> list[str]
         ]
 
 
-def leftover_cgroups(parent: str, *, include_warm: bool = False) -> list[Path]:
+def leftover_cgroups(
+    parent: str, *, include_warm: bool = False, include_fork_servers: bool = False
+) -> list[Path]:
+    """Run cgroups of a daemon (by its cgroup parent); its warm jails' only if
+    `include_warm`, its fork servers' only if `include_fork_servers` (once per controller
+    on cgroup v1)."""
     found: list[Path] = []
     for root in (Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").glob("*")):
         d = root / parent
         if d.is_dir():
-            found += [
-                p
-                for p in d.iterdir()
-                if p.is_dir() and (include_warm or not p.name.startswith(WARM_PREFIX))
-            ]
+            for p in d.iterdir():
+                server = p.name.startswith(FORK_SERVER_PREFIX)
+                warm = p.name.startswith(WARM_PREFIX) and not server
+                if p.is_dir() and (include_fork_servers if server else include_warm or not warm):
+                    found.append(p)
     return found
 
 

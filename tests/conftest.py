@@ -139,7 +139,7 @@ def no_leftovers(daemon: Daemon) -> Iterator[None]:
 
 
 WARM_MAX = 4  # PoolSettings().max_size, per profile
-WARM_JAILS_MAX = 2 * WARM_MAX + 1  # nsjail's profiles: python, exec; and the fork server
+WARM_JAILS_MAX = 2 * WARM_MAX  # nsjail's profiles: python, exec
 WARM_CONTAINERS_MAX = 3 * WARM_MAX  # docker's: python, exec, node
 
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from sandboxd.client import SyncClient
-from sandboxd.testing import leftover_cgroups, sandbox_processes
+from sandboxd.testing import FORK_SERVER_PREFIX, leftover_cgroups, sandbox_processes
 from tests.conftest import assert_no_leftovers
 from tests.daemon import Daemon
 
@@ -81,8 +81,8 @@ def server_processes(daemon: Daemon) -> list[psutil.Process]:
     """The fork servers: in their cgroups, the children of nsjail (which runs as root; the
     servers' own children wait there for runs, and leave as runs take them)."""
     found: dict[int, psutil.Process] = {}
-    for group in leftover_cgroups(daemon.cgroup_parent, include_warm=True):
-        if group.name.startswith("warm_forkserver_") and (group / "cgroup.procs").exists():
+    for group in leftover_cgroups(daemon.cgroup_parent, include_fork_servers=True):
+        if group.name.startswith(FORK_SERVER_PREFIX) and (group / "cgroup.procs").exists():
             for pid in map(int, (group / "cgroup.procs").read_text().split()):
                 try:
                     proc = psutil.Process(pid)

@@ -45,6 +45,9 @@ LAUNCH_TIMEOUT_S = 10.0
 SERVER_MEMORY_MIB = 256
 SERVER_PIDS = 256
 _UCRED = struct.Struct("iII")
+#: Its cgroup's and run directory's name: kept for the daemon's life as warm jails are
+#: (`sandboxd.testing` tells them apart by it).
+NAME_PREFIX = "warm_forkserver_"
 
 
 def program_text() -> str:
@@ -121,7 +124,7 @@ class ForkServer:
         return 1 + offset
 
     async def start(self) -> None:
-        self.name = "warm_forkserver_" + secrets.token_hex(6)  # kept ready, as warm jails are
+        self.name = NAME_PREFIX + secrets.token_hex(6)
         root = self.runs_dir / self.name
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -252,6 +255,9 @@ class ForkServers:
         bpf: bytes,
     ) -> None:
         self._args = (jailer, cgroup_manager, runs_dir, bpf)
+        #: With a `rootfs` (an image's userland, read-only, owned by the host's root) a jail
+        #: cannot add /cache and /run/sandboxd: those runs keep jails built by nsjail.
+        self._kinds = (False, True) if jailer.config.rootfs is None else (False,)
         self._servers: dict[bool, ForkServer] = {}
         self._restarts: dict[bool, asyncio.Task[None]] = {}
         self._closed = False
@@ -261,7 +267,7 @@ class ForkServers:
 
     async def start(self) -> None:
         """Start both; raises BackendUnavailable if either cannot start."""
-        for extras in (False, True):
+        for extras in self._kinds:
             server = self._make(extras)
             await server.start()
             self._servers[extras] = server
@@ -271,7 +277,8 @@ class ForkServers:
         server = self._servers.get(extras)
         if server is not None and server.alive:
             return server
-        self.restart(extras=extras)
+        if extras in self._kinds:
+            self.restart(extras=extras)
         return None
 
     def restart(self, *, extras: bool) -> None:
