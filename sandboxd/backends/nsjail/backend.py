@@ -222,20 +222,8 @@ class NsjailBackend(Backend):
         group: cgroups.RunCgroup | None = None
         created = datetime.now(UTC)
         try:
-            await asyncio.to_thread(
-                prepare_workspace,
-                ws,
-                request,
-                sandbox is not None,
-                cache.astuple() if cache else None,
-            )
-            limits = request.limits
-            memory = (limits.memory_mib + self.config.supervisor_memory_mib) << 20
             group = await asyncio.to_thread(
-                self.cgroups.create,
-                run_id,
-                memory_bytes=memory,
-                pids_max=limits.pids + OVERHEAD_PIDS,
+                self._prepare_run, self.cgroups, run_id, ws, request, sandbox is not None, cache
             )
             proxy = await self.egress.start(request, ws.root / EGRESS_SOCKET)
             try:
@@ -252,6 +240,21 @@ class NsjailBackend(Backend):
             # The run's processes are all dead (supervise killed its cgroup): the rest of the
             # cleanup happens after the response.
             self.background.spawn(self._cleanup_and_release(ws, group, slot))
+
+    def _prepare_run(
+        self,
+        manager: cgroups.CgroupManager,
+        run_id: str,
+        ws: Workspace,
+        request: RunRequest,
+        persistent: bool,
+        cache: CacheMount | None,
+    ) -> cgroups.RunCgroup:
+        """The run's workspace and files, then its cgroup with every limit (one thread)."""
+        prepare_workspace(ws, request, persistent, cache.astuple() if cache else None)
+        limits = request.limits
+        memory = (limits.memory_mib + self.config.supervisor_memory_mib) << 20
+        return manager.create(run_id, memory_bytes=memory, pids_max=limits.pids + OVERHEAD_PIDS)
 
     async def _cleanup_and_release(
         self, ws: Workspace, group: cgroups.RunCgroup | None, slot: int
