@@ -46,7 +46,11 @@ install_filter: "Callable[[bytes], None]"
 READY = b"\x00sandboxd-fork-ready"
 #: Namespaces every run gets of its own (CLONE_NEW* flags).
 CLONE_NEWUSER = 0x10000000
-RUN_NAMESPACES = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x20000000 | 0x40000000
+CLONE_NEWCGROUP = 0x02000000
+#: Made by a waiter before any run (owned by the server's user namespace, so the run, whose
+#: own user namespace is their child, has no capability over them): mount, pid, network,
+#: ipc and uts.
+PREPARED_NAMESPACES = 0x00020000 | 0x04000000 | 0x08000000 | 0x20000000 | 0x40000000
 #: Where the run's uid 1000 is in the server's namespace: 1 + its offset in the daemon's range.
 JAIL_UID = 1000
 MAX_FDS = 16
@@ -108,7 +112,19 @@ def _spawn_waiter(ctl, taken_r: int, taken_w: int, bpf: bytes, startup: set[str]
         return
     try:
         os.close(taken_r)
-        msg, ancillary, _flags, _addr = ctl.recvmsg(8, tools[3].CMSG_SPACE(MAX_FDS * 4))
+        libc, _socket = tools[0], tools[3]
+        # Our /proc entry, from the server's /proc: the init mounts its namespace's over it.
+        proc_self = os.open("/proc/self", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        _check(libc.unshare(PREPARED_NAMESPACES), "unshare(namespaces)")
+        _loopback_up(_socket, tools[2])
+        # B, pid 1 of the new pid namespace, lives until this process closes `alive` (or
+        # ends): then the kernel kills whatever is left in the namespace.
+        alive_r, alive = os.pipe2(os.O_CLOEXEC)
+        init = os.fork()
+        if init == 0:
+            _init(alive_r, bpf, libc)
+        os.close(alive_r)
+        msg, ancillary, _flags, _addr = ctl.recvmsg(8, _socket.CMSG_SPACE(MAX_FDS * 4))
         os.write(taken_w, b"T" if msg else b"E")
         if not msg:
             os._exit(0)
@@ -118,7 +134,7 @@ def _spawn_waiter(ctl, taken_r: int, taken_w: int, bpf: bytes, startup: set[str]
         for level, kind, data in ancillary:
             if level == tools[3].SOL_SOCKET and kind == tools[3].SCM_RIGHTS:
                 fds += memoryview(data)[: len(data) - len(data) % 4].cast("i").tolist()
-        _jail(fds, bpf, startup, tools)
+        _jail(fds, (init, alive), proc_self, bpf, startup, tools)
     except SystemExit:
         raise  # the run's own full exit (warm_boot's, after foreign native code)
     except BaseException:
@@ -135,19 +151,31 @@ def _check(rc: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _jail(fds: list[int], bpf: bytes, startup: set[str], tools: tuple) -> None:  # type: ignore[type-arg]
-    """A: report, take the run's cgroup and spec, unshare, mount; start the init (B) and
-    fork the run (C); report C's status once nothing of the run is left."""
+def _jail(
+    fds: list[int],
+    init: tuple[int, int],
+    proc_self: int,
+    bpf: bytes,
+    startup: set[str],
+    tools: tuple,  # type: ignore[type-arg]
+) -> None:
+    """A: attach the run's mounts, report, take the run's cgroup and spec and uid, and fork
+    the run (C); report C's status once nothing of the run is left. `init`: B's pid, and
+    the pipe whose closing ends it."""
     import os
 
-    libc, marshal, fcntl, _socket, _signal = tools
+    libc, marshal, _fcntl, _socket, _signal = tools
     run = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fds[0])
     try:
+        stdio, mounts = fds[1:4], fds[4:]
         run.send(b"p")  # the daemon reads our host pid from the credentials
         spec = marshal.loads(run.recv(1 << 22) or marshal.dumps(None))
         if spec is None:
             os._exit(0)  # the daemon gave the run up
-        stdio, mounts = fds[1:4], fds[4:]
+        for fd, target in zip(mounts, spec["mounts"], strict=True):
+            rc = libc.syscall(429, fd, b"", -100, target.encode(), 0x4)  # move_mount(F_EMPTY_PATH)
+            _check(rc, f"move_mount {target}")
+            os.close(fd)
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
             os.close(fd)
@@ -162,23 +190,12 @@ def _jail(fds: list[int], bpf: bytes, startup: set[str], tools: tuple) -> None: 
             ("setgroups", "deny"),
             ("gid_map", f"{JAIL_UID} {uid} 1"),
         ):
-            fd = os.open(f"/proc/self/{name}", os.O_WRONLY | os.O_CLOEXEC)
+            fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=proc_self)
             try:
                 os.write(fd, text.encode())
             finally:
                 os.close(fd)
-        _check(libc.unshare(RUN_NAMESPACES), "unshare(namespaces)")
-        for fd, target in zip(mounts, spec["mounts"], strict=True):
-            rc = libc.syscall(429, fd, b"", -100, target.encode(), 0x4)  # move_mount(F_EMPTY_PATH)
-            _check(rc, f"move_mount {target}")
-            os.close(fd)
-        _loopback_up(_socket, fcntl)
-        # B, pid 1 of the run's pid namespace: a copy of this process that drops every
-        # capability and takes the seccomp filter as the run will, then only waits (with
-        # SIGCHLD ignored, the kernel reaps the orphans it inherits).
-        init = os.fork()
-        if init == 0:
-            _init(run, bpf, libc)
+        _check(libc.unshare(CLONE_NEWCGROUP), "unshare(CLONE_NEWCGROUP)")  # rooted at the run's
         _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
         child = os.fork()
     except BaseException as exc:
@@ -195,30 +212,37 @@ def _jail(fds: list[int], bpf: bytes, startup: set[str], tools: tuple) -> None: 
             break
         except InterruptedError:
             continue
-    os.kill(init, 9)  # as tini's exit would: the kernel kills what is left in the namespace
-    os.waitpid(init, 0)
+    os.close(init[1])  # the init ends, as tini would: the kernel kills what is left
+    os.waitpid(init[0], 0)
     run.send(b"x%d" % _init_status(status))
     os._exit(0)
 
 
-def _init(run, bpf: bytes, libc) -> None:  # type: ignore[no-untyped-def]
-    """B: the run's init. It holds nothing (stdio on /dev/null, no other descriptor), can
-    do nothing the run cannot, and waits to be killed when the run ends."""
+def _init(alive: int, bpf: bytes, libc) -> None:  # type: ignore[no-untyped-def]
+    """B: the run's init, pid 1 of its pid namespace. It mounts that namespace's /proc, then
+    holds nothing but `alive` (its stdin; stdout and stderr on /dev/null), can do nothing
+    (no capability, the run's seccomp filter, the server's uid, which the run cannot signal
+    or trace), and ends when `alive` does; with SIGCHLD ignored, the kernel reaps the orphans
+    it inherits."""
     import os
-    import signal
 
     try:
+        rc = libc.mount(
+            b"proc", b"/proc", b"proc", 0x1 | 0x2 | 0x4 | 0x8, None
+        )  # ro,nosuid,nodev,noexec
+        _check(rc, "mount /proc")
         null = os.open("/dev/null", os.O_RDWR)
-        for fd in range(3):
-            os.dup2(null, fd)
-        run.detach()
+        os.dup2(alive, 0)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
         os.closerange(3, 1 << 20)
         _drop_capabilities(libc)
         install_filter(bpf)  # noqa: F821  # seccomp_filter's
+        while os.read(0, 1):
+            pass
     except BaseException:
         os._exit(125)
-    while True:
-        signal.pause()
+    os._exit(0)
 
 
 def _loopback_up(_socket, fcntl) -> None:  # type: ignore[no-untyped-def]
@@ -250,10 +274,6 @@ def _program(spec: dict, bpf: bytes, startup: set[str], libc, _signal) -> None: 
     import sys
 
     try:
-        rc = libc.mount(
-            b"proc", b"/proc", b"proc", 0x1 | 0x2 | 0x4 | 0x8, None
-        )  # ro,nosuid,nodev,noexec
-        _check(rc, "mount /proc")
         os.closerange(3, 1 << 20)
         _drop_capabilities(libc)
         install_filter(bpf)  # noqa: F821  # seccomp_filter's

@@ -339,8 +339,12 @@ async def recvmsg(
 
 
 def _place(group: cgroups.RunCgroup, pid: int, cpu_s: int, fsize: int) -> None:
-    """Into its cgroup, its rlimits lowered (in a thread: a v1 move waits for RCU)."""
-    group.add_pid(pid)
+    """The jail into its cgroup, its first process's rlimits lowered (in a thread: a v1
+    move waits for RCU): the first process, and its child, the run's init."""
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        children = [int(child) for child in fh.read().split()]
+    for member in (pid, *children):
+        group.add_pid(member)
     resource.prlimit(pid, resource.RLIMIT_CPU, (cpu_s, cpu_s))
     resource.prlimit(pid, resource.RLIMIT_FSIZE, (fsize, fsize))
 
