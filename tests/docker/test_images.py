@@ -76,7 +76,7 @@ def test_nsjail_runs_on_the_docker_images_userland(workdir: Path) -> None:
                 code="print(open('/etc/sandboxd-image').read().split()[0]);"
                 "import pytest; print(pytest.__version__ > '7')"
             )
-            assert result.stdout == "sandboxd/python:bookworm\nTrue\n", result
+            assert result.stdout == "sandboxd/python:bookworm\nTrue\n", (result, result.stderr)
             denied = c.run(code="open('/usr/x', 'w')")
             assert "Read-only file system" in denied.stderr
     finally:

@@ -55,7 +55,7 @@ PREPARED_NAMESPACES = 0x00020000 | 0x04000000 | 0x08000000 | 0x20000000 | 0x4000
 JAIL_UID = 1000
 MAX_FDS = 16
 #: Children forked ahead, each waiting for the next run's order.
-SPARE_FORKS = 2
+SPARE_FORKS = 4
 #: Where a run attaches its own mounts: tmpfs placeholders of nsjail's, made read-only here.
 #: Every jail has the first three; a server for runs with a download cache or an egress
 #: allowlist has all five (a root entry would be seen by every run forked from its server).
