@@ -53,6 +53,7 @@ TIERS = ("unit", "jail", "docker", "network", "security", "coder", "bench", "ui"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    deselect_docker_twice(config, items)
     for item in items:
         tier = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
         if tier in TIERS:
@@ -98,6 +99,52 @@ def daemon(workdir: Path) -> Iterator[Daemon]:
     d.start(env={"SANDBOXD_TEST_SECRET": "daemon-secret-value"})
     yield d
     assert d.stop() == 0, d.log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="session")
+def forked_daemon(workdir: Path) -> Iterator[Daemon]:
+    """A daemon like the shared one but without a warm pool: the fork server forks every
+    nsjail run's jail. Suites that must hold on every way a jail is made run on both (see
+    `on_every_jail_path`)."""
+    forked = Daemon(
+        workdir,
+        "forked",
+        max_concurrent_runs=8,
+        max_queued_runs=64,
+        backend={"pool": {"enabled": False}},
+        docker={"enabled": DOCKER_PROBLEM is None},
+    )
+    forked.start(env={"SANDBOXD_TEST_SECRET": "daemon-secret-value"})
+    yield forked
+    assert forked.stop() == 0, forked.log.read_text()[-3000:]
+
+
+#: The ways an nsjail run's jail is made: `shared` (a warm jail when one is ready, else
+#: forked) and `forked` (every jail forked by the fork server).
+JAIL_PATHS = ["shared", "forked"]
+
+
+def on_every_jail_path(request: pytest.FixtureRequest, shared: Daemon) -> Daemon:
+    """The body of a `daemon` fixture parametrised by JAIL_PATHS (a module's or a tier's)."""
+    if request.param == "shared":
+        return shared
+    forked: Daemon = request.getfixturevalue("forked_daemon")
+    return forked
+
+
+def deselect_docker_twice(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Docker's containers do not depend on how nsjail makes jails: a suite parametrised by
+    JAIL_PATHS runs them once, on the shared daemon."""
+    twice = [
+        item
+        for item in items
+        if (spec := getattr(item, "callspec", None)) is not None
+        and spec.params.get("daemon") == "forked"
+        and spec.params.get("backend_client") == "docker"
+    ]
+    if twice:
+        config.hook.pytest_deselected(items=twice)
+        items[:] = [item for item in items if item not in twice]
 
 
 @pytest.fixture(scope="session")

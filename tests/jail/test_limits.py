@@ -9,9 +9,16 @@ import pytest
 
 from sandboxd.client import SyncClient
 from sandboxd.testing import sandbox_processes
-from tests.conftest import BackendClient
+from tests.conftest import JAIL_PATHS, BackendClient, on_every_jail_path
+from tests.daemon import Daemon
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
+
+
+@pytest.fixture(scope="module", params=JAIL_PATHS)
+def daemon(request: pytest.FixtureRequest, daemon: Daemon) -> Daemon:
+    """Every limit holds on every way a jail is made (warm, forked)."""
+    return on_every_jail_path(request, daemon)
 
 
 @pytest.fixture

@@ -45,8 +45,12 @@ class WarmPool(Generic[T]):
         settings: PoolSettings,
         prepare: Callable[[], Awaitable[T]],
         discard: Callable[[T], Coroutine[Any, Any, None]],
+        may_fill: Callable[[], bool] = lambda: True,
     ) -> None:
         self.name = name
+        #: Whether preparing now is welcome (a backend whose misses are cheap refills only
+        #: while it runs nothing: a jail prepared under load takes cpu from the runs).
+        self._may_fill = may_fill
         self.settings = settings
         self._prepare = prepare
         self._discard = discard
@@ -100,7 +104,7 @@ class WarmPool(Generic[T]):
         self._fill()
 
     def _fill(self) -> None:
-        if self._closed or time.monotonic() < self._backoff_until:
+        if self._closed or time.monotonic() < self._backoff_until or not self._may_fill():
             return
         while (
             len(self._ready) + len(self._preparing) < self._target

