@@ -11,18 +11,24 @@ It reads the daemon's orders on a SOCK_SEQPACKET socket (fd given in argv): firs
 seccomp filter (a BPF program the daemon compiled from its one rule table), then, per run,
 one message carrying descriptors: the run's socket, its stdin, stdout and stderr, and the
 mounts the daemon cloned for it (`open_tree`: its workspace, /tmp, /dev/shm, maybe /cache and
-the egress socket). It forks and forgets; the child, A, does the rest:
+the egress socket).
 
-1. tells the daemon its pid (the kernel's SCM_CREDENTIALS give the daemon the host pid), and
-   waits while the daemon moves it into the run's cgroup, every limit already set, and lowers
-   its cpu and file-size rlimits;
-2. reads the run's spec (uid, mount points, program or environment), takes the run's uid in
-   the server's namespace, and unshares a user namespace of its own mapping only that uid
-   (as 1000), then mount, pid, network, ipc, uts and cgroup namespaces;
-3. attaches the cloned mounts over the server's read-only placeholders, brings up its own
-   loopback, and forks B, pid 1 of the new pid namespace, its init; B mounts its /proc and
-   forks C, the run (pid 2), and exits with C's status as tini would (128+N for signal N);
-4. A reports B's status on the run socket and exits.
+It keeps SPARE_FORKS children forked ahead. Each, still uid 0 here, makes fresh mount, pid,
+network (loopback up), ipc and uts namespaces (owned by the server's user namespace, so the
+run will have no capability over them) and forks B, pid 1 of the new pid namespace and the
+run's init: B mounts that namespace's /proc, keeps only the read end of a pipe, drops every
+capability, installs the seccomp filter and waits for the pipe to close. The child then waits
+on the control socket, where an order reaches exactly one child, which becomes the run's A:
+
+1. it attaches the cloned mounts over read-only placeholders and tells the daemon its pid
+   (the kernel's SCM_CREDENTIALS give the daemon the host pid); the daemon moves it and B
+   into the run's cgroup, every limit already set, lowers its cpu and file-size rlimits, and
+   only then sends the run's spec;
+2. it takes the run's uid in the server's namespace, unshares a user namespace of its own
+   mapping only that uid (as 1000), and a cgroup namespace rooted at the run's cgroup;
+3. it forks C, pid 2: the run;
+4. when C ends, it closes B's pipe (B exits, and the kernel kills whatever is left in the
+   namespace), waits for B, and reports C's status as tini would (128+N for signal N).
 
 C closes every descriptor but its stdio, drops every capability (bounding set included),
 sets no_new_privs and installs the seccomp filter, then becomes the run: a python program is
