@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import tempfile
 import time
@@ -24,6 +25,15 @@ from sandboxd.testing import Daemon
 
 CONCURRENCY = 2
 JAIL_PYTHON = "/usr/bin/python3"
+
+
+def machine_busy_s() -> float:
+    """Cpu seconds the whole machine has spent busy (every core, every process, the kernel):
+    with 2 in flight on 2 cores, what a contender spends per problem bounds its rate."""
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def programs(problems: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -88,6 +98,7 @@ def measure(limit: int | None = None) -> dict[str, Any]:
     nothing = {"pool": {"min_size": CONCURRENCY}, "fork_server": False}
     before = Daemon(work, "humaneval-before", backend=nothing).start()
     times: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     try:
         with PeerWorker() as peer:
             progs = programs(peer.humaneval_problems())[:limit]
@@ -99,15 +110,16 @@ def measure(limit: int | None = None) -> dict[str, Any]:
                 "autogen": lambda: run_autogen(progs, peer),
             }
             for name, runner in runners.items():
-                t0 = time.perf_counter()
+                t0, busy0 = time.perf_counter(), machine_busy_s()
                 failures = runner()
                 times[name] = time.perf_counter() - t0
+                cpu[name] = machine_busy_s() - busy0
                 if failures:
                     raise RuntimeError(f"{name}: {len(failures)} failed: {failures[:5]}")
     finally:
         for d in (daemon, forked, before):
             d.stop()
-    return {"n": len(progs), "times": times}
+    return {"n": len(progs), "times": times, "cpu": cpu}
 
 
 def report(data: dict[str, Any]) -> str:
@@ -123,10 +135,17 @@ def report(data: dict[str, Any]) -> str:
         f"{CONCURRENCY} in flight",
         "autogen": f"AutoGen `LocalCommandLineCodeExecutor`, {CONCURRENCY} at a time",
     }
-    rows = ["| what | passed | total s | ms per problem | ratio vs bare |", "|---|---|---|---|---|"]
+    cpu = data.get("cpu", {})
+    rows = [
+        "| what | passed | total s | ms per problem | ratio vs bare | machine cpu ms per problem |",
+        "|---|---|---|---|---|---|",
+    ]
     for key, label in labels.items():
         t = times[key]
-        rows.append(f"| {label} | {n}/{n} | {t:.2f} | {t / n * 1e3:.1f} | {t / base:.2f}x |")
+        used = f"{cpu[key] / n * 1e3:.1f}" if key in cpu else "-"
+        rows.append(
+            f"| {label} | {n}/{n} | {t:.2f} | {t / n * 1e3:.1f} | {t / base:.2f}x | {used} |"
+        )
     best = min(times["api"], times["api_fork"])
     rows += [
         "",
