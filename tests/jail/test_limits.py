@@ -15,7 +15,7 @@ from tests.daemon import Daemon
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
 
-@pytest.fixture(scope="module", params=JAIL_PATHS)
+@pytest.fixture(scope="session", params=JAIL_PATHS)
 def daemon(request: pytest.FixtureRequest, daemon: Daemon) -> Daemon:
     """Every limit holds on every way a jail is made (warm, forked)."""
     return on_every_jail_path(request, daemon)

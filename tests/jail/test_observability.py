@@ -18,6 +18,7 @@ from sandboxd.client import SyncClient
 from sandboxd.errors import Unauthorized
 from sandboxd.testing import audit_trail
 from tests.daemon import Daemon, free_port
+from tests.jail.test_pool import wait_ready
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = f"00-{TRACE}-b7ad6b7169203331-01"
@@ -56,6 +57,7 @@ def test_invalid_traceparent_gets_a_fresh_trace_id(daemon: Daemon) -> None:
 
 def test_metrics_move(daemon: Daemon) -> None:
     with daemon.client() as c:
+        wait_ready(c)  # refilled once the runs before this test are over (a pool hit below)
         before = c.metrics()
         c.run(code="print(1)")
         c.run(code="raise SystemExit(3)")

@@ -78,9 +78,8 @@ class NsjailBackend(Backend):
         self.jailer = Jailer(settings, self.config, self.binary, self.etc_dir, self.seccomp_dir)
         #: The fork server every run's jail is forked from (None: nsjail builds each one).
         self.forks: ForkServers | None = None
-        #: Runs in flight, and when the last one ended (see `_quiet`).
-        self.running = 0
-        self._last_run_end = 0.0
+        #: When the last run started (see `_quiet`).
+        self._last_run_start = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -217,12 +216,8 @@ class NsjailBackend(Backend):
         control: RunControl | None = None,
         cache: CacheMount | None = None,
     ) -> RunResult:
-        self.running += 1
-        try:
-            return await self._run(run_id, request, sandbox, control, cache)
-        finally:
-            self.running -= 1
-            self._last_run_end = time.monotonic()
+        self._last_run_start = time.monotonic()
+        return await self._run(run_id, request, sandbox, control, cache)
 
     async def _run(
         self,
@@ -268,10 +263,11 @@ class NsjailBackend(Backend):
 
     def _quiet(self) -> bool:
         """Whether the warm pools may prepare jails now. With a fork server a miss costs a
-        fork, while preparing a jail costs more cpu than a run's whole jail: under load the
-        pools would take cpu from the runs they serve. They refill once no run has been in
-        flight for QUIET_S (their upkeep checks twice a second)."""
-        return self.running == 0 and time.monotonic() - self._last_run_end >= QUIET_S
+        fork, while preparing a jail costs more cpu than a run's whole jail: under a stream
+        of runs the pools would take cpu from the runs they serve. They refill once no run
+        has started for QUIET_S (their upkeep checks twice a second); a long run in flight
+        does not hold them back."""
+        return time.monotonic() - self._last_run_start >= QUIET_S
 
     def _prepare_run(
         self,
