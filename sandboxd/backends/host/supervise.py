@@ -133,6 +133,14 @@ async def supervise(running: Running, limits: Limits, control: Watch | None = No
         await running.close()
 
 
+async def drain_pumps(pumps: list[asyncio.Future[Any]]) -> None:
+    """Wait, at most DRAIN_S, for the output pumps to reach EOF; cancel the late ones."""
+    if pumps:
+        _done, late = await asyncio.wait(pumps, timeout=DRAIN_S)
+        for task in late:
+            task.cancel()
+
+
 async def _feed_stdin(writer: asyncio.StreamWriter, data: bytes) -> None:
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         if data:
@@ -186,9 +194,7 @@ class ProcessRun:
             await self.cgroup.terminate({self.proc.pid})  # (an empty cgroup after an exit: done)
 
     async def drain(self) -> None:
-        _done, late = await asyncio.wait(self._pumps, timeout=DRAIN_S)
-        for task in late:
-            task.cancel()
+        await drain_pumps(self._pumps)
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sandboxd.backends.host import cgroups, idmap
 from sandboxd.backends.host.output import StreamCapture, pump
-from sandboxd.backends.host.supervise import DRAIN_S
+from sandboxd.backends.host.supervise import drain_pumps
 from sandboxd.backends.host.warm import waiter_profile
 from sandboxd.backends.host.workspace import JAIL_CACHE, Workspace
 from sandboxd.backends.jailside import fork_server
@@ -148,10 +148,7 @@ class ForkedRun:
             await self.group.terminate(set())
 
     async def drain(self) -> None:
-        if self._pumps:
-            _done, late = await asyncio.wait(self._pumps, timeout=DRAIN_S)
-            for task in late:
-                task.cancel()
+        await drain_pumps(self._pumps)
 
     async def close(self) -> None:
         for task in self._tasks:

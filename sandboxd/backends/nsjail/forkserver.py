@@ -232,12 +232,7 @@ class ForkServer:
                     ctl.sendmsg([b"f"], ancillary)
                     return
                 except BlockingIOError:
-                    ready = loop.create_future()
-                    loop.add_writer(ctl, ready.set_result, None)
-                    try:
-                        await ready
-                    finally:
-                        loop.remove_writer(ctl)
+                    await _ready(loop, ctl, writable=True)
                 except OSError as exc:
                     raise BackendUnavailable(f"the fork server is gone: {exc}") from exc
 
@@ -330,12 +325,30 @@ async def recvmsg(
             msg, ancillary, _flags, _addr = sock.recvmsg(1 << 16, ancillary_size)
             return msg, ancillary
         except BlockingIOError:
-            ready = loop.create_future()
-            loop.add_reader(sock, ready.set_result, None)
-            try:
-                await ready
-            finally:
-                loop.remove_reader(sock)
+            await _ready(loop, sock, writable=False)
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, sock: socket.socket, *, writable: bool) -> None:
+    """Until `sock` can be written (or read) without blocking."""
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():  # the loop may call it again before we stop watching
+            ready.set_result(None)
+
+    add, remove = (
+        (loop.add_writer, loop.remove_writer)
+        if writable
+        else (
+            loop.add_reader,
+            loop.remove_reader,
+        )
+    )
+    add(sock, wake)
+    try:
+        await ready
+    finally:
+        remove(sock)
 
 
 def _place(group: cgroups.RunCgroup, pid: int, cpu_s: int, fsize: int) -> None:
